@@ -1,0 +1,181 @@
+"""The host as socketnet understands it: bridges, their ports with roles, containers.
+
+Built from a validated config by `topology.config.load_host`; read by the pipeline
+compiler, the CLI and the lab. Every value here is immutable; port numbers and
+learned MAC addresses are not here, they come from the switch at run time.
+
+Words follow the seed: the *mesh* bridge carries the *netmaker uplink*, management
+containers and one end of the *inter-bridge link*; the *privacy* bridge (vmbr0)
+carries the other end, the *xray client* (privacy proxy), other privacy containers
+and the *warp uplink*.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Optional
+
+from netaddr import IPAddress, IPNetwork, IPSet
+
+
+class Role(str, enum.Enum):
+    NETMAKER_UPLINK = "netmaker-uplink"
+    MANAGEMENT = "management"
+    INTER_BRIDGE = "inter-bridge"
+    PRIVACY_PROXY = "privacy-proxy"
+    PRIVACY = "privacy"
+    WARP_UPLINK = "warp-uplink"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Kind(str, enum.Enum):
+    """Layer of the interface behind a port: `l2` has Ethernet, `l3` (WireGuard,
+    tun) does not and reaches its bridge through a routed adapter port."""
+    L2 = "l2"
+    L3 = "l3"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+UPLINK_ROLES = (Role.NETMAKER_UPLINK, Role.WARP_UPLINK)
+CONTAINER_ROLES = (Role.MANAGEMENT, Role.PRIVACY_PROXY, Role.PRIVACY)
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    protocol: str  # "tcp" or "udp"
+    port: int
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    name: str
+    veth: str
+    bridge: str
+    address: IPAddress
+    network: IPNetwork  # the container's subnet (address with its prefix)
+    gateway: Optional[IPAddress]
+    mac: str
+    services: tuple = ()
+
+
+@dataclass(frozen=True)
+class Port:
+    """One port of a bridge, by the name Open vSwitch knows it under.
+
+    For an l3 uplink, `name` is the adapter port on the bridge and `interface`
+    is the seed's WireGuard interface behind it; for everything else they are
+    the same. `address` is the adapter's address (the containers' gateway).
+    """
+    name: str
+    bridge: str
+    role: Role
+    kind: Kind = Kind.L2
+    interface: str = ""
+    container: Optional[Container] = None
+    peer: Optional[str] = None  # inter-bridge: the port at the other end
+    address: Optional[IPNetwork] = None
+    mac: Optional[str] = None  # configured MAC; None = learn from the switch
+
+    @property
+    def adapter(self) -> bool:
+        return self.kind is Kind.L3 and self.name != self.interface
+
+
+@dataclass(frozen=True)
+class Bridge:
+    name: str
+    ports: tuple  # of Port, in config order
+    seed_flows: tuple = ()  # of topology.seedflows.SeedFlow
+
+    def port(self, name: str) -> Port:
+        for p in self.ports:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def with_role(self, role: Role) -> tuple:
+        return tuple(p for p in self.ports if p.role is role)
+
+    def one(self, role: Role) -> Port:
+        (p,) = self.with_role(role)
+        return p
+
+    @property
+    def containers(self) -> tuple:
+        return tuple(p.container for p in self.ports if p.container is not None)
+
+
+@dataclass(frozen=True)
+class Node:
+    """Another socketnet host reached over Netmaker, and the subnets behind it."""
+    name: str
+    subnets: tuple  # of IPNetwork
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the seed does not say: the `socketnet:` section, with defaults."""
+    ofp_listen_host: str = "127.0.0.1"
+    ofp_listen_port: int = 6653
+    echo_interval: float = 2.0
+    echo_misses: int = 3
+    reconcile_timeout: float = 10.0
+
+
+# Destinations privacy traffic may never be sent to through warp (besides the
+# host's own subnets): the private, shared, loopback, link-local, multicast and
+# reserved ranges. Traffic to them has no business on the privacy exit.
+DEFAULT_PRIVACY_BLOCKED = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
+)
+DEFAULT_NETMAKER_RANGES = ("10.101.0.0/16", "100.64.0.0/10")
+
+
+@dataclass(frozen=True)
+class Host:
+    source: str  # the file it came from
+    mesh: Bridge
+    privacy: Bridge
+    netmaker_ranges: tuple  # of IPNetwork: where Netmaker peers live
+    nodes: tuple = ()  # of Node
+    privacy_blocked: tuple = ()  # of IPNetwork
+    settings: Settings = field(default_factory=Settings)
+    ignored: tuple = ()  # (name, why) of interfaces socketnet does not manage
+
+    @property
+    def bridges(self) -> tuple:
+        return (self.mesh, self.privacy)
+
+    def bridge(self, name: str) -> Bridge:
+        for b in self.bridges:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+    @property
+    def management_subnet(self) -> IPSet:
+        return IPSet(c.network.cidr for c in self.mesh.containers)
+
+    @property
+    def privacy_subnet(self) -> IPSet:
+        return IPSet(c.network.cidr for c in self.privacy.containers)
+
+    @property
+    def netmaker_side(self) -> IPSet:
+        """Destinations management traffic may reach over Netmaker: the Netmaker
+        ranges and the other nodes' subnets."""
+        nets = list(self.netmaker_ranges)
+        for node in self.nodes:
+            nets.extend(node.subnets)
+        return IPSet(nets)
+
+    @property
+    def xray_client(self) -> Port:
+        return self.privacy.one(Role.PRIVACY_PROXY)
