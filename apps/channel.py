@@ -1,0 +1,125 @@
+"""Request and reply over one switch connection: xids, multipart replies, errors,
+barriers and atomic bundles.
+
+The os-ken app hands every reply and error it receives to `Channel.deliver`;
+a green thread that called `request()` or `apply_bundle()` waits on its own xid.
+OpenFlow answers in order, so the errors of everything sent before a barrier
+have arrived by the time the barrier's reply does.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+
+from os_ken.lib import hub
+from os_ken.ofproto import ofproto_v1_3 as ofp
+
+LOG = logging.getLogger("socketnet.channel")
+
+_bundle_ids = itertools.count(1)
+
+
+class ChannelError(RuntimeError):
+    """The switch refused a request, or did not answer in time."""
+
+
+class _Pending:
+    def __init__(self):
+        self.done = hub.Event()
+        self.replies = []
+        self.error = None
+
+
+def describe_error(msg) -> str:
+    try:
+        type_name = ofp.ofp_error_type_to_str(msg.type)
+        code_name = ofp.ofp_error_code_to_str(msg.type, msg.code)
+    except Exception:  # unknown codes still deserve a message
+        type_name, code_name = str(msg.type), str(msg.code)
+    return f"{type_name}/{code_name}"
+
+
+class Channel:
+    def __init__(self, datapath, timeout: float):
+        self.dp = datapath
+        self.timeout = timeout
+        self._pending = {}   # xid -> _Pending, for requests that expect replies
+        self._errors = {}    # xid -> error message, for one-way messages we track
+
+    # --- called from the app's event handlers -----------------------------
+
+    def deliver(self, msg) -> None:
+        """A reply or error for one of our xids (others are ignored)."""
+        pending = self._pending.get(msg.xid)
+        is_error = isinstance(msg, self.dp.ofproto_parser.OFPErrorMsg)
+        if is_error and msg.xid in self._errors:
+            self._errors[msg.xid] = msg
+        if pending is None:
+            return
+        if is_error:
+            pending.error = msg
+            pending.done.set()
+            return
+        pending.replies.append(msg)
+        if not getattr(msg, "flags", 0) & ofp.OFPMPF_REPLY_MORE:
+            pending.done.set()
+
+    # --- called from green threads ----------------------------------------
+
+    def request(self, msg, what: str = "") -> list:
+        """Send `msg` and wait for its (possibly multipart) reply."""
+        self.dp.set_xid(msg)
+        pending = self._pending[msg.xid] = _Pending()
+        try:
+            if not self.dp.send_msg(msg):
+                raise ChannelError(f"{what or type(msg).__name__}: connection closed")
+            if not pending.done.wait(self.timeout):
+                raise ChannelError(f"{what or type(msg).__name__}: no reply in {self.timeout}s")
+            if pending.error is not None:
+                raise ChannelError(f"{what or type(msg).__name__}: {describe_error(pending.error)}")
+            return pending.replies
+        finally:
+            del self._pending[msg.xid]
+
+    def barrier(self) -> None:
+        self.request(self.dp.ofproto_parser.OFPBarrierRequest(self.dp), "barrier")
+
+    def apply_bundle(self, messages, describe) -> None:
+        """Apply `messages` atomically: all of them, or none.
+
+        ONF bundle extension (OpenFlow 1.3): open; add each message; a barrier
+        so that add-time errors are in; then commit, or discard if any add was
+        refused (a refused add would otherwise be dropped alone and the commit
+        would succeed without it). `describe(i)` names message i in errors.
+        """
+        parser = self.dp.ofproto_parser
+        bundle_id = next(_bundle_ids) & 0xFFFFFFFF
+        flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
+
+        def control(kind, name):
+            return self.request(parser.ONFBundleCtrlMsg(self.dp, bundle_id, kind, flags, []),
+                                f"bundle {name}")
+
+        control(ofp.ONF_BCT_OPEN_REQUEST, "open")
+        xids = []
+        try:
+            for msg in messages:
+                add = parser.ONFBundleAddMsg(self.dp, bundle_id, flags, msg, [])
+                self.dp.set_xid(add)
+                self._errors[add.xid] = None
+                xids.append(add.xid)
+                if not self.dp.send_msg(add):
+                    raise ChannelError("bundle add: connection closed")
+            self.barrier()
+            refused = [(i, self._errors[x]) for i, x in enumerate(xids) if self._errors[x]]
+        finally:
+            for x in xids:
+                self._errors.pop(x, None)
+        if refused:
+            try:
+                control(ofp.ONF_BCT_DISCARD_REQUEST, "discard")
+            except ChannelError as exc:
+                LOG.warning("%s", exc)
+            lines = [f"{describe(i)}: {describe_error(err)}" for i, err in refused]
+            raise ChannelError("switch refused " + "; ".join(lines))
+        control(ofp.ONF_BCT_COMMIT_REQUEST, "commit")

@@ -1,0 +1,199 @@
+"""The os-ken app that holds the mesh and vmbr0 pipelines on their switches.
+
+A thin shell around the pure core. On every connect and on every port change of
+a known bridge it runs one `sync`: read the ports, compile the desired flows
+(controller.compiler), read the switch's flows, plan the difference
+(controller.reconcile) and apply it in one atomic bundle. A reconnect with an
+unchanged config and ports sends no flow-mod at all.
+
+Bridges are told apart by the name of their LOCAL port, which Open vSwitch gives
+the bridge's name. A bridge the config does not name is reported and left alone.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER,
+                                       set_ev_cls)
+from os_ken.lib import hub
+from os_ken.ofproto import ofproto_v1_3 as ofp
+
+from apps.channel import Channel, ChannelError
+from controller import ofmsg
+from controller.compiler import SwitchPort, compile_bridge
+from controller.flow import FlowError
+from controller.pipeline import COOKIE_MASK, COOKIE_PREFIX, owns
+from controller.reconcile import plan
+from controller.switches import Runtime
+
+LOG = logging.getLogger("socketnet.pipeline")
+
+_REPLIES = (ofp_event.EventOFPPortDescStatsReply, ofp_event.EventOFPFlowStatsReply,
+            ofp_event.EventOFPBarrierReply, ofp_event.EventONFBundleCtrlMsg,
+            ofp_event.EventOFPErrorMsg)
+
+
+def _port(desc) -> SwitchPort:
+    name = desc.name.decode("utf-8", "replace") if isinstance(desc.name, bytes) else desc.name
+    return SwitchPort(desc.port_no, name.rstrip("\0"), desc.hw_addr.lower())
+
+
+class PipelineApp(app_manager.OSKenApp):
+    OFP_VERSIONS = [ofp.OFP_VERSION]
+    _CONTEXTS = {"runtime": Runtime}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.runtime: Runtime = kwargs["runtime"]
+        self.channels = {}   # dpid -> Channel
+        self._dirty = {}     # dpid -> another sync is wanted after the running one
+        self._syncing = set()
+
+    # --- connection lifecycle ---------------------------------------------
+
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    def _on_features(self, ev):
+        dp = ev.msg.datapath
+        state = self.runtime.switch(dp.id)
+        state.connected = True
+        state.connects += 1
+        self.channels[dp.id] = Channel(dp, self.runtime.host.settings.reconcile_timeout)
+        LOG.info("datapath %016x connected from %s (connect #%d)", dp.id, dp.address,
+                 state.connects)
+        self._request_sync(dp)
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
+    def _on_dead(self, ev):
+        dp = ev.datapath
+        if dp.id is None or self.channels.get(dp.id) is None:
+            return
+        if self.channels[dp.id].dp is not dp:
+            return  # a late DEAD of a connection that has since been replaced
+        del self.channels[dp.id]
+        state = self.runtime.switch(dp.id)
+        state.connected = False
+        LOG.warning("datapath %016x (%s) disconnected; its flows stay (fail_mode=secure)",
+                    dp.id, state.bridge or "unknown bridge")
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def _on_port_status(self, ev):
+        msg = ev.msg
+        dp = msg.datapath
+        state = self.runtime.switch(dp.id)
+        if state.bridge is None:
+            return
+        port = _port(msg.desc)
+        reason = {ofp.OFPPR_ADD: "added", ofp.OFPPR_DELETE: "deleted",
+                  ofp.OFPPR_MODIFY: "modified"}.get(msg.reason, str(msg.reason))
+        LOG.info("%s: port %s (%d) %s", state.bridge, port.name, port.number, reason)
+        if msg.reason == ofp.OFPPR_DELETE:
+            state.ports.pop(port.name, None)
+        else:
+            state.ports[port.name] = port
+        self._request_sync(dp)
+
+    @set_ev_cls(_REPLIES, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    def _on_reply(self, ev):
+        channel = self.channels.get(ev.msg.datapath.id)
+        if isinstance(ev.msg, ev.msg.datapath.ofproto_parser.OFPErrorMsg):
+            LOG.debug("error from %016x xid %d", ev.msg.datapath.id, ev.msg.xid)
+        if channel is not None and channel.dp is ev.msg.datapath:
+            channel.deliver(ev.msg)
+
+    # --- sync ----------------------------------------------------------------
+
+    def _request_sync(self, dp):
+        """Run a sync now, or once more after the one in progress."""
+        if dp.id in self._syncing:
+            self._dirty[dp.id] = True
+            return
+        self._syncing.add(dp.id)
+        hub.spawn(self._sync_loop, dp)
+
+    def _sync_loop(self, dp):
+        try:
+            while True:
+                self._dirty[dp.id] = False
+                self._sync(dp)
+                if not self._dirty.get(dp.id):
+                    return
+        finally:
+            self._syncing.discard(dp.id)
+
+    def _sync(self, dp):
+        channel = self.channels.get(dp.id)
+        if channel is None or channel.dp is not dp:
+            return
+        state = self.runtime.switch(dp.id)
+        host = self.runtime.host
+        parser = dp.ofproto_parser
+        started = time.monotonic()
+        try:
+            if state.bridge is None or not state.ports:
+                replies = channel.request(parser.OFPPortDescStatsRequest(dp, 0), "port-desc")
+                ports = [_port(d) for r in replies for d in r.body]
+                local = [p.name for p in ports if p.number == ofp.OFPP_LOCAL]
+                bridge = local[0] if local else "?"
+                if bridge not in {b.name for b in host.bridges}:
+                    LOG.warning("datapath %016x is bridge %r, which the config does not name; "
+                                "left untouched", dp.id, bridge)
+                    return
+                state.bridge = bridge
+                state.ports = {p.name: p for p in ports}
+                self._report_ports(state)
+
+            desired = compile_bridge(host, state.bridge, state.ports)
+            installed, foreign, alien = self._read_flows(channel)
+            todo = plan(desired, installed, foreign)
+            if not todo.empty or alien:
+                messages = ([ofmsg.delete_stat(dp, stat) for stat in alien]
+                            + [ofmsg.flow_mod(dp, f, ofmsg.DELETE_STRICT) for f in todo.delete]
+                            + [ofmsg.flow_mod(dp, f, ofmsg.ADD) for f in todo.add])
+                names = state.port_names()
+                what = ([f"unreadable flow in table {s.table_id}" for s in alien]
+                        + [f.ofctl(names) for f in todo.delete + todo.add])
+                channel.apply_bundle(messages, lambda i: f"{state.bridge}: {what[i]}")
+            channel.barrier()
+            state.desired, state.last_plan = desired, todo
+            state.last_sync, state.last_error = time.time(), ""
+            LOG.info("%s: pipeline in sync (%s) in %.1f ms", state.bridge, todo.summary(),
+                     (time.monotonic() - started) * 1000)
+        except ChannelError as exc:
+            state.last_error = str(exc)
+            LOG.error("%s: sync failed: %s", state.bridge or f"{dp.id:016x}", exc)
+
+    def _read_flows(self, channel):
+        """The switch's socketnet flows: readable ones; ones whose instructions
+        socketnet cannot read (as Flows without them); raw entries of which even
+        the match is unreadable (to be deleted)."""
+        dp = channel.dp
+        parser = dp.ofproto_parser
+        req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                         COOKIE_PREFIX, COOKIE_MASK, parser.OFPMatch())
+        installed, foreign, alien = [], [], []
+        for reply in channel.request(req, "flow-stats"):
+            for stat in reply.body:
+                if not owns(stat.cookie):
+                    continue
+                try:
+                    installed.append(ofmsg.from_stats(stat))
+                except FlowError:
+                    try:
+                        foreign.append(ofmsg.from_stats(stat, instructions=False))
+                    except FlowError:
+                        alien.append(stat)
+        return installed, foreign, alien
+
+    def _report_ports(self, state):
+        bridge = self.runtime.host.bridge(state.bridge)
+        configured = {p.name for p in bridge.ports}
+        present = set(state.ports) - {state.bridge}
+        missing = sorted(configured - present)
+        extra = sorted(present - configured)
+        LOG.info("%s: %d configured ports present%s%s", state.bridge,
+                 len(configured & present),
+                 f"; not on the switch yet: {', '.join(missing)}" if missing else "",
+                 f"; not in the config (traffic dropped): {', '.join(extra)}" if extra else "")

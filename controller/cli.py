@@ -1,0 +1,179 @@
+"""The `socketnet` command line.
+
+    socketnet check FILE                 validate a config; exit 0, or 2 with every error
+    socketnet topology -c FILE [--json]  what socketnet understood: bridges, ports, roles
+    socketnet flows -c FILE [--bridge B] the flows each bridge would get (all ports present)
+    socketnet run -c FILE                the controller
+
+Importing this module does not import os-ken: `run` chooses the hub first.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+from topology import config as configmod
+from topology.model import Host
+
+EXIT_INVALID = 2
+
+
+def _load(path: str) -> Host:
+    try:
+        return configmod.load_host(path)
+    except configmod.ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_INVALID)
+
+
+def _listen(value: str, option: str) -> tuple:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT", param_hint=option)
+    return host.strip("[]"), int(port)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """socketnet: the OpenFlow 1.3 controller of a host's two socket networks,
+    mesh (Netmaker, management) and vmbr0 (privacy, out through WARP only)."""
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-q", "--quiet", is_flag=True, help="Print errors only, no warnings.")
+def check(file, quiet):
+    """Validate the config FILE (YAML or JSON).
+
+    Exits 0 when it is valid, 2 with one line per error (file, field path,
+    offending value). Warnings say what socketnet does instead of the seed's
+    literal flows."""
+    result = configmod.check_file(file)
+    for issue in result.errors:
+        click.echo(f"error: {issue}", err=True)
+    if not quiet:
+        for warning in result.warnings:
+            click.echo(f"warning: {warning}", err=True)
+    if result.errors:
+        sys.exit(EXIT_INVALID)
+    click.echo(f"{file}: valid ({len(result.host.mesh.ports)} ports on {result.host.mesh.name}, "
+               f"{len(result.host.privacy.ports)} on {result.host.privacy.name})")
+
+
+def _topology_doc(host: Host) -> dict:
+    def port(p):
+        doc = {"name": p.name, "role": str(p.role), "kind": str(p.kind)}
+        if p.interface and p.interface != p.name:
+            doc["interface"] = p.interface
+        if p.address is not None:
+            doc["address"] = str(p.address)
+        if p.peer:
+            doc["peer"] = p.peer
+        if p.container is not None:
+            c = p.container
+            doc["container"] = {"id": c.id, "name": c.name, "address": str(c.network),
+                                "mac": c.mac,
+                                "services": [f"{s.protocol}/{s.port} ({s.name})"
+                                             for s in c.services]}
+        return doc
+
+    return {
+        "source": host.source,
+        "bridges": [{"name": b.name,
+                     "network": "mesh" if b is host.mesh else "privacy",
+                     "ports": [port(p) for p in b.ports]} for b in host.bridges],
+        "netmaker_ranges": [str(n) for n in host.netmaker_ranges],
+        "nodes": [{"name": n.name, "subnets": [str(s) for s in n.subnets]} for n in host.nodes],
+        "ignored": [{"name": name, "why": why} for name, why in host.ignored],
+    }
+
+
+@main.command()
+@click.option("-c", "--config", "file", required=True, type=click.Path(dir_okay=False),
+              help="Config file (YAML or JSON).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def topology(file, as_json):
+    """Print each bridge and its ports with name, role and kind."""
+    host = _load(file)
+    doc = _topology_doc(host)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    for bridge in doc["bridges"]:
+        click.echo(f"{bridge['name']} ({bridge['network']} network)")
+        for p in bridge["ports"]:
+            extra = []
+            if "interface" in p:
+                extra.append(f"adapter for {p['interface']}")
+            if "address" in p:
+                extra.append(p["address"])
+            if "peer" in p:
+                extra.append(f"peer {p['peer']}")
+            if "container" in p:
+                c = p["container"]
+                extra.append(f"{c['name']} {c['address']} {c['mac']}")
+                extra.extend(c["services"])
+            click.echo(f"  {p['name']:<12} {p['role']:<16} {p['kind']:<3}  {'  '.join(extra)}")
+    for item in doc["ignored"]:
+        click.echo(f"not managed: {item['name']}: {item['why']}")
+
+
+@main.command()
+@click.option("-c", "--config", "file", required=True, type=click.Path(dir_okay=False))
+@click.option("--bridge", help="Only this bridge.")
+def flows(file, bridge):
+    """Print the flows socketnet would install, as ovs-ofctl lines.
+
+    Port numbers are assigned in config order from 1, as `socketnet lab` does;
+    on a real switch they come from the switch."""
+    from controller.compiler import SwitchPort, compile_bridge
+
+    host = _load(file)
+    for b in host.bridges:
+        if bridge and b.name != bridge:
+            continue
+        live = {p.name: SwitchPort(i, p.name, p.mac or f"02:ff:00:00:00:{i:02x}")
+                for i, p in enumerate(b.ports, start=1)}
+        names = {sp.number: sp.name for sp in live.values()}
+        click.echo(f"# {b.name}")
+        for f in compile_bridge(host, b.name, live):
+            click.echo(f.ofctl(names))
+
+
+@main.command()
+@click.option("-c", "--config", "file", required=True, type=click.Path(dir_okay=False),
+              help="Config file (YAML or JSON).")
+@click.option("--ofp-listen", default=None, metavar="HOST:PORT",
+              help="Where switches connect [default: the config's socketnet.openflow.listen, "
+                   "else 127.0.0.1:6653].")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False),
+              help="Private key: serve OpenFlow over TLS (ssl: targets).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False),
+              help="Certificate for --tls-key.")
+@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False),
+              help="CA certificate(s): switches must present a certificate they signed.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def run(file, ofp_listen, tls_key, tls_cert, tls_ca, log_level):
+    """Run the controller. Attach bridges with
+
+        ovs-vsctl set-controller mesh tcp:127.0.0.1:6653
+
+    and the same for vmbr0; socketnet tells them apart by name."""
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    host = _load(file)
+    if ofp_listen:
+        listen = _listen(ofp_listen, "--ofp-listen")
+    else:
+        listen = (host.settings.ofp_listen_host, host.settings.ofp_listen_port)
+    if bool(tls_key) != bool(tls_cert) or (tls_ca and not tls_key):
+        raise click.BadParameter("TLS needs --tls-key and --tls-cert (and optionally --tls-ca)",
+                                 param_hint="--tls-key/--tls-cert")
+    from controller.runner import TLS, run as run_controller
+
+    tls = TLS(tls_key, tls_cert, tls_ca) if tls_key else None
+    sys.exit(run_controller(host, listen[0], listen[1], tls))

@@ -1,0 +1,309 @@
+"""The pipeline compiler: host model + the switch's ports -> the flows a bridge must hold.
+
+Pure: no os-ken, no I/O. `compile_bridge(host, name, ports)` returns the complete
+desired flow set of one bridge; the reconciler makes the switch match it. Ports
+the switch does not have (yet) simply get no flows, and everything not allowed
+here is dropped by each table's last flow, so a missing port can only ever
+remove reach, never add it.
+
+How each W-rule of the isolation promise is carried (zones: `pipeline.Zone`):
+
+    W1  mesh:  uplink -> classify -> PRIVACY_INGRESS -> inter-bridge link
+        vmbr0: inter-bridge (Netmaker source) -> PRIVACY_INGRESS -> xray client,
+               eth_src rewritten to vmbr0's gateway
+    W2  vmbr0: PROXY -> warp uplink (never to private ranges); WARP -> xray client
+    W3  vmbr0: PROXY from the service port to a Netmaker peer -> inter-bridge link
+        mesh:  PROXY_REPLY -> netmaker uplink, eth_dst rewritten to the adapter
+    W4  vmbr0: PRIVACY -> warp uplink; WARP -> the privacy container
+    W5  mesh:  MANAGEMENT -> management containers, or -> netmaker uplink for
+               Netmaker ranges and other nodes' subnets
+    W6  both:  ARP directed to the target's port; the mesh answers ARP for the
+               xray client itself so no ARP crosses the inter-bridge link
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from netaddr import IPSet
+
+from controller.flow import (ETH_TYPE_ARP, ETH_TYPE_IP, IPPROTO_TCP, IPPROTO_UDP,
+                             OFPP_IN_PORT, Apply, Flow, Goto, Move, Output, SetField,
+                             WriteMetadata)
+from controller.pipeline import ADMIT, ARP, CLASSIFY, FORWARD, TABLES, Purpose, Zone, check_flow
+from topology.model import Bridge, Host, Port, Role
+
+# Priorities, highest first within each table.
+P_FORGED = 300
+P_ADMIT = 200
+P_CLASSIFY = 100
+P_REPLY = 300
+P_HOST = 260
+P_BLOCKED = 250
+P_EXIT = 100
+P_RESPONDER = 300
+P_DIRECTED = 200
+P_MISS = 0
+
+
+@dataclass(frozen=True)
+class SwitchPort:
+    """A port as the switch reports it (port-desc / port-status)."""
+    number: int
+    name: str
+    mac: str
+
+
+class _Ports:
+    """The bridge's configured ports that the switch has right now."""
+
+    def __init__(self, bridge: Bridge, live: Mapping[str, SwitchPort]):
+        self.bridge = bridge
+        self._live = live
+
+    def number(self, port: Port) -> int | None:
+        sp = self._live.get(port.name)
+        return sp.number if sp else None
+
+    def mac(self, port: Port) -> str | None:
+        """A port's own MAC: configured, or the one the switch reports (adapters)."""
+        if port.container is not None:
+            return port.container.mac
+        if port.mac:
+            return port.mac
+        sp = self._live.get(port.name)
+        return sp.mac.lower() if sp else None
+
+    def present(self, role: Role) -> list:
+        return [p for p in self.bridge.with_role(role) if self.number(p) is not None]
+
+    def uplink(self, role: Role):
+        """(port, number, mac) of the bridge's uplink, or None when absent."""
+        for p in self.present(role):
+            return p, self.number(p), self.mac(p)
+        return None
+
+
+def compile_bridge(host: Host, bridge_name: str, live: Mapping[str, SwitchPort]) -> tuple:
+    """Every flow `bridge_name` must hold, given the ports the switch has."""
+    bridge = host.bridge(bridge_name)
+    ports = _Ports(bridge, live)
+    if bridge is host.mesh:
+        flows = list(_mesh(host, ports))
+    else:
+        flows = list(_privacy(host, ports))
+    flows += [Flow.make(t.id, P_MISS, {}, (), Purpose.DROP.cookie) for t in TABLES]
+    return tuple(sorted(check_flow(f) for f in flows))
+
+
+# --- building blocks --------------------------------------------------------
+
+
+def _cidrs(nets: Iterable) -> list:
+    return [str(c) for c in IPSet(nets).iter_cidrs()]
+
+
+def _zone(zone: Zone, table) -> tuple:
+    return (WriteMetadata(int(zone)), Goto(table.id))
+
+
+def _admit_host(number: int, mac: str, address, zone: Zone) -> list:
+    """Table 0: a port whose one sender is (mac, address): its ARP and its IPv4."""
+    return [
+        Flow.make(ADMIT.id, P_ADMIT,
+                  {"in_port": number, "eth_src": mac, "eth_type": ETH_TYPE_ARP,
+                   "arp_spa": str(address), "arp_sha": mac},
+                  (Goto(ARP.id),), Purpose.ADMIT.cookie),
+        Flow.make(ADMIT.id, P_ADMIT,
+                  {"in_port": number, "eth_src": mac, "eth_type": ETH_TYPE_IP,
+                   "ipv4_src": str(address)},
+                  _zone(zone, FORWARD), Purpose.ADMIT.cookie),
+    ]
+
+
+def _admit_uplink(number: int, mac: str, address, zone: Zone, table, forged: Iterable) -> list:
+    """Table 0: an uplink adapter: its own ARP, and IPv4 from anywhere but `forged`."""
+    flows = [
+        Flow.make(ADMIT.id, P_ADMIT,
+                  {"in_port": number, "eth_src": mac, "eth_type": ETH_TYPE_ARP,
+                   "arp_spa": str(address), "arp_sha": mac},
+                  (Goto(ARP.id),), Purpose.ADMIT.cookie),
+        Flow.make(ADMIT.id, P_ADMIT,
+                  {"in_port": number, "eth_src": mac, "eth_type": ETH_TYPE_IP},
+                  _zone(zone, table), Purpose.ADMIT.cookie),
+    ]
+    for cidr in _cidrs(forged):
+        flows.append(Flow.make(ADMIT.id, P_FORGED,
+                               {"in_port": number, "eth_type": ETH_TYPE_IP, "ipv4_src": cidr},
+                               (), Purpose.FORGED.cookie))
+    return flows
+
+
+def _to_host(zone: Zone, port_number: int, mac: str, address, purpose: Purpose) -> Flow:
+    """Table 2: IPv4 of `zone` addressed to one host (MAC and address) -> its port."""
+    return Flow.make(FORWARD.id, P_HOST,
+                     {"metadata": int(zone), "eth_type": ETH_TYPE_IP, "eth_dst": mac,
+                      "ipv4_dst": str(address)},
+                     (Apply((Output(port_number),)),), purpose.cookie)
+
+
+def _directed_arp(address, port_number: int) -> Flow:
+    return Flow.make(ARP.id, P_DIRECTED, {"eth_type": ETH_TYPE_ARP, "arp_tpa": str(address)},
+                     (Apply((Output(port_number),)),), Purpose.ARP.cookie)
+
+
+def _service_match(service) -> tuple:
+    if service.protocol == "tcp":
+        return IPPROTO_TCP, "tcp_src", "tcp_dst"
+    return IPPROTO_UDP, "udp_src", "udp_dst"
+
+
+# --- mesh -------------------------------------------------------------------
+
+
+def _mesh(host: Host, ports: _Ports):
+    uplink = ports.uplink(Role.NETMAKER_UPLINK)
+    managed = [(p, ports.number(p)) for p in ports.present(Role.MANAGEMENT)]
+    xray = host.xray_client
+    links = ports.present(Role.INTER_BRIDGE)
+    local = list(host.management_subnet.iter_cidrs()) + list(host.privacy_subnet.iter_cidrs())
+
+    for port, number in managed:
+        c = port.container
+        yield from _admit_host(number, c.mac, c.address, Zone.MANAGEMENT)
+        # W5: management hosts reach each other, and Netmaker ingress
+        # classified management reaches them.
+        yield _to_host(Zone.MANAGEMENT, number, c.mac, c.address, Purpose.MANAGEMENT)
+        yield Flow.make(CLASSIFY.id, P_CLASSIFY,
+                        {"metadata": int(Zone.NETMAKER), "eth_type": ETH_TYPE_IP,
+                         "ipv4_dst": str(c.address)},
+                        _zone(Zone.MANAGEMENT, FORWARD), Purpose.CLASSIFY.cookie)
+        yield _directed_arp(c.address, number)
+
+    if uplink:
+        port, number, mac = uplink
+        if mac:
+            yield from _admit_uplink(number, mac, port.address.ip, Zone.NETMAKER, CLASSIFY, local)
+            for cidr in _cidrs(host.netmaker_side):
+                yield Flow.make(FORWARD.id, P_EXIT,
+                                {"metadata": int(Zone.MANAGEMENT), "eth_type": ETH_TYPE_IP,
+                                 "eth_dst": mac, "ipv4_dst": cidr},
+                                (Apply((Output(number),)),), Purpose.MANAGEMENT.cookie)
+            yield _directed_arp(port.address.ip, number)
+
+    for link in links:
+        link_no = ports.number(link)
+        xc = xray.container
+        # W1, mesh half: classified privacy, addressed to an xray service.
+        for svc in xc.services:
+            proto, _, dst_field = _service_match(svc)
+            for src in _cidrs(host.netmaker_ranges):
+                yield Flow.make(FORWARD.id, P_HOST,
+                                {"metadata": int(Zone.PRIVACY_INGRESS), "eth_type": ETH_TYPE_IP,
+                                 "ip_proto": proto, "eth_dst": xc.mac, "ipv4_src": src,
+                                 "ipv4_dst": str(xc.address), dst_field: svc.port},
+                                (Apply((Output(link_no),)),), Purpose.PRIVACY.cookie)
+        if not uplink or not uplink[2]:
+            continue
+        up_port, up_no, up_mac = uplink
+        # W3, mesh half: the xray client's replies, back to Netmaker.
+        yield Flow.make(ADMIT.id, P_ADMIT,
+                        {"in_port": link_no, "eth_src": xc.mac, "eth_type": ETH_TYPE_IP,
+                         "ipv4_src": str(xc.address)},
+                        _zone(Zone.PROXY_REPLY, FORWARD), Purpose.ADMIT.cookie)
+        for svc in xc.services:
+            proto, src_field, _ = _service_match(svc)
+            for dst in _cidrs(host.netmaker_ranges):
+                yield Flow.make(FORWARD.id, P_REPLY,
+                                {"metadata": int(Zone.PROXY_REPLY), "eth_type": ETH_TYPE_IP,
+                                 "ip_proto": proto, "ipv4_dst": dst, src_field: svc.port},
+                                (Apply((SetField("eth_dst", up_mac), Output(up_no))),),
+                                Purpose.PRIVACY.cookie)
+        # W6 for W1: the host resolves the xray client on the mesh adapter; the
+        # switch answers, so ARP never crosses the inter-bridge link (N6).
+        yield Flow.make(ARP.id, P_RESPONDER,
+                        {"in_port": up_no, "eth_type": ETH_TYPE_ARP, "arp_op": 1,
+                         "arp_tpa": str(xc.address)},
+                        (Apply(_arp_reply(xc.mac, xc.address)),), Purpose.ARP_RESPONDER.cookie)
+
+
+def _arp_reply(mac: str, address) -> tuple:
+    """Turn an ARP request for `address` into the reply `mac` would send."""
+    return (
+        Move("eth_src", "eth_dst"),
+        SetField("eth_src", mac),
+        SetField("arp_op", 2),
+        Move("arp_sha", "arp_tha"),
+        Move("arp_spa", "arp_tpa"),
+        SetField("arp_sha", mac),
+        SetField("arp_spa", str(address)),
+        Output(OFPP_IN_PORT),
+    )
+
+
+# --- vmbr0, the privacy bridge ----------------------------------------------
+
+
+def _privacy(host: Host, ports: _Ports):
+    uplink = ports.uplink(Role.WARP_UPLINK)
+    proxies = [(p, ports.number(p), Zone.PROXY) for p in ports.present(Role.PRIVACY_PROXY)]
+    others = [(p, ports.number(p), Zone.PRIVACY) for p in ports.present(Role.PRIVACY)]
+    members = proxies + others
+    links = ports.present(Role.INTER_BRIDGE)
+    xc = host.xray_client.container
+    inside_zones = (Zone.PROXY, Zone.PRIVACY, Zone.WARP)
+
+    for port, number, zone in members:
+        c = port.container
+        yield from _admit_host(number, c.mac, c.address, zone)
+        yield _directed_arp(c.address, number)
+        # Privacy containers reach each other, and warp replies reach them.
+        for source in inside_zones:
+            purpose = Purpose.WARP if source is Zone.WARP else Purpose.PRIVACY
+            yield _to_host(source, number, c.mac, c.address, purpose)
+
+    if not uplink or not uplink[2]:
+        return
+    up_port, up_no, up_mac = uplink
+    forged = (list(host.management_subnet.iter_cidrs()) + list(host.privacy_subnet.iter_cidrs())
+              + list(host.netmaker_side.iter_cidrs()))
+    yield from _admit_uplink(up_no, up_mac, up_port.address.ip, Zone.WARP, FORWARD, forged)
+    yield _directed_arp(up_port.address.ip, up_no)
+
+    # W2 and W4: out through warp, to anything but private and local ranges.
+    blocked = _cidrs(list(host.privacy_blocked) + forged)
+    for zone in (Zone.PROXY, Zone.PRIVACY):
+        for cidr in blocked:
+            yield Flow.make(FORWARD.id, P_BLOCKED,
+                            {"metadata": int(zone), "eth_type": ETH_TYPE_IP, "ipv4_dst": cidr},
+                            (), Purpose.DROP.cookie)
+        yield Flow.make(FORWARD.id, P_EXIT,
+                        {"metadata": int(zone), "eth_type": ETH_TYPE_IP, "eth_dst": up_mac},
+                        (Apply((Output(up_no),)),), Purpose.WARP.cookie)
+
+    xray_present = any(p.role is Role.PRIVACY_PROXY for p, _, _ in members)
+    for link in links:
+        link_no = ports.number(link)
+        for src in _cidrs(host.netmaker_ranges):
+            yield Flow.make(ADMIT.id, P_ADMIT,
+                            {"in_port": link_no, "eth_type": ETH_TYPE_IP, "ipv4_src": src},
+                            _zone(Zone.PRIVACY_INGRESS, FORWARD), Purpose.ADMIT.cookie)
+        if not xray_present:
+            continue
+        xray_no = ports.number(host.xray_client)
+        for svc in xc.services:
+            proto, src_field, dst_field = _service_match(svc)
+            # W1, vmbr0 half: to the xray service, as if from vmbr0's gateway.
+            yield Flow.make(FORWARD.id, P_HOST,
+                            {"metadata": int(Zone.PRIVACY_INGRESS), "eth_type": ETH_TYPE_IP,
+                             "ip_proto": proto, "eth_dst": xc.mac,
+                             "ipv4_dst": str(xc.address), dst_field: svc.port},
+                            (Apply((SetField("eth_src", up_mac), Output(xray_no))),),
+                            Purpose.PRIVACY.cookie)
+            # W3, vmbr0 half: the service's replies to Netmaker peers.
+            for dst in _cidrs(host.netmaker_ranges):
+                yield Flow.make(FORWARD.id, P_REPLY,
+                                {"metadata": int(Zone.PROXY), "eth_type": ETH_TYPE_IP,
+                                 "ip_proto": proto, "eth_dst": up_mac, "ipv4_dst": dst,
+                                 src_field: svc.port},
+                                (Apply((Output(link_no),)),), Purpose.PRIVACY.cookie)

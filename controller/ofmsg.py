@@ -1,0 +1,131 @@
+"""Flow values <-> os-ken OpenFlow 1.3 message objects.
+
+`flow_mod(dp, flow, command)` builds the OFPFlowMod that installs, replaces or
+deletes a Flow; `from_stats(stat)` turns one OFPFlowStats entry of a switch's
+reply back into a Flow, so the reconciler can compare what the switch holds with
+what the compiler wants, value for value. Only socketnet's subset of OpenFlow
+(controller/flow.py) round-trips; anything else raises FlowError, and the
+reconciler treats such a flow as foreign to its desired set.
+"""
+from __future__ import annotations
+
+from os_ken.ofproto import nx_actions  # noqa: F401  (registers NXActionRegMove)
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as parser
+
+from controller.flow import (OFPP_CONTROLLER, Apply, Controller, Flow, FlowError, Goto,
+                             Meter, Move, Output, SetField, WriteMetadata)
+
+_MOVE_BITS = {"eth_src": 48, "eth_dst": 48, "arp_sha": 48, "arp_tha": 48,
+              "arp_spa": 32, "arp_tpa": 32}
+
+ADD = ofp.OFPFC_ADD
+DELETE_STRICT = ofp.OFPFC_DELETE_STRICT
+
+
+def _match(flow: Flow) -> parser.OFPMatch:
+    fields = {}
+    for name, value in flow.match:
+        if name in ("ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa") and "/" in value:
+            addr, plen = value.split("/")
+            mask = (0xFFFFFFFF << (32 - int(plen))) & 0xFFFFFFFF
+            value = (addr, ".".join(str((mask >> s) & 0xFF) for s in (24, 16, 8, 0)))
+        fields[name] = value
+    return parser.OFPMatch(**fields)
+
+
+def _action(action):
+    if isinstance(action, Output):
+        return parser.OFPActionOutput(action.port, 0)
+    if isinstance(action, Controller):
+        return parser.OFPActionOutput(ofp.OFPP_CONTROLLER, action.max_len)
+    if isinstance(action, SetField):
+        return parser.OFPActionSetField(**{action.field: action.value})
+    if isinstance(action, Move):
+        return parser.NXActionRegMove(src_field=action.src, dst_field=action.dst,
+                                      n_bits=_MOVE_BITS[action.src])
+    raise FlowError(f"cannot encode action {action!r}")
+
+
+def _instruction(ins):
+    if isinstance(ins, Apply):
+        return parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS,
+                                            [_action(a) for a in ins.actions])
+    if isinstance(ins, Goto):
+        return parser.OFPInstructionGotoTable(ins.table)
+    if isinstance(ins, WriteMetadata):
+        return parser.OFPInstructionWriteMetadata(ins.value, ins.mask)
+    if isinstance(ins, Meter):
+        return parser.OFPInstructionMeter(ins.meter_id)
+    raise FlowError(f"cannot encode instruction {ins!r}")
+
+
+def flow_mod(datapath, flow: Flow, command: int = ADD) -> parser.OFPFlowMod:
+    """The FlowMod that adds (replaces) or strictly deletes `flow`."""
+    flags = ofp.OFPFF_SEND_FLOW_REM if flow.send_flow_removed else 0
+    if command == ADD:
+        instructions = [_instruction(i) for i in flow.instructions]
+        cookie_mask = 0
+    else:
+        instructions = []
+        cookie_mask = 0xFFFFFFFFFFFFFFFF
+    return parser.OFPFlowMod(
+        datapath, cookie=flow.cookie, cookie_mask=cookie_mask, table_id=flow.table,
+        command=command, idle_timeout=flow.idle_timeout, hard_timeout=flow.hard_timeout,
+        priority=flow.priority, buffer_id=ofp.OFP_NO_BUFFER, out_port=ofp.OFPP_ANY,
+        out_group=ofp.OFPG_ANY, flags=flags, match=_match(flow), instructions=instructions)
+
+
+# --- decoding ----------------------------------------------------------------
+
+
+def _decode_action(action):
+    if isinstance(action, parser.OFPActionOutput):
+        if action.port == OFPP_CONTROLLER:
+            return Controller(action.max_len)
+        return Output(action.port)
+    if isinstance(action, parser.OFPActionSetField):
+        value = action.value
+        if isinstance(value, str):
+            value = value.lower()
+        return SetField(action.key, value)
+    if isinstance(action, parser.NXActionRegMove):
+        if _MOVE_BITS.get(action.src_field) != action.n_bits or action.src_ofs or action.dst_ofs:
+            raise FlowError(f"partial register move {action!r}")
+        return Move(action.src_field, action.dst_field)
+    raise FlowError(f"unknown action {action!r}")
+
+
+def _decode_instruction(ins):
+    if isinstance(ins, parser.OFPInstructionActions):
+        if ins.type != ofp.OFPIT_APPLY_ACTIONS:
+            raise FlowError(f"unsupported instruction {ins!r}")
+        return Apply(tuple(_decode_action(a) for a in ins.actions))
+    if isinstance(ins, parser.OFPInstructionGotoTable):
+        return Goto(ins.table_id)
+    if isinstance(ins, parser.OFPInstructionWriteMetadata):
+        return WriteMetadata(ins.metadata, ins.metadata_mask)
+    if isinstance(ins, parser.OFPInstructionMeter):
+        return Meter(ins.meter_id)
+    raise FlowError(f"unknown instruction {ins!r}")
+
+
+def delete_stat(datapath, stat) -> parser.OFPFlowMod:
+    """Strictly delete the entry a flow-stats entry describes, whatever it holds."""
+    return parser.OFPFlowMod(
+        datapath, cookie=stat.cookie, cookie_mask=0xFFFFFFFFFFFFFFFF, table_id=stat.table_id,
+        command=DELETE_STRICT, priority=stat.priority, buffer_id=ofp.OFP_NO_BUFFER,
+        out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=stat.match, instructions=[])
+
+
+def from_stats(stat, instructions: bool = True) -> Flow:
+    """The Flow an OFPFlowStats entry describes (counters are not part of it).
+
+    With `instructions=False`, the entry alone (table, priority, match, cookie)."""
+    instructions = [_decode_instruction(i) for i in stat.instructions] if instructions else []
+    # An empty apply-actions is the same as none at all (a drop).
+    instructions = [i for i in instructions if not (isinstance(i, Apply) and not i.actions)]
+    return Flow.make(stat.table_id, stat.priority, dict(stat.match.items()), instructions,
+                     stat.cookie, idle_timeout=stat.idle_timeout,
+                     hard_timeout=stat.hard_timeout,
+                     send_flow_removed=bool(stat.flags & ofp.OFPFF_SEND_FLOW_REM))

@@ -1,0 +1,90 @@
+"""Starting and stopping the controller process: the os-ken bootstrap.
+
+os-ken 4.x ships no `osken-manager`; socketnet runs its apps itself:
+
+1. the hub is chosen before os-ken is first imported: *eventlet*. os-ken 4.2.2's
+   native hub loses an app's event loop on any handler exception, misses switch
+   disconnects and cannot time out a wait; the eventlet hub has none of these
+   faults and costs less per packet-in. eventlet monkey-patches the process, so
+   nothing in this process uses pyroute2 (host set-up runs as its own command);
+2. `app_manager` is imported before `controller` (the other order is a circular
+   import in os-ken);
+3. os-ken's options are set in code, listening only where asked (never also on
+   the legacy port 6633);
+4. the apps are instantiated with a shared `Runtime` holding the host model;
+   SIGTERM or SIGINT stops them and the process exits within a second.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+from topology.model import Host
+
+LOG = logging.getLogger("socketnet")
+
+APPS = ["apps.pipeline"]
+
+
+@dataclass(frozen=True)
+class TLS:
+    private_key: str
+    certificate: str
+    ca_certificates: Optional[str]  # given: switches must present a certificate it signed
+
+
+def _boot_hub():
+    if "os_ken.lib.hub" in sys.modules and os.environ.get("OSKEN_HUB_TYPE") != "eventlet":
+        raise RuntimeError("os-ken was imported before socketnet chose its hub")
+    os.environ["OSKEN_HUB_TYPE"] = "eventlet"
+    import eventlet
+    eventlet.monkey_patch()
+
+
+def run(host: Host, listen_host: str, listen_port: int, tls: Optional[TLS] = None) -> int:
+    """Serve OpenFlow on listen_host:listen_port until SIGTERM or SIGINT."""
+    _boot_hub()
+    from os_ken import cfg
+    from os_ken.base import app_manager  # noqa: F401  (before os_ken.controller)
+    from os_ken.controller import controller  # noqa: F401  (registers the options)
+    from os_ken.lib import hub
+
+    conf = cfg.CONF
+    conf(args=[], project="os_ken", default_config_files=[])
+    conf.set_override("ofp_listen_host", listen_host)
+    conf.set_override("ofp_tcp_listen_port", listen_port)
+    conf.set_override("ofp_ssl_listen_port", listen_port)
+    conf.set_override("echo_request_interval", host.settings.echo_interval)
+    conf.set_override("maximum_unreplied_echo_requests", host.settings.echo_misses)
+    if tls:
+        conf.set_override("ctl_privkey", tls.private_key)
+        conf.set_override("ctl_cert", tls.certificate)
+        conf.set_override("ca_certs", tls.ca_certificates)
+
+    manager = app_manager.AppManager.get_instance()
+    manager.load_apps(APPS)
+    contexts = manager.create_contexts()
+    contexts["runtime"].host = host
+    threads = manager.instantiate_apps(**contexts)
+
+    stopping = []
+
+    def stop(signum, _frame):
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    scheme = "ssl" if tls else "tcp"
+    LOG.info("socketnet listening for OpenFlow 1.3 on %s:%s:%d (bridges %s)", scheme,
+             listen_host, listen_port, ", ".join(b.name for b in host.bridges))
+    while not stopping:
+        hub.sleep(0.1)
+    LOG.info("stopping on %s", signal.Signals(stopping[0]).name)
+    manager.close()
+    for t in threads:
+        hub.kill(t)
+    return 0
