@@ -31,9 +31,9 @@ from controller.switches import Runtime
 
 LOG = logging.getLogger("socketnet.pipeline")
 
-_REPLIES = (ofp_event.EventOFPPortDescStatsReply, ofp_event.EventOFPFlowStatsReply,
+_REPLIES = [ofp_event.EventOFPPortDescStatsReply, ofp_event.EventOFPFlowStatsReply,
             ofp_event.EventOFPBarrierReply, ofp_event.EventONFBundleCtrlMsg,
-            ofp_event.EventOFPErrorMsg)
+            ofp_event.EventOFPErrorMsg]
 
 
 def _port(desc) -> SwitchPort:
@@ -153,6 +153,13 @@ class PipelineApp(app_manager.OSKenApp):
                             + [ofmsg.flow_mod(dp, f, ofmsg.DELETE_STRICT) for f in todo.delete]
                             + [ofmsg.flow_mod(dp, f, ofmsg.ADD) for f in todo.add])
                 names = state.port_names()
+                for f in todo.delete:
+                    LOG.debug("%s: delete %s", state.bridge, f.ofctl(names))
+                held = {f.key: f for f in installed}
+                for f in todo.add:
+                    if f.key in held:
+                        LOG.debug("%s: replace %s", state.bridge, held[f.key].ofctl(names))
+                    LOG.debug("%s: add %s", state.bridge, f.ofctl(names))
                 what = ([f"unreadable flow in table {s.table_id}" for s in alien]
                         + [f.ofctl(names) for f in todo.delete + todo.add])
                 channel.apply_bundle(messages, lambda i: f"{state.bridge}: {what[i]}")
@@ -180,7 +187,8 @@ class PipelineApp(app_manager.OSKenApp):
                     continue
                 try:
                     installed.append(ofmsg.from_stats(stat))
-                except FlowError:
+                except FlowError as exc:
+                    LOG.debug("unreadable flow in table %d: %s", stat.table_id, exc)
                     try:
                         foreign.append(ofmsg.from_stats(stat, instructions=False))
                     except FlowError:

@@ -93,7 +93,8 @@ def compile_bridge(host: Host, bridge_name: str, live: Mapping[str, SwitchPort])
     else:
         flows = list(_privacy(host, ports))
     flows += [Flow.make(t.id, P_MISS, {}, (), Purpose.DROP.cookie) for t in TABLES]
-    return tuple(sorted(check_flow(f) for f in flows))
+    return tuple(sorted((check_flow(f) for f in flows),
+                        key=lambda f: (f.table, -f.priority, f.match)))
 
 
 # --- building blocks --------------------------------------------------------

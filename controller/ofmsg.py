@@ -90,9 +90,12 @@ def _decode_action(action):
             value = value.lower()
         return SetField(action.key, value)
     if isinstance(action, parser.NXActionRegMove):
-        if _MOVE_BITS.get(action.src_field) != action.n_bits or action.src_ofs or action.dst_ofs:
+        # Open vSwitch answers with the NXM names of the fields (eth_src_nxm).
+        src = action.src_field.removesuffix("_nxm")
+        dst = action.dst_field.removesuffix("_nxm")
+        if _MOVE_BITS.get(src) != action.n_bits or action.src_ofs or action.dst_ofs:
             raise FlowError(f"partial register move {action!r}")
-        return Move(action.src_field, action.dst_field)
+        return Move(src, dst)
     raise FlowError(f"unknown action {action!r}")
 
 

@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -41,7 +42,11 @@ def _boot_hub():
     if "os_ken.lib.hub" in sys.modules and os.environ.get("OSKEN_HUB_TYPE") != "eventlet":
         raise RuntimeError("os-ken was imported before socketnet chose its hub")
     os.environ["OSKEN_HUB_TYPE"] = "eventlet"
-    import eventlet
+    with warnings.catch_warnings():
+        # eventlet announces its deprecation on import; the choice is made
+        # knowingly (see the module docstring and the README).
+        warnings.simplefilter("ignore")
+        import eventlet
     eventlet.monkey_patch()
 
 

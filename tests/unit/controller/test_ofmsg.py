@@ -59,3 +59,10 @@ def test_strict_delete_carries_entry_and_full_cookie_mask_but_no_instructions():
     assert parsed.cookie_mask == 0xFFFFFFFFFFFFFFFF
     assert parsed.instructions == []
     assert ofmsg.from_stats(parsed, instructions=False).key == FLOWS[1].key
+
+
+def test_register_moves_read_back_under_their_nxm_names_are_the_same_moves():
+    from os_ken.ofproto import ofproto_v1_3_parser as parser
+    answered = parser.NXActionRegMove(src_field="arp_sha_nxm", dst_field="arp_tha_nxm",
+                                      n_bits=48)
+    assert ofmsg._decode_action(answered) == Move("arp_sha", "arp_tha")
