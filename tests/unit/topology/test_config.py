@@ -1,0 +1,807 @@
+"""topology.config: the seed loads as the host it describes; every bad config is
+rejected with the file, the field path and the offending value."""
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+from netaddr import IPAddress, IPNetwork
+
+from topology.config import (
+    ABSENT, CheckResult, ConfigError, ConfigIssue, check, check_file, derived_mac, load_host,
+)
+from topology.model import Kind, Role, Settings
+
+SEED = Path(__file__).resolve().parents[3] / "examples" / "seed.yaml"
+
+# Indexes of the seed's containers in lxc.containers.
+GATEWAY, XRAY, MCP, API = 0, 1, 2, 3
+
+
+@pytest.fixture
+def seed() -> dict:
+    return yaml.safe_load(SEED.read_text())
+
+
+def write(tmp_path, data, name="host.yaml") -> Path:
+    path = tmp_path / name
+    if name.endswith(".json"):
+        path.write_text(json.dumps(data))
+    else:
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def errors(tmp_path, data) -> tuple:
+    """(file, errors) of `data` written to a file."""
+    path = write(tmp_path, data)
+    return str(path), check(path)
+
+
+def issue_at(issues, path) -> ConfigIssue:
+    found = [i for i in issues if i.path == path]
+    assert found, f"no issue at {path}; issues:\n" + "\n".join(map(str, issues))
+    return found[0]
+
+
+def assert_issue(file, issues, path, value, words):
+    """An issue at `path` with `value`, whose message has `words`, and whose text
+    names the file, the path and the value."""
+    issue = issue_at(issues, path)
+    assert issue.file == file
+    assert issue.value == value
+    assert words in issue.message, str(issue)
+    text = str(issue)
+    assert text.startswith(f"{file}: {path}")
+    if value is not ABSENT:
+        assert repr(value) in text
+    return issue
+
+
+def container(data, index) -> dict:
+    return data["lxc"]["containers"][index]
+
+
+# --- the seed ------------------------------------------------------------------
+
+
+def test_seed_loads_with_its_ports_in_order():
+    host = load_host(SEED)
+    assert host.source == str(SEED)
+    assert host.mesh.name == "mesh" and host.privacy.name == "vmbr0"
+    assert [p.name for p in host.mesh.ports] == ["mesh-gw", "to-privacy", "veth200", "veth201"]
+    assert [p.name for p in host.privacy.ports] == ["vmbr0-gw", "from-mesh", "veth100", "veth102"]
+
+
+def test_seed_mesh_ports_have_their_roles():
+    mesh = load_host(SEED).mesh
+    uplink = mesh.port("mesh-gw")
+    assert (uplink.role, uplink.kind, uplink.interface) == (Role.NETMAKER_UPLINK, Kind.L3,
+                                                            "nm-privacy")
+    assert uplink.adapter
+    assert uplink.address == IPNetwork("10.1.0.1/24") and uplink.address.prefixlen == 24
+    assert str(uplink.address) == "10.1.0.1/24"
+    assert uplink.mac is None
+    link = mesh.port("to-privacy")
+    assert (link.role, link.kind, link.peer) == (Role.INTER_BRIDGE, Kind.L2, "from-mesh")
+    assert [p.role for p in mesh.ports[2:]] == [Role.MANAGEMENT, Role.MANAGEMENT]
+
+
+def test_seed_privacy_ports_have_their_roles():
+    privacy = load_host(SEED).privacy
+    uplink = privacy.port("vmbr0-gw")
+    assert (uplink.role, uplink.kind, uplink.interface) == (Role.WARP_UPLINK, Kind.L3, "warp0")
+    assert str(uplink.address) == "10.0.0.1/24"
+    assert privacy.port("from-mesh").peer == "to-privacy"
+    assert privacy.port("veth100").role is Role.PRIVACY
+    xray = privacy.port("veth102")
+    assert xray.role is Role.PRIVACY_PROXY
+    assert [(s.name, s.protocol, s.port) for s in xray.container.services] == [
+        ("xray-client", "tcp", 8080)]
+
+
+def test_seed_containers_have_addresses_and_derived_macs():
+    host = load_host(SEED)
+    mcp = host.mesh.port("veth200").container
+    assert (mcp.id, mcp.name, mcp.veth, mcp.bridge) == ("200", "mcp-server", "veth200", "mesh")
+    assert mcp.address == IPAddress("10.1.0.200")
+    assert str(mcp.network) == "10.1.0.200/24"
+    assert mcp.gateway == IPAddress("10.1.0.1")
+    assert mcp.mac == "02:00:0a:01:00:c8"
+    assert host.xray_client.container.mac == "02:00:0a:00:00:66"
+    assert [c.mac for c in host.privacy.containers] == ["02:00:0a:00:00:64", "02:00:0a:00:00:66"]
+
+
+def test_seed_socketnet_section_and_unmanaged_tunnel():
+    host = load_host(SEED)
+    assert host.settings == Settings("127.0.0.1", 6653, 2.0, 3, 10.0)
+    assert host.netmaker_ranges == (IPNetwork("10.101.0.0/16"), IPNetwork("100.64.0.0/10"))
+    assert [(n.name, [str(s) for s in n.subnets]) for n in host.nodes] == [
+        ("node2", ["10.2.0.0/24"])]
+    assert "10.0.0.0/8" in [str(n) for n in host.privacy_blocked]
+    assert host.ignored == (("wg0", "wireguard.vpn_server is on no bridge"),)
+    assert str(host.management_subnet.iter_cidrs()[0]) == "10.1.0.0/24"
+    assert str(host.privacy_subnet.iter_cidrs()[0]) == "10.0.0.0/24"
+
+
+def test_seed_flows_are_parsed_onto_their_bridges():
+    host = load_host(SEED)
+    assert len(host.mesh.seed_flows) == 6 and len(host.privacy.seed_flows) == 5
+    first = host.mesh.seed_flows[0]
+    assert (first.bridge, first.priority, first.match, first.actions) == (
+        "mesh", 100, {"in_port": "nm-privacy"}, ("output:to-privacy",))
+
+
+def test_check_file_warns_once_per_seed_flow_and_has_no_errors():
+    result = check_file(SEED)
+    assert isinstance(result, CheckResult)
+    assert result.errors == [] and result.host is not None
+    assert [w.path for w in result.warnings] == (
+        [f"openflow.bridges.mesh.flows[{i}]" for i in range(6)]
+        + [f"openflow.bridges.vmbr0.flows[{i}]" for i in range(5)])
+    assert result.warnings[0].value == "priority=100,in_port=nm-privacy,actions=output:to-privacy"
+    assert "(N4)" in result.warnings[0].message
+
+
+def test_json_of_the_seed_loads_as_the_same_host(tmp_path, seed):
+    from_json = load_host(write(tmp_path, seed, "host.json"))
+    assert replace(from_json, source=str(SEED)) == load_host(SEED)
+
+
+def test_json_null_is_the_same_as_a_missing_key(tmp_path, seed):
+    """builtins.toJSON writes unset options as null."""
+    container(seed, MCP)["properties"]["hwaddr"] = None
+    seed["netmaker"]["server"] = None
+    host = load_host(write(tmp_path, seed, "host.json"))
+    assert host.mesh.port("veth200").container.mac == "02:00:0a:01:00:c8"
+
+
+def test_derived_mac_is_02_00_and_the_address_bytes():
+    assert derived_mac(IPAddress("10.1.0.200")) == "02:00:0a:01:00:c8"
+
+
+# --- the file --------------------------------------------------------------------
+
+
+def test_missing_file_is_one_issue_naming_it(tmp_path):
+    path = tmp_path / "nope.yaml"
+    (issue,) = check(path)
+    assert issue.file == str(path) and issue.path == "" and issue.value is ABSENT
+    assert str(issue) == f"{path}: cannot read: No such file or directory"
+    with pytest.raises(ConfigError) as raised:
+        load_host(path)
+    assert str(raised.value) == str(issue)
+    assert isinstance(raised.value, ValueError)
+
+
+@pytest.mark.parametrize("name, text, words", [
+    ("bad.yaml", "netmaker: [unclosed\n", "not valid YAML"),
+    ("bad.yaml", "netmaker: {}\nnetmaker: {}\n", "duplicate key 'netmaker' (line 2"),
+    ("bad.json", '{"netmaker": ', "not valid JSON"),
+    ("bad.json", '{"lxc": {}, "lxc": {}}', "duplicate key 'lxc'"),
+    ("empty.yaml", "", "the file is empty"),
+    ("list.yaml", "- netmaker\n", "the top is a list"),
+])
+def test_unreadable_file_is_one_issue_naming_it(tmp_path, name, text, words):
+    path = tmp_path / name
+    path.write_text(text)
+    (issue,) = check(path)
+    assert issue.file == str(path) and issue.path == ""
+    assert words in str(issue) and str(issue).startswith(f"{path}: ")
+
+
+# --- unknown keys ------------------------------------------------------------------
+
+
+def _set(data, path, value):
+    *parents, last = path
+    for key in parents:
+        data = data[key]
+    data[last] = value
+
+
+@pytest.mark.parametrize("keys, issue_path", [
+    (("firewall",), "firewall"),
+    (("netmaker", "mtu"), "netmaker.mtu"),
+    (("networking", "bonds"), "networking.bonds"),
+    (("networking", "veth_pairs", "mesh_to_privacy", "peer1", "mtu"),
+     "networking.veth_pairs.mesh_to_privacy.peer1.mtu"),
+    (("wireguard", "warp_tunnel", "mtu"), "wireguard.warp_tunnel.mtu"),
+    (("openflow", "bridges", "mesh", "fail_mode"), "openflow.bridges.mesh.fail_mode"),
+    (("lxc", "containers", XRAY, "mtu"), "lxc.containers[1].mtu"),
+    (("lxc", "containers", XRAY, "properties", "mtu"), "lxc.containers[1].properties.mtu"),
+    (("lxc", "containers", XRAY, "properties", "services", 0, "mtu"),
+     "lxc.containers[1].properties.services[0].mtu"),
+    (("socketnet", "rest"), "socketnet.rest"),
+    (("socketnet", "openflow", "mtu"), "socketnet.openflow.mtu"),
+    (("socketnet", "ports", "warp0", "mtu"), "socketnet.ports.warp0.mtu"),
+])
+def test_unknown_key_is_an_error(tmp_path, seed, keys, issue_path):
+    _set(seed, keys, 1400)
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, issue_path, 1400, "unknown key")
+
+
+def test_unknown_key_in_socketnet_containers_is_an_error(tmp_path, seed):
+    seed["socketnet"]["containers"] = {"102": {"priority": 1}}
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, 'socketnet.containers."102".priority', 1, "unknown key")
+
+
+def test_seed_sections_socketnet_does_not_read_are_accepted(tmp_path, seed):
+    seed["systemd"]["units"]["anything.service"] = {"whatever": [1, 2]}
+    seed["packagekit"]["other"] = "thing"
+    assert check(write(tmp_path, seed)) == []
+
+
+@pytest.mark.parametrize("keys, path", [
+    (("netmaker", "interface"), "netmaker.interface"),
+    (("lxc", "containers", MCP, "properties", "name"), "lxc.containers[2].properties.name"),
+    (("networking", "veth_pairs", "mesh_to_privacy", "peer2"),
+     "networking.veth_pairs.mesh_to_privacy.peer2"),
+])
+def test_missing_required_key_is_an_error(tmp_path, seed, keys, path):
+    *parents, last = keys
+    parent = seed
+    for key in parents:
+        parent = parent[key]
+    del parent[last]
+    file, issues = errors(tmp_path, seed)
+    assert str(assert_issue(file, issues, path, ABSENT, "required")) == (
+        f"{file}: {path}: required, but missing")
+
+
+# --- types and values -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("keys, value, issue_path, words", [
+    (("lxc", "containers"), "veth100", "lxc.containers", "expected a list, got a string"),
+    (("lxc", "containers", XRAY, "properties", "services"), {"name": "x"},
+     "lxc.containers[1].properties.services", "expected a list, got a mapping"),
+    (("netmaker", "interface"), 42, "netmaker.interface", "expected a non-empty string"),
+    (("wireguard", "warp_tunnel", "enabled"), "yes", "wireguard.warp_tunnel.enabled",
+     "expected true or false"),
+    (("socketnet", "netmaker_ranges"), "10.101.0.0/16", "socketnet.netmaker_ranges",
+     "expected a list"),
+    (("socketnet", "openflow", "echo_misses"), "3", "socketnet.openflow.echo_misses",
+     "expected an integer"),
+    (("socketnet", "openflow", "echo_interval"), 0, "socketnet.openflow.echo_interval",
+     "more than 0"),
+    (("socketnet", "reconcile_timeout"), True, "socketnet.reconcile_timeout",
+     "expected a number of seconds"),
+    (("socketnet", "ports"), ["warp0"], "socketnet.ports", "expected a mapping"),
+    (("openflow", "bridges", "mesh", "flows"), "priority=10,actions=drop",
+     "openflow.bridges.mesh.flows", "expected a list"),
+])
+def test_wrong_type_is_an_error(tmp_path, seed, keys, value, issue_path, words):
+    _set(seed, keys, value)
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, issue_path, value, words)
+
+
+def test_bad_ipv4_interface_address_reads_as_documented(tmp_path, seed):
+    container(seed, MCP)["properties"]["ipv4_address"] = "10.0.0.300/24"
+    file, issues = errors(tmp_path, seed)
+    assert [str(i) for i in issues] == [
+        f"{file}: lxc.containers[2].properties.ipv4_address = '10.0.0.300/24': "
+        f"not an IPv4 interface address (addr/prefix)"]
+
+
+@pytest.mark.parametrize("keys, value, issue_path, words", [
+    (("lxc", "containers", MCP, "properties", "ipv4_address"), "10.1.0.200",
+     "lxc.containers[2].properties.ipv4_address", "not an IPv4 interface address"),
+    (("lxc", "containers", MCP, "properties", "ipv4_address"), "10.1.0.200/33",
+     "lxc.containers[2].properties.ipv4_address", "not an IPv4 interface address"),
+    (("lxc", "containers", MCP, "properties", "ipv4_address"), "10.1.0.0/24",
+     "lxc.containers[2].properties.ipv4_address", "network address"),
+    (("lxc", "containers", MCP, "properties", "ipv4_address"), "10.1.0.255/24",
+     "lxc.containers[2].properties.ipv4_address", "broadcast address"),
+    (("lxc", "containers", MCP, "properties", "gateway"), "10.1.0.256",
+     "lxc.containers[2].properties.gateway", "not an IPv4 address"),
+    (("socketnet", "ports", "warp0", "address"), "10.0.0.1", "socketnet.ports.warp0.address",
+     "not an IPv4 interface address"),
+    (("socketnet", "netmaker_ranges", 0), "10.101.0.1/16", "socketnet.netmaker_ranges[0]",
+     "host bits are set; the network is 10.101.0.0/16"),
+    (("socketnet", "nodes", 0, "subnets", 0), "10.2.0.0", "socketnet.nodes[0].subnets[0]",
+     "not an IPv4 network"),
+])
+def test_bad_ipv4_value_is_an_error(tmp_path, seed, keys, value, issue_path, words):
+    _set(seed, keys, value)
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, issue_path, value, words)
+
+
+def test_blocked_destinations_are_ipv4_networks(tmp_path, seed):
+    seed["socketnet"]["privacy"] = {"blocked_destinations": ["0.0.0.0/8", "::/0"]}
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "socketnet.privacy.blocked_destinations[1]", "::/0",
+                 "not an IPv4 network")
+
+
+@pytest.mark.parametrize("value, words", [
+    ("zz:00:00:00:00:01", "not a MAC address"),
+    ("02:00:00:00:01", "not a MAC address"),
+    ("01:00:5e:00:00:01", "multicast"),
+])
+def test_bad_mac_is_an_error(tmp_path, seed, value, words):
+    container(seed, XRAY)["properties"]["hwaddr"] = value
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "lxc.containers[1].properties.hwaddr", value, words)
+
+
+def test_unquoted_digit_mac_read_by_yaml_as_a_number_is_explained(tmp_path):
+    text = SEED.read_text().replace("        name: xray-client\n",
+                        "        name: xray-client\n        hwaddr: 12:34:56:00:11:22\n")
+    path = tmp_path / "host.yaml"
+    path.write_text(text)
+    issue = issue_at(check(path), "lxc.containers[1].properties.hwaddr")
+    assert "quote it" in issue.message and isinstance(issue.value, int)
+
+
+@pytest.mark.parametrize("keys, value, issue_path, words", [
+    (("lxc", "containers", XRAY, "properties", "services", 0, "port"), 0,
+     "lxc.containers[1].properties.services[0].port", "not in 1..65535"),
+    (("lxc", "containers", XRAY, "properties", "services", 0, "port"), 70000,
+     "lxc.containers[1].properties.services[0].port", "not in 1..65535"),
+    (("lxc", "containers", XRAY, "properties", "services", 0, "port"), "8080",
+     "lxc.containers[1].properties.services[0].port", "expected an integer"),
+    (("lxc", "containers", XRAY, "properties", "services", 0, "protocol"), "sctp",
+     "lxc.containers[1].properties.services[0].protocol", "must be one of tcp, udp"),
+    (("socketnet", "openflow", "listen"), "127.0.0.1:66530", "socketnet.openflow.listen",
+     "not HOST:PORT"),
+    (("socketnet", "openflow", "listen"), "localhost:6653", "socketnet.openflow.listen",
+     "not HOST:PORT"),
+])
+def test_bad_port_or_protocol_is_an_error(tmp_path, seed, keys, value, issue_path, words):
+    _set(seed, keys, value)
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, issue_path, value, words)
+
+
+@pytest.mark.parametrize("name", ["veth-much-too-long0", "veth/1", "veth 1", "veth:1"])
+def test_bad_interface_name_is_an_error(tmp_path, seed, name):
+    container(seed, API)["veth"] = name
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "lxc.containers[3].veth", name, "not a valid interface name")
+
+
+def test_listen_takes_ipv6_in_brackets(tmp_path, seed):
+    seed["socketnet"]["openflow"]["listen"] = "[::1]:6654"
+    settings = load_host(write(tmp_path, seed)).settings
+    assert (settings.ofp_listen_host, settings.ofp_listen_port) == ("::1", 6654)
+
+
+# --- one port, one bridge ------------------------------------------------------------
+
+
+def test_container_veth_that_is_a_veth_pair_end_on_the_other_bridge_is_an_error(tmp_path, seed):
+    container(seed, GATEWAY)["veth"] = "to-privacy"  # gateway is on vmbr0, to-privacy on mesh
+    file, issues = errors(tmp_path, seed)
+    issue = assert_issue(file, issues, "lxc.containers[0].veth", "to-privacy",
+                         "already an end of a veth pair on mesh")
+    assert "a port of one bridge only" in issue.message
+    assert "networking.veth_pairs.mesh_to_privacy.peer1.name" in issue.message
+
+
+def test_same_veth_on_two_containers_is_an_error(tmp_path, seed):
+    container(seed, API)["veth"] = "veth200"
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "lxc.containers[3].veth", "veth200",
+                 "already the veth of container 200 (lxc.containers[2].veth)")
+
+
+def test_port_named_like_an_adapter_or_a_bridge_is_an_error(tmp_path, seed):
+    container(seed, API)["veth"] = "mesh-gw"
+    container(seed, MCP)["veth"] = "vmbr0"
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "lxc.containers[3].veth", "mesh-gw", "the adapter of nm-privacy")
+    assert_issue(file, issues, "lxc.containers[2].veth", "vmbr0", "the privacy bridge")
+
+
+def test_unmanaged_wireguard_interface_name_cannot_be_reused(tmp_path, seed):
+    container(seed, API)["veth"] = "wg0"
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "lxc.containers[3].veth", "wg0",
+                 "already the interface of wireguard.vpn_server")
+
+
+# --- containers on bridges ---------------------------------------------------------
+
+
+def test_container_without_a_bridge_is_an_error(tmp_path, seed):
+    del container(seed, API)["bridge"]
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "lxc.containers[3].bridge", ABSENT, "required, but missing")
+
+
+def test_container_on_an_unknown_bridge_is_an_error(tmp_path, seed):
+    container(seed, API)["bridge"] = "vmbr9"
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "lxc.containers[3].bridge", "vmbr9", "not a bridge of this host")
+
+
+@pytest.mark.parametrize("field, value, issue_path, words", [
+    ("id", "200", "lxc.containers[3].id", "id 200 is already that of lxc.containers[2].id"),
+    ("name", "mcp-server", "lxc.containers[3].properties.name",
+     "name mcp-server is already that of lxc.containers[2].properties.name"),
+    ("ipv4_address", "10.1.0.200/24", "lxc.containers[3].properties.ipv4_address",
+     "address 10.1.0.200 is already that of lxc.containers[2].properties.ipv4_address"),
+    ("hwaddr", "02:00:0a:01:00:c8", "lxc.containers[3].properties.hwaddr",
+     "MAC 02:00:0a:01:00:c8 is already that of lxc.containers[2].properties.ipv4_address"),
+])
+def test_duplicate_container_identity_is_an_error(tmp_path, seed, field, value, issue_path,
+                                                  words):
+    api = container(seed, API)
+    (api if field == "id" else api["properties"])[field] = value
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, issue_path, value, words)
+    assert len(issues) == 1
+
+
+def test_container_with_the_adapter_address_is_an_error(tmp_path, seed):
+    seed["socketnet"]["ports"]["nm-privacy"]["address"] = "10.1.0.201/24"
+    for index in (MCP, API):
+        container(seed, index)["properties"]["gateway"] = "10.1.0.201"
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "lxc.containers[3].properties.ipv4_address", "10.1.0.201/24",
+                 "10.1.0.201 is the address of the adapter mesh-gw")
+
+
+def test_gateway_outside_the_subnet_is_an_error(tmp_path, seed):
+    container(seed, MCP)["properties"]["gateway"] = "10.9.0.1"
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "lxc.containers[2].properties.gateway", "10.9.0.1",
+                 "not inside the container's subnet 10.1.0.0/24")
+
+
+def test_containers_on_one_bridge_with_different_gateways_is_an_error(tmp_path, seed):
+    container(seed, API)["properties"]["gateway"] = "10.1.0.2"
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "lxc.containers[3].properties.gateway", "10.1.0.2",
+                 "share one gateway, and lxc.containers[2].properties.gateway is 10.1.0.1")
+
+
+def test_containers_on_one_bridge_with_different_subnets_is_an_error(tmp_path, seed):
+    container(seed, API)["properties"]["ipv4_address"] = "10.1.0.201/25"
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "lxc.containers[3].properties.ipv4_address", "10.1.0.201/25",
+                 "subnet 10.1.0.128/25 differs from 10.1.0.0/24")
+
+
+# --- subnets -----------------------------------------------------------------------
+
+
+def _move_management(seed, prefix, gateway):
+    for index, host in ((MCP, 200), (API, 201)):
+        props = container(seed, index)["properties"]
+        props["ipv4_address"] = f"{prefix}.{host}/24"
+        props["gateway"] = gateway
+
+
+def test_overlapping_privacy_and_management_subnets_is_an_error(tmp_path, seed):
+    _move_management(seed, "10.0.0", "10.0.0.1")
+    for index, host in ((MCP, 200), (API, 201)):
+        container(seed, index)["properties"]["ipv4_address"] = f"10.0.0.{host}/16"
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "lxc.containers[0].properties.ipv4_address", "10.0.0.100/24",
+                 "the privacy subnet 10.0.0.0/24 overlaps the management subnet 10.0.0.0/16 "
+                 "(lxc.containers[2].properties.ipv4_address)")
+
+
+def test_subnet_overlapping_a_netmaker_range_is_an_error(tmp_path, seed):
+    _move_management(seed, "10.101.7", "10.101.7.1")
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "lxc.containers[2].properties.ipv4_address", "10.101.7.200/24",
+                 "the management subnet 10.101.7.0/24 overlaps the Netmaker range "
+                 "10.101.0.0/16 (socketnet.netmaker_ranges[0])")
+
+
+def test_subnet_overlapping_a_default_netmaker_range_is_an_error(tmp_path, seed):
+    del seed["socketnet"]["netmaker_ranges"]
+    _move_management(seed, "100.64.1", "100.64.1.1")
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "lxc.containers[2].properties.ipv4_address", "100.64.1.200/24",
+                 "overlaps the Netmaker range 100.64.0.0/10 (default")
+
+
+def test_subnet_overlapping_a_node_subnet_is_an_error(tmp_path, seed):
+    seed["socketnet"]["nodes"][0]["subnets"] = ["10.0.0.0/16"]
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "lxc.containers[0].properties.ipv4_address", "10.0.0.100/24",
+                 "the privacy subnet 10.0.0.0/24 overlaps node node2's subnet 10.0.0.0/16 "
+                 "(socketnet.nodes[0].subnets[0])")
+
+
+# --- roles -------------------------------------------------------------------------
+
+
+def test_no_warp_uplink_is_an_error(tmp_path, seed):
+    del seed["wireguard"]["warp_tunnel"]["post_up"]
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "wireguard", ABSENT, "no warp uplink")
+
+
+def test_a_second_warp_uplink_is_an_error(tmp_path, seed):
+    seed["wireguard"]["warp_two"] = {"interface": "warp1",
+                                     "post_up": "ovs-vsctl add-port vmbr0 warp1"}
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "wireguard.warp_two.interface", "warp1",
+                 "a second warp uplink; the privacy bridge has exactly one")
+
+
+def test_warp_uplink_on_the_mesh_bridge_is_an_error(tmp_path, seed):
+    seed["wireguard"]["warp_tunnel"]["post_up"] = "ovs-vsctl add-port mesh warp0"
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "wireguard.warp_tunnel.post_up", "ovs-vsctl add-port mesh warp0",
+                 "the warp uplink is on mesh, the mesh bridge")
+
+
+def test_no_netmaker_uplink_is_an_error(tmp_path, seed):
+    del seed["netmaker"]
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "netmaker", ABSENT, "required, but missing")
+
+
+def test_no_inter_bridge_link_is_an_error(tmp_path, seed):
+    seed["networking"]["veth_pairs"] = {}
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "networking.veth_pairs", ABSENT, "no inter-bridge link")
+
+
+def test_inter_bridge_pair_on_one_bridge_is_an_error(tmp_path, seed):
+    seed["networking"]["veth_pairs"]["mesh_to_privacy"]["peer2"]["bridge"] = "mesh"
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "networking.veth_pairs.mesh_to_privacy.peer2.bridge", "mesh",
+                 "both ends of the pair are on mesh")
+
+
+def test_a_second_inter_bridge_link_is_an_error(tmp_path, seed):
+    seed["networking"]["veth_pairs"]["again"] = {"peer1": {"name": "to-p2", "bridge": "mesh"},
+                                                 "peer2": {"name": "from-m2", "bridge": "vmbr0"}}
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "networking.veth_pairs.again.peer1.name", "to-p2",
+                 "a second inter-bridge link; socketnet allows exactly one "
+                 "(networking.veth_pairs.mesh_to_privacy)")
+
+
+def test_veth_pair_end_on_a_third_bridge_is_an_error(tmp_path, seed):
+    seed["networking"]["veth_pairs"]["mesh_to_privacy"]["peer2"]["bridge"] = "vmbr1"
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "networking.veth_pairs.mesh_to_privacy.peer2.bridge", "vmbr1",
+                 "not a bridge of this host")
+
+
+def test_no_privacy_proxy_is_an_error(tmp_path, seed):
+    del container(seed, XRAY)["properties"]["services"]
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "lxc.containers", ABSENT, "no privacy proxy")
+
+
+def test_a_second_privacy_proxy_is_an_error(tmp_path, seed):
+    container(seed, GATEWAY)["properties"]["services"] = [
+        {"name": "dns", "protocol": "udp", "port": 53}]
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "lxc.containers[1].id", "102",
+                 'a second privacy proxy (the first is container 100); set '
+                 'socketnet.containers."102".role: privacy')
+
+
+def test_role_override_picks_the_privacy_proxy(tmp_path, seed):
+    container(seed, GATEWAY)["properties"]["services"] = [
+        {"name": "dns", "protocol": "udp", "port": 53}]
+    seed["socketnet"]["containers"] = {"100": {"role": "privacy"}}
+    host = load_host(write(tmp_path, seed))
+    assert host.xray_client.name == "veth102"
+    assert host.privacy.port("veth100").role is Role.PRIVACY
+
+
+def test_role_override_onto_the_wrong_bridge_is_an_error(tmp_path, seed):
+    seed["socketnet"]["containers"] = {"200": {"role": "privacy"}}
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, 'socketnet.containers."200".role', "privacy",
+                 "container 200 is on mesh")
+
+
+def test_options_for_an_unknown_container_is_an_error(tmp_path, seed):
+    seed["socketnet"]["containers"] = {"999": {"mac": "02:00:00:00:00:09"}}
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, 'socketnet.containers."999"', "999", "no container has this id")
+
+
+def test_container_mac_comes_from_hwaddr_then_socketnet(tmp_path, seed):
+    container(seed, MCP)["properties"]["hwaddr"] = "02:AA:00:00:00:01"
+    container(seed, API)["properties"]["hwaddr"] = "02:aa:00:00:00:02"
+    seed["socketnet"]["containers"] = {201: {"mac": "02:bb:00:00:00:02"}}
+    mesh = load_host(write(tmp_path, seed)).mesh
+    assert mesh.port("veth200").container.mac == "02:aa:00:00:00:01"
+    assert mesh.port("veth201").container.mac == "02:bb:00:00:00:02"
+
+
+def test_management_containers_may_be_none_when_the_adapter_has_an_address(tmp_path, seed):
+    del seed["lxc"]["containers"][MCP:]
+    seed["openflow"]["bridges"]["mesh"]["flows"] = []
+    seed["socketnet"]["ports"]["nm-privacy"]["address"] = "10.1.0.1/24"
+    host = load_host(write(tmp_path, seed))
+    assert [p.name for p in host.mesh.ports] == ["mesh-gw", "to-privacy"]
+    assert str(host.mesh.port("mesh-gw").address) == "10.1.0.1/24"
+
+
+def test_adapter_without_an_address_is_an_error(tmp_path, seed):
+    del seed["lxc"]["containers"][MCP:]
+    seed["openflow"]["bridges"]["mesh"]["flows"] = []
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "netmaker.interface", "nm-privacy",
+                 "no address for the adapter mesh-gw")
+
+
+# --- uplinks -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("post_up", [
+    "ovs-vsctl --may-exist add-port vmbr0 warp0",
+    "ovs-vsctl add-port vmbr0 %i",
+    "ip link set warp0 up && /usr/bin/ovs-vsctl --timeout 5 --may-exist add-port vmbr0 warp0 "
+    "-- set interface warp0 type=system",
+    "ovs-vsctl add-br vmbr0 -- add-port 'vmbr0' warp0; ip route add 1.1.1.1 dev warp0",
+])
+def test_post_up_forms_that_enslave_warp_on_vmbr0(tmp_path, seed, post_up):
+    seed["wireguard"]["warp_tunnel"]["post_up"] = post_up
+    assert load_host(write(tmp_path, seed)).privacy.port("vmbr0-gw").interface == "warp0"
+
+
+def test_post_up_adding_another_interface_is_an_error(tmp_path, seed):
+    seed["wireguard"]["warp_tunnel"]["post_up"] = "ovs-vsctl add-port vmbr0 wrap0"
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "wireguard.warp_tunnel.post_up", "ovs-vsctl add-port vmbr0 wrap0",
+                 "adds 'wrap0' to vmbr0, not this entry's interface 'warp0'")
+
+
+def test_socketnet_can_name_the_warp_bridge_instead_of_post_up(tmp_path, seed):
+    del seed["wireguard"]["warp_tunnel"]["post_up"]
+    seed["socketnet"]["ports"]["warp0"]["bridge"] = "vmbr0"
+    assert load_host(write(tmp_path, seed)).privacy.name == "vmbr0"
+
+
+def test_socketnet_bridge_contradicting_post_up_is_an_error(tmp_path, seed):
+    seed["socketnet"]["ports"]["warp0"]["bridge"] = "vmbr1"
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "socketnet.ports.warp0.bridge", "vmbr1",
+                 "post_up adds warp0 to vmbr0")
+
+
+def test_disabled_tunnel_is_ignored(tmp_path, seed):
+    seed["wireguard"]["vpn_server"]["enabled"] = False
+    host = load_host(write(tmp_path, seed))
+    assert host.ignored == (("wg0", "wireguard.vpn_server is disabled"),)
+
+
+def test_l2_netmaker_uplink_is_its_own_bridge_port(tmp_path, seed):
+    seed["socketnet"]["ports"]["nm-privacy"] = {"kind": "l2", "mac": "02:00:00:00:0f:01"}
+    port = load_host(write(tmp_path, seed)).mesh.ports[0]
+    assert (port.name, port.interface, port.kind, port.address, port.mac, port.adapter) == (
+        "nm-privacy", "nm-privacy", Kind.L2, None, "02:00:00:00:0f:01", False)
+
+
+def test_l2_uplink_with_an_adapter_is_an_error(tmp_path, seed):
+    seed["socketnet"]["ports"]["nm-privacy"]["kind"] = "l2"
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "socketnet.ports.nm-privacy.adapter", "mesh-gw",
+                 "only an l3 uplink has an adapter")
+
+
+def test_adapter_name_and_address_can_be_set(tmp_path, seed):
+    seed["socketnet"]["ports"]["warp0"] = {"adapter": "warp-ad", "address": "10.0.0.1/24",
+                                           "mac": "02:00:00:00:0f:02"}
+    port = load_host(write(tmp_path, seed)).privacy.ports[0]
+    assert (port.name, str(port.address), port.mac) == ("warp-ad", "10.0.0.1/24",
+                                                        "02:00:00:00:0f:02")
+
+
+def test_adapter_address_other_than_the_gateway_is_an_error(tmp_path, seed):
+    seed["socketnet"]["ports"]["warp0"]["address"] = "10.0.0.254/24"
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "socketnet.ports.warp0.address", "10.0.0.254/24",
+                 "use the gateway 10.0.0.1; the adapter is their gateway")
+
+
+def test_adapter_named_as_its_interface_is_an_error(tmp_path, seed):
+    seed["socketnet"]["ports"]["warp0"]["adapter"] = "warp0"
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "socketnet.ports.warp0.adapter", "warp0", "a name of its own")
+
+
+@pytest.mark.parametrize("name, words", [
+    ("eth9", "not a port with options"),
+    ("veth100", "not a port with options"),
+    ("wg0", "not a port: wireguard.vpn_server is on no bridge"),
+])
+def test_socketnet_ports_naming_no_uplink_is_an_error(tmp_path, seed, name, words):
+    seed["socketnet"]["ports"][name] = {"mac": "02:00:00:00:0f:03"}
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, f"socketnet.ports.{name}", name, words)
+
+
+# --- openflow.bridges --------------------------------------------------------------
+
+
+def test_openflow_bridge_no_port_uses_is_an_error(tmp_path, seed):
+    seed["openflow"]["bridges"]["vmbr1"] = {"flows": []}
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "openflow.bridges.vmbr1", "vmbr1",
+                 "no port of this host is on this bridge")
+
+
+def test_openflow_bridge_in_use_but_missing_is_an_error(tmp_path, seed):
+    del seed["openflow"]["bridges"]["vmbr0"]
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "openflow.bridges.vmbr0", ABSENT, "the privacy bridge")
+
+
+def test_bad_seed_flow_names_bridge_index_and_text(tmp_path, seed):
+    seed["openflow"]["bridges"]["mesh"]["flows"][3] = (
+        "priority=90,in_port=nm-privacy,vlan_tci=1,actions=normal")
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "openflow.bridges.mesh.flows[3]",
+                 "priority=90,in_port=nm-privacy,vlan_tci=1,actions=normal",
+                 "unknown match field 'vlan_tci=1'")
+
+
+def test_seed_flow_naming_a_port_of_the_other_bridge_is_an_error(tmp_path, seed):
+    seed["openflow"]["bridges"]["mesh"]["flows"][1] = (
+        "priority=90,in_port=veth200,actions=output:warp0")
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "openflow.bridges.mesh.flows[1]",
+                 "priority=90,in_port=veth200,actions=output:warp0",
+                 "output 'warp0' is not a port of mesh")
+
+
+# --- all at once ------------------------------------------------------------------
+
+
+def test_every_error_is_reported_in_one_pass(tmp_path, seed):
+    container(seed, MCP)["properties"]["ipv4_address"] = "10.0.0.300/24"
+    container(seed, XRAY)["properties"]["services"][0]["port"] = 0
+    seed["netmaker"]["mtu"] = 1400
+    seed["socketnet"]["ports"]["eth9"] = {}
+    seed["openflow"]["bridges"]["vmbr0"]["flows"].append("priority=70000,actions=drop")
+    path = write(tmp_path, seed)
+    with pytest.raises(ConfigError) as raised:
+        load_host(path)
+    paths = [i.path for i in raised.value.issues]
+    assert sorted(paths) == sorted([
+        "lxc.containers[2].properties.ipv4_address",
+        "lxc.containers[1].properties.services[0].port",
+        "netmaker.mtu",
+        "socketnet.ports.eth9",
+        "openflow.bridges.vmbr0.flows[5]",
+    ])
+    assert str(raised.value).splitlines() == [str(i) for i in raised.value.issues]
+
+
+def test_config_issue_reads_file_path_value_message():
+    issue = ConfigIssue("examples/seed.yaml", "lxc.containers[2].properties.ipv4_address",
+                        "10.0.0.300/24", "not an IPv4 interface address (addr/prefix)")
+    assert str(issue) == ("examples/seed.yaml: lxc.containers[2].properties.ipv4_address = "
+                          "'10.0.0.300/24': not an IPv4 interface address (addr/prefix)")
+
+
+
+@pytest.mark.parametrize("section, value, words", [
+    ("netmaker", 5, "expected a mapping, got an integer"),
+    ("lxc", [], "expected a mapping, got a list"),
+    ("wireguard", "warp0", "expected a mapping of names, got a string"),
+])
+def test_a_broken_section_is_one_error_not_a_cascade(tmp_path, seed, section, value, words):
+    seed[section] = value
+    file, issues = errors(tmp_path, seed)
+    assert [i.path for i in issues] == [section]
+    assert_issue(file, issues, section, value, words)
+
+
+def test_a_long_offending_value_is_shortened_in_the_text(tmp_path, seed):
+    seed["lxc"]["containers"][0]["veth"] = {"name": "veth100", "mtu": 1500, "more": "x" * 80}
+    (issue,) = errors(tmp_path, seed)[1]
+    assert issue.value == seed["lxc"]["containers"][0]["veth"]
+    assert "...: expected a non-empty string, got a mapping" in str(issue)
+    assert len(str(issue)) < len(issue.file) + 150
