@@ -1,0 +1,129 @@
+"""The controller as a child process, for the lab demo, the tests and bench/.
+
+`ControllerProcess(config, port).start()` runs `socketnet run` on
+127.0.0.1:PORT, keeps its log, and lets the caller wait on what the controller
+itself reports (listening, a bridge's pipeline in sync) rather than on time.
+"""
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Optional
+
+_SYNC = re.compile(r"(?P<bridge>\S+): pipeline in sync \((?P<add>\d+) to add, "
+                   r"(?P<delete>\d+) to delete, (?P<unchanged>\d+) unchanged\)")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ControllerProcess:
+    def __init__(self, config: str, port: Optional[int] = None, log_level: str = "info",
+                 extra_args: tuple = ()):
+        self.config = config
+        self.port = port or free_port()
+        self.log_level = log_level
+        self.extra_args = tuple(extra_args)
+        self.proc: Optional[subprocess.Popen] = None
+        self.lines: list = []
+        self._changed = threading.Condition()
+
+    @property
+    def target(self) -> str:
+        return f"tcp:127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> "ControllerProcess":
+        cmd = [sys.executable, "-c", "from controller.cli import main; main()", "run",
+               "-c", self.config, "--ofp-listen", f"127.0.0.1:{self.port}",
+               "--log-level", self.log_level, *self.extra_args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, bufsize=1)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.wait_for("socketnet listening", timeout)
+        return self
+
+    def _read(self):
+        for line in self.proc.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def _wait(self, answer, what: str, timeout: float):
+        """Wait until `answer(lines)` returns something other than None."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                result = answer(self.lines)
+                if result is not None:
+                    return result
+                if not self._reader.is_alive():
+                    raise RuntimeError(f"controller exited ({self.proc.poll()}) before "
+                                       f"{what}:\n{self.log_tail()}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no {what} from the controller in {timeout}s:\n"
+                                       f"{self.log_tail()}")
+                self._changed.wait(min(left, 0.5))
+
+    def wait_for(self, pattern: str, timeout: float, after: int = 0) -> re.Match:
+        """The first log line from index `after` on that matches `pattern`."""
+        regex = re.compile(pattern)
+
+        def first(lines):
+            for line in lines[after:]:
+                m = regex.search(line)
+                if m:
+                    return m
+            return None
+        return self._wait(first, repr(pattern), timeout)
+
+    def wait_synced(self, bridges, timeout: float = 20.0, after: int = 0) -> dict:
+        """Wait until every bridge in `bridges` reported its pipeline in sync
+        (from log line `after` on): {bridge: counts of its last sync}."""
+        def synced(lines):
+            found = {}
+            for line in lines[after:]:
+                m = _SYNC.search(line)
+                if m and m["bridge"] in bridges:
+                    found[m["bridge"]] = {k: int(m[k]) for k in ("add", "delete", "unchanged")}
+            return found if set(found) >= set(bridges) else None
+        return self._wait(synced, f"sync of {', '.join(bridges)}", timeout)
+
+    def mark(self) -> int:
+        """A log position: pass it as `after` to wait only for what comes next."""
+        with self._changed:
+            return len(self.lines)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log_tail(self, n: int = 40) -> str:
+        return "\n".join(self.lines[-n:])
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

@@ -1,0 +1,129 @@
+"""Fixtures for tests against real Open vSwitch labs (topology/lab.py).
+
+These tests need root, Open vSwitch and iproute2. Without them every test here is
+skipped with the reason, except under CI (CI=true), where a missing prerequisite is
+a failure: CI must never go green by running none of them.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import pytest
+
+from topology.model import Host
+from topology.ovs import binary, schema_path
+
+HERE = Path(__file__).parent
+SEED_YAML = HERE.parents[1] / "examples" / "seed.yaml"
+NEEDED = ("ovs-vswitchd", "ovsdb-server", "ovsdb-tool", "ovs-vsctl", "ovs-ofctl",
+          "ovs-appctl", "ip", "ethtool", "ping", "socat")
+
+
+def missing_prerequisites() -> list:
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root")
+    missing += [b for b in NEEDED if binary(b) is None]
+    if schema_path() is None:
+        missing.append("vswitch.ovsschema")
+    try:
+        import ovs.unixctl.client  # noqa: F401
+    except ImportError:
+        missing.append("python package ovs")
+    return missing
+
+
+def pytest_configure(config):
+    # The `ovs` package's poller imports eventlet when it is installed (to detect
+    # monkey-patching); eventlet then warns about its own deprecation and about
+    # every os.fork (pyroute2 forks to enter namespaces). Neither concerns a lab.
+    config.addinivalue_line("filterwarnings", "ignore:(?s).*Eventlet is deprecated")
+    config.addinivalue_line("filterwarnings",
+                            "ignore:Using fork\\(\\) is a bad idea:DeprecationWarning")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def integration_prerequisites():
+    missing = missing_prerequisites()
+    if missing:
+        reason = ("integration tests need root, Open vSwitch, iproute2, ethtool, ping, "
+                  f"socat; missing: {', '.join(missing)}")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def seed_host() -> Host:
+    """The seed host, as examples/seed.yaml says."""
+    from topology.config import load_host
+    return load_host(str(SEED_YAML))
+
+
+_lab_numbers = itertools.count(1)
+
+
+def unique_lab_name() -> str:
+    """Unique among labs of this machine: pid and a counter (`t<pid>-<n>`)."""
+    return f"t{os.getpid()}-{next(_lab_numbers)}"
+
+
+@pytest.fixture
+def lab_name() -> str:
+    """A lab name no other lab on this machine uses now."""
+    return unique_lab_name()
+
+
+@pytest.fixture
+def make_lab(seed_host):
+    """Factory for labs torn down after the test: `make_lab()` or `make_lab(host)`."""
+    from topology.lab import Lab
+    labs = []
+
+    def make(host=None):
+        lab = Lab(host or seed_host, unique_lab_name())
+        labs.append(lab)
+        return lab.up()
+
+    yield make
+    for lab in reversed(labs):
+        lab.down()
+
+
+@pytest.fixture
+def lab(make_lab):
+    """The seed host's bridges, up, no controller, no flows."""
+    return make_lab()
+
+
+@pytest.fixture
+def controller():
+    """Factory: a `socketnet run` child process on a free port, stopped after the test."""
+    from controller.process import ControllerProcess
+    procs = []
+
+    def start(config=str(SEED_YAML), **kw):
+        proc = ControllerProcess(config, **kw).start()
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.stop()
+
+
+@pytest.fixture
+def attached(lab, controller):
+    """The seed lab with socketnet attached and both pipelines in sync: (lab, controller)."""
+    ctl = controller()
+    lab.attach(ctl.target)
+    ctl.wait_synced([b.name for b in lab.host.bridges])
+    return lab, ctl

@@ -1,0 +1,59 @@
+"""The command line: exit codes and what it prints, without starting a controller."""
+import json
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+
+from controller.cli import main
+
+SEED = str(Path(__file__).parents[3] / "examples" / "seed.yaml")
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_check_accepts_the_seed_and_warns_about_its_literal_flows():
+    result = run("check", SEED)
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output
+    assert "warning:" in result.output and "(N6)" in result.output
+
+
+def test_check_exits_2_naming_file_field_and_value(tmp_path):
+    data = yaml.safe_load(Path(SEED).read_text())
+    data["lxc"]["containers"][0]["properties"]["ipv4_address"] = "10.0.0.300/24"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    result = run("check", str(bad))
+    assert result.exit_code == 2
+    assert str(bad) in result.output
+    assert "lxc.containers[0].properties.ipv4_address" in result.output
+    assert "10.0.0.300/24" in result.output
+
+
+def test_topology_json_lists_every_port_with_role_and_kind():
+    result = run("topology", "-c", SEED, "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    roles = {(b["name"], p["name"]): (p["role"], p["kind"])
+             for b in doc["bridges"] for p in b["ports"]}
+    assert roles[("mesh", "mesh-gw")] == ("netmaker-uplink", "l3")
+    assert roles[("vmbr0", "veth102")] == ("privacy-proxy", "l2")
+    assert roles[("vmbr0", "from-mesh")] == ("inter-bridge", "l2")
+    assert len(roles) == 8
+
+
+def test_run_refuses_a_listen_address_without_port_naming_the_option():
+    result = run("run", "-c", SEED, "--ofp-listen", "127.0.0.1")
+    assert result.exit_code == 2
+    assert "--ofp-listen" in result.output
+
+
+def test_flows_prints_ofctl_lines_for_one_bridge():
+    result = run("flows", "-c", SEED, "--bridge", "vmbr0")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if not line.startswith("#")]
+    assert lines and all(" actions=" in line for line in lines)
+    assert not any("mesh-gw" in line for line in lines)
