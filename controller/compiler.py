@@ -45,6 +45,9 @@ P_RESPONDER = 300
 P_DIRECTED = 200
 P_MISS = 0
 
+# An Ethernet destination with the group bit clear: any unicast address.
+UNICAST = ("00:00:00:00:00:00", "01:00:00:00:00:00")
+
 
 @dataclass(frozen=True)
 class SwitchPort:
@@ -208,9 +211,10 @@ def _mesh(host: Host, ports: _Ports):
             continue
         up_port, up_no, up_mac = uplink
         # W3, mesh half: the xray client's replies, back to Netmaker.
+        # Unicast frames only: nothing broadcast or multicast crosses (N6).
         yield Flow.make(ADMIT.id, P_ADMIT,
-                        {"in_port": link_no, "eth_src": xc.mac, "eth_type": ETH_TYPE_IP,
-                         "ipv4_src": str(xc.address)},
+                        {"in_port": link_no, "eth_src": xc.mac, "eth_dst": UNICAST,
+                         "eth_type": ETH_TYPE_IP, "ipv4_src": str(xc.address)},
                         _zone(Zone.PROXY_REPLY, FORWARD), Purpose.ADMIT.cookie)
         for svc in xc.services:
             proto, src_field, _ = _service_match(svc)

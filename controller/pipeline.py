@@ -34,7 +34,7 @@ class Table:
 _L3 = {"eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "tcp_src", "tcp_dst",
        "udp_src", "udp_dst", "icmpv4_type", "icmpv4_code"}
 
-ADMIT = Table(0, "admit", frozenset({"in_port", "eth_src", "eth_type", "ipv4_src",
+ADMIT = Table(0, "admit", frozenset({"in_port", "eth_src", "eth_dst", "eth_type", "ipv4_src",
                                      "arp_spa", "arp_sha"}),
               "port security: the sender must be the port's own host")
 CLASSIFY = Table(1, "classify", frozenset({"metadata"} | _L3),

@@ -124,7 +124,8 @@ def parse_flow(text: str) -> dict:
 
     ofproto/trace prints L4 ports as `tp_src`/`tp_dst`, but when parsing, OVS reads
     `tp_src` as `tcp_src` ("prerequisites not met" on a udp flow): they are renamed
-    `tcp_*`/`udp_*`/`sctp_*` after the flow's protocol, so the dict reads back."""
+    `tcp_*`/`udp_*`/`sctp_*` after the flow's protocol, so the dict reads back;
+    likewise ICMPv6's `icmp_type`/`icmp_code` become `icmpv6_*`."""
     fields = {}
     for token in text.strip().split(","):
         if not token:
@@ -135,7 +136,18 @@ def parse_flow(text: str) -> dict:
     if l4 and ("tp_src" in fields or "tp_dst" in fields):
         fields = {(f"{l4}_{k[3:]}" if k in ("tp_src", "tp_dst") else k): v
                   for k, v in fields.items()}
+    if "icmp6" in fields:
+        # Printed as icmp_type/icmp_code, read back only as icmpv6_*; and both
+        # nd_sll and nd_tll are printed, but each is read back only for its
+        # neighbour discovery message (135 solicitation, 136 advertisement).
+        fields = {_ICMP6.get(k, k): v for k, v in fields.items()}
+        keep = _ND_FIELDS.get(fields.get("icmpv6_type"), ())
+        fields = {k: v for k, v in fields.items() if not k.startswith("nd_") or k in keep}
     return fields
+
+
+_ICMP6 = {"icmp_type": "icmpv6_type", "icmp_code": "icmpv6_code"}
+_ND_FIELDS = {"135": ("nd_target", "nd_sll"), "136": ("nd_target", "nd_tll")}
 
 
 def format_flow(fields: Mapping[str, Optional[str]]) -> str:

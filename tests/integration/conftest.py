@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from topology.model import Host
 from topology.ovs import binary, schema_path
 
 HERE = Path(__file__).parent
@@ -59,13 +58,6 @@ def integration_prerequisites():
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def seed_host() -> Host:
-    """The seed host, as examples/seed.yaml says."""
-    from topology.config import load_host
-    return load_host(str(SEED_YAML))
 
 
 _lab_numbers = itertools.count(1)
