@@ -3,6 +3,8 @@
     socketnet check FILE                 validate a config; exit 0, or 2 with every error
     socketnet topology -c FILE [--json]  what socketnet understood: bridges, ports, roles
     socketnet flows -c FILE [--bridge B] the flows each bridge would get (all ports present)
+    socketnet classify -c FILE --src A --dst B --proto P [--sport N] [--dport N] [--json]
+                                         how one Netmaker-ingress packet would be classified
     socketnet run -c FILE                the controller
 
 Importing this module does not import os-ken: `run` chooses the hub first.
@@ -17,7 +19,7 @@ import sys
 import click
 
 from topology import config as configmod
-from topology.model import Host
+from topology.model import Host, TrafficClass
 
 EXIT_INVALID = 2
 
@@ -142,6 +144,67 @@ def flows(file, bridge):
         click.echo(f"# {b.name}")
         for f in compile_bridge(host, b.name, live):
             click.echo(f.ofctl(names))
+
+
+_CLASS_REACH = {
+    TrafficClass.PRIVACY: "privacy goes only from a Netmaker peer to a service of the xray "
+                          "client (W1)",
+    TrafficClass.MANAGEMENT: "management goes only to a management container (W5)",
+}
+
+
+@main.command()
+@click.option("-c", "--config", "file", required=True, type=click.Path(dir_okay=False),
+              help="Config file (YAML or JSON).")
+@click.option("--src", required=True, metavar="ADDRESS", help="Source IPv4 address.")
+@click.option("--dst", required=True, metavar="ADDRESS", help="Destination IPv4 address.")
+@click.option("--proto", required=True, type=click.Choice(["tcp", "udp", "icmp"]))
+@click.option("--sport", type=click.IntRange(0, 65535),
+              help="Source port (tcp, udp) [default: 0]; rules may match on it.")
+@click.option("--dport", type=click.IntRange(0, 65535),
+              help="Destination port (required with tcp and udp).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def classify(file, src, dst, proto, sport, dport, as_json):
+    """Say how socketnet classifies a Netmaker-ingress packet it has no flow for:
+    the class, the rule that decided, and the table-1 flow that caches it."""
+    from controller.classifier import (DEFAULT, UNROUTABLE, Classifier, Flow5, address_int,
+                                       cache_match, decision_flow)
+
+    for value, option in ((src, "--src"), (dst, "--dst")):
+        try:
+            address_int(value)
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not an IPv4 address", param_hint=option)
+    if proto == "icmp":
+        for value, option in ((sport, "--sport"), (dport, "--dport")):
+            if value is not None:
+                raise click.BadParameter("icmp has no ports", param_hint=option)
+    elif dport is None:
+        raise click.BadParameter(f"required with --proto {proto}", param_hint="--dport")
+
+    host = _load(file)
+    classifier = Classifier(host)
+    packet = Flow5.of(src, dst, proto, sport or 0, dport or 0)
+    decision = classifier.decide(packet)
+    cached = decision_flow(packet, decision, host.classification)
+    why = ""
+    if decision.rule == UNROUTABLE:
+        wanted = {r.name: r.cls for r in classifier.rules}.get(decision.overruled,
+                                                              classifier.default.cls)
+        which = "the default" if decision.overruled == DEFAULT else f"rule {decision.overruled}"
+        why = f"{which} says {wanted}, but {_CLASS_REACH[wanted]}"
+    if as_json:
+        click.echo(json.dumps({
+            "packet": str(packet), "class": str(decision.cls), "rule": decision.rule,
+            "overruled": decision.overruled or None, "why": why or None,
+            "match": cache_match(packet, host.classification.granularity),
+            "flow": cached.ofctl()}, indent=2))
+        return
+    click.echo(f"{packet}: {decision.cls}")
+    click.echo(f"  decided by: {decision.rule}")
+    if why:
+        click.echo(f"  because:    {why}")
+    click.echo(f"  cached as:  {cached.ofctl()}")
 
 
 @main.command()

@@ -99,6 +99,49 @@ Every key is optional.
 
 The management and privacy subnets may not overlap each other, the Netmaker
 ranges or the nodes' subnets.
+
+socketnet.classification
+------------------------
+How table 1 of the mesh bridge decides Netmaker ingress it has no flow for: the
+switch hands the first packet of such a flow to socketnet, which decides privacy,
+management or drop (`controller.classifier`) and caches the decision in the
+switch as a table-1 flow with these timeouts. Every key is optional.
+
+| key (under classification)   | value                                          | default |
+|------------------------------|------------------------------------------------|---------|
+| default                      | privacy, management or drop                    | drop    |
+| granularity                  | 5-tuple or host-pair                           | 5-tuple |
+| idle_timeout                 | seconds, 1..65535                              | 60      |
+| hard_timeout                 | seconds, 0..65535 (0: none)                    | 3600    |
+| seed_services                | true or false                                  | true    |
+| rules[].name                 | string, unique (required)                      |         |
+| rules[].class                | privacy, management or drop (required)         |         |
+| rules[].src, rules[].dst     | list of IPv4 addresses or networks             | any     |
+| rules[].protocol             | tcp, udp, icmp or any                          | any     |
+| rules[].src_ports, dst_ports | list of ports and "low-high" ranges (tcp, udp) | any     |
+| limits.cached_total          | integer, 1..10000000                           | 100000  |
+| limits.cached_per_source     | integer, 1..cached_total                       | 1000    |
+| limits.packet_in_rate        | packets/s, 1..10000000                         | 1000    |
+| limits.packet_in_burst       | packets, 0..10000000                           | 200     |
+| limits.queue                 | packet-ins, 1..1000000                         | 1024    |
+| limits.over_limit.action     | drop                                           | drop    |
+| limits.over_limit.seconds    | seconds, 1..65535                              | 30      |
+
+- The first rule that matches decides; then, with seed_services, the seed's own
+  services: a service of the xray client is privacy, a service of a management
+  container is management; then `default`.
+- granularity: what one cached decision covers: the packet's 5-tuple (addresses
+  and protocol only for ICMP), or all traffic between the two addresses.
+- A privacy rule's dst must lie within the xray client's address (W1), a
+  management rule's within the management subnet (W5). Whatever a rule says,
+  socketnet decides privacy only for a Netmaker source reaching an xray client
+  service, and management only for a management container's address; anything
+  else is dropped as unroutable.
+- Rule names "default", "unroutable" and "service:..." are socketnet's own.
+- limits: cached_total and cached_per_source cap the decisions cached in the
+  switch; a source over its cap is dropped in the switch for
+  over_limit.seconds. packet_in_rate and packet_in_burst are the meter in front
+  of the controller; queue bounds the packet-ins waiting to be decided.
 """
 from __future__ import annotations
 
@@ -110,12 +153,13 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import yaml
-from netaddr import EUI, AddrFormatError, IPAddress, IPNetwork, mac_unix_expanded
+from netaddr import EUI, AddrFormatError, IPAddress, IPNetwork, IPSet, mac_unix_expanded
 
 from topology import seedflows
 from topology.model import (
-    DEFAULT_NETMAKER_RANGES, DEFAULT_PRIVACY_BLOCKED, Bridge, Container, Host, Kind, Node,
-    Port, Role, Service, Settings,
+    DEFAULT_NETMAKER_RANGES, DEFAULT_PRIVACY_BLOCKED, RULE_PROTOCOLS, Bridge, Classification,
+    ClassificationLimits, ClassRule, Container, Granularity, Host, Kind, Node, Port, Role,
+    Service, Settings, TrafficClass,
 )
 
 
@@ -434,6 +478,50 @@ class _Reader:
             self.error(at, message)
             return None
 
+    def address_set(self, at: _At) -> Optional[IPSet]:
+        """A non-empty list of IPv4 addresses and networks, as one IPSet."""
+        items = list(self.sequence(at))
+        if at.present and isinstance(at.value, list) and not items:
+            self.error(at, "an empty list matches nothing; leave the key out to match any")
+            return None
+        nets = []
+        for item in items:
+            if isinstance(item.value, str) and "/" in item.value:
+                nets.append(self.ipv4_network(item))
+            else:
+                address = self.ipv4_address(item)
+                nets.append(IPNetwork(f"{address}/32") if address is not None else None)
+        if not nets or None in nets:
+            return None
+        return IPSet(nets)
+
+    def port_ranges(self, at: _At) -> Optional[tuple]:
+        """A non-empty list of ports and "low-high" ranges, as (low, high) pairs."""
+        items = list(self.sequence(at))
+        if at.present and isinstance(at.value, list) and not items:
+            self.error(at, "an empty list matches nothing; leave the key out to match any")
+            return None
+        ranges = []
+        for item in items:
+            value = item.value
+            if isinstance(value, int) and not isinstance(value, bool):
+                low = high = value
+            elif isinstance(value, str) and re.fullmatch(r"\d+(-\d+)?", value.strip()):
+                low, _, high = value.strip().partition("-")
+                low, high = int(low), int(high or low)
+            else:
+                self.error(item, 'expected a port or a range "low-high"')
+                ranges.append(None)
+                continue
+            if not 1 <= low <= high <= 65535:
+                self.error(item, "not a port range within 1..65535 with low <= high")
+                ranges.append(None)
+                continue
+            ranges.append((low, high))
+        if not ranges or None in ranges:
+            return None
+        return tuple(ranges)
+
     def mac(self, at: _At) -> Optional[str]:
         """A unicast MAC address, as "02:00:0a:01:00:c8"."""
         if not at.present:
@@ -564,6 +652,8 @@ class _Options:
     beyond: tuple  # (IPNetwork, what) the local subnets may not overlap
     ports: dict  # interface -> _PortOptions
     containers: dict  # container id -> _ContainerOptions
+    classification: Classification
+    rules_at: tuple  # of _At: where each of classification.rules is written
 
 
 @dataclass(frozen=True)
@@ -755,7 +845,7 @@ def _read_services(f: _Reader, services: _At) -> tuple:
 # --- the socketnet section -------------------------------------------------
 
 _SOCKETNET_KEYS = ("openflow", "reconcile_timeout", "netmaker_ranges", "nodes", "privacy",
-                   "ports", "containers")
+                   "ports", "containers", "classification")
 _PORT_OPTION_KEYS = ("kind", "adapter", "address", "mac", "bridge")
 _CONTAINER_OPTION_KEYS = ("role", "mac")
 
@@ -810,8 +900,9 @@ def _read_socketnet(f: _Reader, at: _At) -> _Options:
             containers[container_id] = _ContainerOptions(
                 at=options_at, role=Role(role) if role else None, mac=f.mac(options_at["mac"]))
 
+    classification, rules_at = _read_classification(f, at["classification"])
     return _Options(settings, netmaker_ranges, tuple(nodes), privacy_blocked, tuple(beyond),
-                    ports, containers)
+                    ports, containers, classification, rules_at)
 
 
 _CONTAINER_ROLE_NAMES = (Role.MANAGEMENT, Role.PRIVACY, Role.PRIVACY_PROXY)
@@ -830,6 +921,132 @@ def _read_settings(f: _Reader, at: _At) -> Settings:
         if value is not None:
             changes[key] = value
     return replace(Settings(), **changes)
+
+
+_CLASSIFICATION_KEYS = ("default", "granularity", "idle_timeout", "hard_timeout",
+                        "seed_services", "rules", "limits")
+_RULE_KEYS = ("name", "class", "src", "dst", "protocol", "src_ports", "dst_ports")
+_LIMIT_KEYS = ("cached_total", "cached_per_source", "packet_in_rate", "packet_in_burst",
+               "queue", "over_limit")
+_OVER_LIMIT_KEYS = ("action", "seconds")
+_OVER_LIMIT_ACTIONS = ("drop",)
+_RESERVED_RULE_NAMES = ("default", "unroutable")
+_SERVICE_RULE_PREFIX = "service:"  # the names of the rules seed_services implies
+_CLASSES = tuple(c.value for c in TrafficClass)
+
+
+def _read_classification(f: _Reader, at: _At) -> tuple:
+    """(Classification, where each rule is written): the rules' syntax only;
+    what their destinations may be is checked against the containers later
+    (`_check_rule_reach`)."""
+    if not f.table(at, _CLASSIFICATION_KEYS):
+        return Classification(), ()
+    changes = {}
+    default = f.choice(at["default"], _CLASSES)
+    if default is not None:
+        changes["default"] = TrafficClass(default)
+    granularity = f.choice(at["granularity"], [g.value for g in Granularity])
+    if granularity is not None:
+        changes["granularity"] = Granularity(granularity)
+    for key, value in (("idle_timeout", f.integer(at["idle_timeout"], 1, 65535)),
+                       ("hard_timeout", f.integer(at["hard_timeout"], 0, 65535)),
+                       ("seed_services", f.flag(at["seed_services"]))):
+        if value is not None:
+            changes[key] = value
+
+    rules, rules_at = [], []
+    for rule_at in f.sequence(at["rules"]):
+        rule = _read_rule(f, rule_at)
+        if rule is None:
+            continue
+        if rule.name in (r.name for r in rules):
+            f.error(rule_at["name"], "a second rule of that name")
+            continue
+        rules.append(rule)
+        rules_at.append(rule_at)
+    changes["rules"] = tuple(rules)
+    changes["limits"] = _read_limits(f, at["limits"])
+    return replace(Classification(), **changes), tuple(rules_at)
+
+
+def _read_rule(f: _Reader, at: _At) -> Optional[ClassRule]:
+    if not f.table(at, _RULE_KEYS, required=("name", "class")):
+        return None
+    name = f.text(at["name"])
+    if name is not None and (name in _RESERVED_RULE_NAMES
+                             or name.startswith(_SERVICE_RULE_PREFIX)):
+        f.error(at["name"], f"reserved: socketnet names its own decisions "
+                            f"{', '.join(_RESERVED_RULE_NAMES)} and {_SERVICE_RULE_PREFIX}...")
+        name = None
+    cls = f.choice(at["class"], _CLASSES)
+    protocol = f.choice(at["protocol"], RULE_PROTOCOLS) if at["protocol"].present else "any"
+    src, dst = f.address_set(at["src"]), f.address_set(at["dst"])
+    src_ports, dst_ports = f.port_ranges(at["src_ports"]), f.port_ranges(at["dst_ports"])
+    for key in ("src_ports", "dst_ports"):
+        if at[key].present and protocol not in (None, "tcp", "udp"):
+            f.error(at[key], f"ports need protocol tcp or udp; this rule's is {protocol}")
+            return None
+    fields = {"src": src, "dst": dst, "src_ports": src_ports, "dst_ports": dst_ports}
+    if None in (name, cls, protocol) or any(
+            value is None and at[key].present for key, value in fields.items()):
+        return None
+    return ClassRule(name=name, cls=TrafficClass(cls), src=src, dst=dst, protocol=protocol,
+                     src_ports=src_ports or (), dst_ports=dst_ports or ())
+
+
+def _read_limits(f: _Reader, at: _At) -> ClassificationLimits:
+    if not f.table(at, _LIMIT_KEYS):
+        return ClassificationLimits()
+    changes = {}
+    for key, low, high in (("cached_total", 1, 10_000_000),
+                           ("cached_per_source", 1, 10_000_000),
+                           ("packet_in_rate", 1, 10_000_000),
+                           ("packet_in_burst", 0, 10_000_000),
+                           ("queue", 1, 1_000_000)):
+        value = f.integer(at[key], low, high)
+        if value is not None:
+            changes[key] = value
+    over = at["over_limit"]
+    if f.table(over, _OVER_LIMIT_KEYS):
+        action = f.choice(over["action"], _OVER_LIMIT_ACTIONS)
+        seconds = f.integer(over["seconds"], 1, 65535)
+        if action is not None:
+            changes["over_limit_action"] = action
+        if seconds is not None:
+            changes["over_limit_seconds"] = seconds
+    limits = replace(ClassificationLimits(), **changes)
+    if limits.cached_per_source > limits.cached_total:
+        which = at["cached_per_source"] if at["cached_per_source"].present else at["cached_total"]
+        f.error(which, f"cached_per_source ({limits.cached_per_source}) is more than "
+                       f"cached_total ({limits.cached_total})")
+    return limits
+
+
+def _check_rule_reach(f: _Reader, options: _Options, placed: list, mesh: Optional[str]) -> None:
+    """A privacy rule's destinations lie within the xray client's address (W1),
+    a management rule's within the management subnet (W5)."""
+    proxies = [p.entry.interface for p in placed
+               if p.role is Role.PRIVACY_PROXY and p.entry.interface is not None]
+    management = IPSet(p.entry.interface.cidr for p in placed
+                       if p.entry.bridge == mesh and p.entry.interface is not None)
+    reach = {}
+    if len(proxies) == 1:
+        xray = proxies[0].ip
+        reach[TrafficClass.PRIVACY] = (
+            IPSet([IPNetwork(f"{xray}/32")]),
+            f"privacy rules must target the xray client (W1): dst within {xray}/32")
+    if management:
+        cidrs = ", ".join(str(c) for c in management.iter_cidrs())
+        reach[TrafficClass.MANAGEMENT] = (
+            management, f"management rules must target the management subnet {cidrs} (W5)")
+    for rule, at in zip(options.classification.rules, options.rules_at):
+        if rule.cls not in reach:
+            continue
+        allowed, message = reach[rule.cls]
+        if rule.dst is None:
+            f.lacking(at["dst"], message)
+        elif not rule.dst.issubset(allowed):
+            f.error(at["dst"], message)
 
 
 # --- the host --------------------------------------------------------------
@@ -876,6 +1093,7 @@ def _build_host(f: _Reader, seed: _Seed, file: str) -> Optional[Host]:
             subnets[port.bridge] = _Subnet(port.address.cidr, port.address.ip,
                                            options.ports[port.interface].at["address"])
     _check_subnets(f, subnets, mesh, privacy, options)
+    _check_rule_reach(f, options, placed, mesh)
     if netmaker and isinstance(seed.root["wireguard"].value, dict):
         _check_port_options(f, options.ports, uplinks, seed.tunnels, ignored)
     _check_interface_names(f, _claims(seed, mesh, privacy, uplinks, uplink_ports, link, placed))
@@ -900,7 +1118,7 @@ def _build_host(f: _Reader, seed: _Seed, file: str) -> Optional[Host]:
         source=file, mesh=bridges[0], privacy=bridges[1],
         netmaker_ranges=options.netmaker_ranges, nodes=options.nodes,
         privacy_blocked=options.privacy_blocked, settings=options.settings,
-        ignored=tuple(ignored))
+        ignored=tuple(ignored), classification=options.classification)
 
 
 def _place_tunnels(f: _Reader, seed: _Seed, port_options: dict) -> tuple:

@@ -7,7 +7,8 @@ learned MAC addresses are not here, they come from the switch at run time.
 Words follow the seed: the *mesh* bridge carries the *netmaker uplink*, management
 containers and one end of the *inter-bridge link*; the *privacy* bridge (vmbr0)
 carries the other end, the *xray client* (privacy proxy), other privacy containers
-and the *warp uplink*.
+and the *warp uplink*. `Classification` holds how table 1 decides Netmaker
+ingress it has no flow for (the decisions themselves: `controller.classifier`).
 """
 from __future__ import annotations
 
@@ -128,6 +129,73 @@ class Settings:
     reconcile_timeout: float = 10.0
 
 
+class TrafficClass(str, enum.Enum):
+    """What a classified Netmaker ingress flow is: table 1 tags it with the
+    PRIVACY_INGRESS or MANAGEMENT zone, or drops it."""
+    PRIVACY = "privacy"
+    MANAGEMENT = "management"
+    DROP = "drop"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Granularity(str, enum.Enum):
+    """What one cached decision covers: the packet's 5-tuple (ICMP and other
+    protocols: addresses and protocol), or every packet between two addresses."""
+    FIVE_TUPLE = "5-tuple"
+    HOST_PAIR = "host-pair"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+RULE_PROTOCOLS = ("tcp", "udp", "icmp", "any")
+
+
+@dataclass(frozen=True)
+class ClassRule:
+    """One rule of `socketnet.classification.rules`, or one the seed's services imply.
+
+    `src`/`dst` None matches any address; empty port tuples match any port.
+    Ports are (low, high) pairs, inclusive, and only with tcp or udp.
+    """
+    name: str
+    cls: TrafficClass
+    src: Optional[IPSet] = field(default=None, hash=False)  # IPSet is unhashable
+    dst: Optional[IPSet] = field(default=None, hash=False)
+    protocol: str = "any"  # one of RULE_PROTOCOLS
+    src_ports: tuple = ()  # of (low, high)
+    dst_ports: tuple = ()
+
+
+@dataclass(frozen=True)
+class ClassificationLimits:
+    """How much of the switch and the controller reactive classification may use."""
+    cached_total: int = 100_000  # cached decisions in the switch, all sources
+    cached_per_source: int = 1000  # cached decisions of one source address
+    packet_in_rate: int = 1000  # packets/s the meter lets through to the controller
+    packet_in_burst: int = 200  # packets the meter lets through above the rate
+    queue: int = 1024  # packet-ins waiting in the controller; more are dropped
+    over_limit_action: str = "drop"  # what a source over its cap gets
+    over_limit_seconds: int = 30  # for how long (a hard timeout in the switch)
+
+
+@dataclass(frozen=True)
+class Classification:
+    """`socketnet.classification`: how table 1 decides Netmaker ingress it has
+    no flow for. First match wins: `rules`, then (with `seed_services`) the
+    services of the xray client (privacy) and of the management containers
+    (management), then `default`."""
+    default: TrafficClass = TrafficClass.DROP
+    granularity: Granularity = Granularity.FIVE_TUPLE
+    idle_timeout: int = 60  # seconds, >= 1
+    hard_timeout: int = 3600  # seconds, 0 = none
+    seed_services: bool = True
+    rules: tuple = ()  # of ClassRule, in config order
+    limits: ClassificationLimits = field(default_factory=ClassificationLimits)
+
+
 # Destinations privacy traffic may never be sent to through warp (besides the
 # host's own subnets): the private, shared, loopback, link-local, multicast and
 # reserved ranges. Traffic to them has no business on the privacy exit.
@@ -148,6 +216,7 @@ class Host:
     privacy_blocked: tuple = ()  # of IPNetwork
     settings: Settings = field(default_factory=Settings)
     ignored: tuple = ()  # (name, why) of interfaces socketnet does not manage
+    classification: Classification = field(default_factory=Classification)
 
     @property
     def bridges(self) -> tuple:

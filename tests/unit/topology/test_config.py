@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from netaddr import IPAddress, IPNetwork
+from netaddr import IPAddress, IPNetwork, IPSet
 
 from topology.config import (
     ABSENT, CheckResult, ConfigError, ConfigIssue, check, check_file, derived_mac, load_host,
 )
-from topology.model import Kind, Role, Settings
+from topology.model import (Classification, ClassificationLimits, ClassRule, Granularity, Kind,
+                            Role, Settings, TrafficClass)
 
 SEED = Path(__file__).resolve().parents[3] / "examples" / "seed.yaml"
 
@@ -805,3 +806,224 @@ def test_a_long_offending_value_is_shortened_in_the_text(tmp_path, seed):
     assert issue.value == seed["lxc"]["containers"][0]["veth"]
     assert "...: expected a non-empty string, got a mapping" in str(issue)
     assert len(str(issue)) < len(issue.file) + 150
+
+
+# --- socketnet.classification -----------------------------------------------------
+
+RULES = ("socketnet", "classification", "rules")
+
+
+def classification(data) -> dict:
+    return data["socketnet"]["classification"]
+
+
+def test_seed_classification_block_loads():
+    c = load_host(SEED).classification
+    assert (c.default, c.granularity, c.idle_timeout, c.hard_timeout, c.seed_services) == (
+        TrafficClass.DROP, Granularity.FIVE_TUPLE, 60, 3600, True)
+    assert c.rules == (ClassRule("droplet-to-xray", TrafficClass.PRIVACY,
+                                 IPSet(["10.101.0.5/32"]), IPSet(["10.0.0.102/32"]), "tcp",
+                                 (), ((8080, 8080),)),)
+    assert c.limits == ClassificationLimits()
+
+
+def test_without_a_classification_block_the_defaults_apply(tmp_path, seed):
+    del seed["socketnet"]["classification"]
+    c = load_host(write(tmp_path, seed)).classification
+    assert c == Classification()
+    assert (c.default, c.granularity, c.idle_timeout, c.hard_timeout, c.seed_services,
+            c.rules) == (TrafficClass.DROP, Granularity.FIVE_TUPLE, 60, 3600, True, ())
+    assert c.limits == ClassificationLimits(100000, 1000, 1000, 200, 1024, "drop", 30)
+
+
+def test_every_classification_key_is_read(tmp_path, seed):
+    classification(seed).update({
+        "default": "management", "granularity": "host-pair", "idle_timeout": 5,
+        "hard_timeout": 0, "seed_services": False,
+        "limits": {"cached_total": 10, "cached_per_source": 2, "packet_in_rate": 50,
+                   "packet_in_burst": 0, "queue": 8,
+                   "over_limit": {"action": "drop", "seconds": 7}}})
+    classification(seed)["rules"] = [
+        {"name": "mgmt", "class": "management", "dst": ["10.1.0.0/24"]},
+        {"name": "quiet", "class": "drop", "src": ["10.101.0.7", "100.64.0.0/10"],
+         "protocol": "udp", "src_ports": [53, "1024-2047"], "dst_ports": ["5000"]},
+    ]
+    c = load_host(write(tmp_path, seed)).classification
+    assert (c.default, c.granularity, c.idle_timeout, c.hard_timeout, c.seed_services) == (
+        TrafficClass.MANAGEMENT, Granularity.HOST_PAIR, 5, 0, False)
+    assert c.limits == ClassificationLimits(10, 2, 50, 0, 8, "drop", 7)
+    assert c.rules == (
+        ClassRule("mgmt", TrafficClass.MANAGEMENT, None, IPSet(["10.1.0.0/24"])),
+        ClassRule("quiet", TrafficClass.DROP, IPSet(["10.101.0.7/32", "100.64.0.0/10"]), None,
+                  "udp", ((53, 53), (1024, 2047)), ((5000, 5000),)),
+    )
+
+
+def test_a_rule_may_name_single_addresses_and_the_whole_management_subnet(tmp_path, seed):
+    classification(seed)["rules"] = [
+        {"name": "xray", "class": "privacy", "dst": ["10.0.0.102"]},
+        {"name": "one", "class": "management", "dst": ["10.1.0.201", "10.1.0.200/31"]},
+    ]
+    assert check(write(tmp_path, seed)) == []
+
+
+@pytest.mark.parametrize("keys, value, issue_path, words", [
+    (("default",), "allow", "socketnet.classification.default",
+     "must be one of privacy, management, drop"),
+    (("granularity",), "flow", "socketnet.classification.granularity",
+     "must be one of 5-tuple, host-pair"),
+    (("idle_timeout",), 0, "socketnet.classification.idle_timeout", "not in 1..65535"),
+    (("idle_timeout",), 1.5, "socketnet.classification.idle_timeout", "expected an integer"),
+    (("hard_timeout",), 65536, "socketnet.classification.hard_timeout", "not in 0..65535"),
+    (("seed_services",), "yes", "socketnet.classification.seed_services",
+     "expected true or false"),
+    (("rules",), {"name": "x"}, "socketnet.classification.rules", "expected a list"),
+    (("rules", 0), "droplet-to-xray", "socketnet.classification.rules[0]",
+     "expected a mapping"),
+    (("rules", 0, "class"), "allow", "socketnet.classification.rules[0].class",
+     "must be one of privacy, management, drop"),
+    (("rules", 0, "name"), "default", "socketnet.classification.rules[0].name", "reserved"),
+    (("rules", 0, "name"), "service:mine", "socketnet.classification.rules[0].name",
+     "reserved"),
+    (("rules", 0, "protocol"), "sctp", "socketnet.classification.rules[0].protocol",
+     "must be one of tcp, udp, icmp, any"),
+    (("rules", 0, "src"), "10.101.0.5/32", "socketnet.classification.rules[0].src",
+     "expected a list, got a string"),
+    (("rules", 0, "src"), [], "socketnet.classification.rules[0].src",
+     "an empty list matches nothing"),
+    (("rules", 0, "src", 0), "10.101.0.5/16", "socketnet.classification.rules[0].src[0]",
+     "host bits are set; the network is 10.101.0.0/16"),
+    (("rules", 0, "src", 0), "10.101.0", "socketnet.classification.rules[0].src[0]",
+     "not an IPv4 address"),
+    (("rules", 0, "dst_ports"), [], "socketnet.classification.rules[0].dst_ports",
+     "an empty list matches nothing"),
+    (("rules", 0, "dst_ports", 0), "9000-8000", "socketnet.classification.rules[0].dst_ports[0]",
+     "low <= high"),
+    (("rules", 0, "dst_ports", 0), 0, "socketnet.classification.rules[0].dst_ports[0]",
+     "within 1..65535"),
+    (("rules", 0, "dst_ports", 0), "http", "socketnet.classification.rules[0].dst_ports[0]",
+     'expected a port or a range "low-high"'),
+    (("rules", 0, "dst_ports", 0), True, "socketnet.classification.rules[0].dst_ports[0]",
+     'expected a port or a range "low-high"'),
+    (("rules", 0, "action"), "accept", "socketnet.classification.rules[0].action",
+     "unknown key"),
+    (("limits", "cached_total"), 0, "socketnet.classification.limits.cached_total",
+     "not in 1..10000000"),
+    (("limits", "queue"), "1024", "socketnet.classification.limits.queue",
+     "expected an integer"),
+    (("limits", "cached_per_source"), 100001,
+     "socketnet.classification.limits.cached_per_source",
+     "cached_per_source (100001) is more than cached_total (100000)"),
+    (("limits", "over_limit", "action"), "reject",
+     "socketnet.classification.limits.over_limit.action", "must be one of drop"),
+    (("limits", "over_limit", "seconds"), 0,
+     "socketnet.classification.limits.over_limit.seconds", "not in 1..65535"),
+    (("limits", "burst"), 5, "socketnet.classification.limits.burst", "unknown key"),
+    (("cache",), 5, "socketnet.classification.cache", "unknown key"),
+])
+def test_bad_classification_value_is_an_error(tmp_path, seed, keys, value, issue_path, words):
+    _set(seed, ("socketnet", "classification") + keys, value)
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, issue_path, value, words)
+
+
+def test_the_classification_section_must_be_a_mapping(tmp_path, seed):
+    seed["socketnet"]["classification"] = ["drop"]
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "socketnet.classification", ["drop"], "expected a mapping")
+
+
+@pytest.mark.parametrize("key", ["name", "class"])
+def test_a_rule_needs_a_name_and_a_class(tmp_path, seed, key):
+    del classification(seed)["rules"][0][key]
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, f"socketnet.classification.rules[0].{key}", ABSENT, "required")
+
+
+def test_rule_names_are_unique(tmp_path, seed):
+    rules = classification(seed)["rules"]
+    rules.append(dict(rules[0]))
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "socketnet.classification.rules[1].name", "droplet-to-xray",
+                 "a second rule of that name")
+
+
+@pytest.mark.parametrize("protocol", ["icmp", "any"])
+@pytest.mark.parametrize("key", ["src_ports", "dst_ports"])
+def test_ports_need_tcp_or_udp(tmp_path, seed, protocol, key):
+    rule = classification(seed)["rules"][0]
+    rule["protocol"] = protocol
+    rule[key] = [8080]
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, f"socketnet.classification.rules[0].{key}", [8080],
+                 f"ports need protocol tcp or udp; this rule's is {protocol}")
+
+
+def test_ports_without_a_protocol_are_an_error_too(tmp_path, seed):
+    del classification(seed)["rules"][0]["protocol"]
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "socketnet.classification.rules[0].dst_ports", [8080],
+                 "ports need protocol tcp or udp; this rule's is any")
+
+
+@pytest.mark.parametrize("dst", [["10.0.0.100/32"], ["10.0.0.0/24"], ["10.0.0.102", "8.8.8.8"]])
+def test_a_privacy_rule_must_target_the_xray_client(tmp_path, seed, dst):
+    classification(seed)["rules"][0]["dst"] = dst
+    file, issues = errors(tmp_path, seed)
+    issue = assert_issue(file, issues, "socketnet.classification.rules[0].dst", dst,
+                         "privacy rules must target the xray client (W1)")
+    assert "dst within 10.0.0.102/32" in issue.message
+
+
+def test_a_privacy_rule_without_dst_is_an_error(tmp_path, seed):
+    del classification(seed)["rules"][0]["dst"]
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "socketnet.classification.rules[0].dst", ABSENT,
+                 "privacy rules must target the xray client (W1)")
+
+
+@pytest.mark.parametrize("dst", [None, ["10.1.1.0/24"], ["10.0.0.102"], ["10.1.0.0/23"]])
+def test_a_management_rule_must_target_the_management_subnet(tmp_path, seed, dst):
+    rule = {"name": "mgmt", "class": "management"}
+    if dst is not None:
+        rule["dst"] = dst
+    classification(seed)["rules"].append(rule)
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "socketnet.classification.rules[1].dst",
+                 ABSENT if dst is None else dst,
+                 "management rules must target the management subnet 10.1.0.0/24 (W5)")
+
+
+def test_a_drop_rule_may_name_any_destination(tmp_path, seed):
+    classification(seed)["rules"].append({"name": "quiet", "class": "drop"})
+    classification(seed)["rules"].append({"name": "noisy", "class": "drop",
+                                          "dst": ["0.0.0.0/0"], "protocol": "icmp"})
+    assert check(write(tmp_path, seed)) == []
+
+
+def test_classification_errors_come_with_the_files_other_errors(tmp_path, seed):
+    seed["socketnet"]["openflow"]["listen"] = "nowhere"
+    classification(seed)["rules"][0]["dst"] = ["10.0.0.100"]
+    classification(seed)["idle_timeout"] = 0
+    file, issues = errors(tmp_path, seed)
+    assert sorted(i.path for i in issues) == [
+        "socketnet.classification.idle_timeout",
+        "socketnet.classification.rules[0].dst",
+        "socketnet.openflow.listen",
+    ]
+
+
+def test_json_null_classification_keys_are_defaults(tmp_path, seed):
+    classification(seed).update({"default": None, "limits": None, "rules": None})
+    c = load_host(write(tmp_path, seed, "host.json")).classification
+    assert (c.default, c.rules, c.limits) == (TrafficClass.DROP, (), ClassificationLimits())
+
+
+def test_every_bad_address_and_port_of_a_rule_is_reported(tmp_path, seed):
+    rule = classification(seed)["rules"][0]
+    rule["src"] = ["10.101.0.x", "10.101.0.5/33"]
+    rule["dst_ports"] = ["http", 0]
+    file, issues = errors(tmp_path, seed)
+    assert sorted(i.path for i in issues) == [
+        f"socketnet.classification.rules[0].{key}" for key in
+        ("dst_ports[0]", "dst_ports[1]", "src[0]", "src[1]")]

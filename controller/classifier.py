@@ -1,0 +1,492 @@
+"""Reactive classification of Netmaker ingress: a packet-in becomes a decision and a flow.
+
+The mesh bridge hands socketnet the first packet of each Netmaker-ingress flow
+that table 1 (classify) has no entry for. This module is the pure core of what
+happens to it: no os-ken, no clock (callers pass `now`), no I/O.
+
+    parse_ipv4(frame) -> Flow5 | None           the packet's 5-tuple, read from the frame
+    DecisionCache.admit(flow5, now) -> Verdict  may one more decision be cached?
+    Classifier(host).decide(flow5) -> Decision  privacy, management or drop, and which rule
+    decision_flow(flow5, decision, classification) -> Flow
+                                                the table-1 flow that caches the decision
+    source_block_flow(src, seconds) -> Flow     drops a source over its cap, in the switch
+    DecisionCache.removed(match)                on flow-removed: one cached decision fewer
+
+The app around it, per packet-in: parse (None: drop, `DropReason.UNPARSABLE`);
+admit (SOURCE_OVER_CAP: install `source_block_flow`; not admitted: drop);
+decide; install `decision_flow` and, unless the decision is drop, send the packet
+back through the pipeline (controller.fastpath packs both messages).
+
+How a decision is made: the first matching rule of `socketnet.classification.rules`,
+then (with `seed_services`) the seed's services, then the default. Whatever the
+rules say, the decision is privacy only for a Netmaker source reaching a service
+of the xray client (W1), and management only for a management container's
+address (W5); anything else becomes drop with the rule "unroutable". Table 2
+would drop such packets anyway; this keeps the decision honest and counted.
+"""
+from __future__ import annotations
+
+import enum
+import socket
+import struct
+from bisect import bisect_right
+from collections import OrderedDict, defaultdict
+from typing import Mapping, NamedTuple, Optional, Union
+
+from netaddr import IPNetwork, IPSet
+
+from controller.flow import (ETH_TYPE_IP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Flow, Goto,
+                             WriteMetadata)
+from controller.pipeline import CLASSIFY, FORWARD, Purpose, Zone
+from topology.model import Classification, ClassRule, Granularity, Host, TrafficClass
+
+PROTOCOL_NUMBERS = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP, "icmp": IPPROTO_ICMP}
+_PROTOCOL_NAMES = {number: name for name, number in PROTOCOL_NUMBERS.items()}
+
+# Table 1 priorities. The proactive flows (compiler.P_CLASSIFY) are below both.
+P_DECISION = 200
+P_SOURCE_BLOCK = 300
+
+# Rule names socketnet gives its own decisions (config.py reserves them).
+DEFAULT = "default"
+UNROUTABLE = "unroutable"
+SERVICE_PREFIX = "service:"
+
+_U32 = struct.Struct("!I")
+
+
+def address_int(text: str) -> int:
+    """A dotted-quad IPv4 address as an integer; ValueError if it is not one."""
+    try:
+        return _U32.unpack(socket.inet_pton(socket.AF_INET, text))[0]
+    except (OSError, TypeError) as e:
+        raise ValueError(f"not an IPv4 address: {text!r}") from e
+
+
+def address_text(value: int) -> str:
+    return socket.inet_ntoa(_U32.pack(value))
+
+
+# --- the packet ---------------------------------------------------------------
+
+
+class Flow5(NamedTuple):
+    """The key of a packet: addresses as integers, ports 0 unless TCP or UDP."""
+    src: int
+    dst: int
+    proto: int
+    sport: int = 0
+    dport: int = 0
+
+    @classmethod
+    def of(cls, src: str, dst: str, proto: Union[int, str], sport: int = 0,
+           dport: int = 0) -> "Flow5":
+        """From dotted quads and a protocol name or number; ValueError if wrong."""
+        number = PROTOCOL_NUMBERS[proto] if isinstance(proto, str) else int(proto)
+        if number not in (IPPROTO_TCP, IPPROTO_UDP) and (sport or dport):
+            raise ValueError(f"protocol {proto} has no ports")
+        for port in (sport, dport):
+            if not 0 <= port <= 0xFFFF:
+                raise ValueError(f"port {port} is not within 0..65535")
+        return cls(address_int(src), address_int(dst), number, sport, dport)
+
+    def __str__(self) -> str:
+        proto = _PROTOCOL_NAMES.get(self.proto, f"ip-proto-{self.proto}")
+        if self.proto in (IPPROTO_TCP, IPPROTO_UDP):
+            return (f"{proto} {address_text(self.src)}:{self.sport} -> "
+                    f"{address_text(self.dst)}:{self.dport}")
+        return f"{proto} {address_text(self.src)} -> {address_text(self.dst)}"
+
+
+# Ethernet type, then the IPv4 header up to the addresses: version and IHL,
+# total length, flags and fragment offset, protocol, source, destination.
+_ETH_IPV4 = struct.Struct("!HBxHxxHxBxxII")
+_L4_PORTS = struct.Struct("!HH")
+_ETH_HEADER = 14
+_FRAGMENT_OFFSET = 0x1FFF
+
+
+def parse_ipv4(frame) -> Optional[Flow5]:
+    """The Flow5 of an Ethernet II frame carrying IPv4; None for anything else.
+
+    Anything else: another ethertype (VLAN tags included), a header that is
+    malformed or cut short, a TCP or UDP header without its ports, a fragment
+    other than the first (it has no ports). Never raises.
+    """
+    try:
+        eth_type, version_ihl, total, fragment, proto, src, dst = _ETH_IPV4.unpack_from(frame, 12)
+    except (struct.error, TypeError):
+        return None
+    if eth_type != ETH_TYPE_IP or version_ihl >> 4 != 4:
+        return None
+    header = (version_ihl & 0x0F) * 4
+    if header < 20 or total < header or fragment & _FRAGMENT_OFFSET:
+        return None
+    if proto == IPPROTO_TCP or proto == IPPROTO_UDP:
+        if total < header + 4:
+            return None
+        try:
+            sport, dport = _L4_PORTS.unpack_from(frame, _ETH_HEADER + header)
+        except struct.error:
+            return None
+        return Flow5(src, dst, proto, sport, dport)
+    if len(frame) < _ETH_HEADER + header:
+        return None
+    return Flow5(src, dst, proto, 0, 0)
+
+
+# --- the decision -------------------------------------------------------------
+
+
+class DropReason(str, enum.Enum):
+    """Why a packet-in ended in a drop; the keys of `DecisionCache.drops`."""
+    UNPARSABLE = "unparsable"          # not IPv4 socketnet can read, or a later fragment
+    QUEUE_FULL = "queue-full"          # the packet-in queue was full (counted by the app)
+    SOURCE_BLOCKED = "source-blocked"  # its source is blocked for going over its cap
+    SOURCE_CAP = "source-cap"          # its source just went over cached_per_source
+    TOTAL_CAP = "total-cap"            # the switch holds cached_total decisions already
+    RULE = "rule"                      # a rule, or the default, decided drop
+    UNROUTABLE = "unroutable"          # a rule decided a class the destination cannot have
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Decision(NamedTuple):
+    cls: TrafficClass
+    rule: str  # a rule's name, "service:<container>/<service>", "default" or "unroutable"
+    overruled: str = ""  # with "unroutable": the rule whose class could not be honoured
+
+    @property
+    def drop_reason(self) -> Optional[DropReason]:
+        if self.cls is not TrafficClass.DROP:
+            return None
+        return DropReason.UNROUTABLE if self.rule == UNROUTABLE else DropReason.RULE
+
+
+def seed_service_rules(host: Host) -> tuple:
+    """The rules the seed's own data implies: a service of the xray client is
+    privacy, a service of a management container is management."""
+    rules = []
+    for container, cls in ((host.xray_client.container, TrafficClass.PRIVACY),
+                           *((c, TrafficClass.MANAGEMENT) for c in host.mesh.containers)):
+        for service in container.services:
+            rules.append(ClassRule(
+                name=f"{SERVICE_PREFIX}{container.name}/{service.name}", cls=cls,
+                dst=IPSet([IPNetwork(f"{container.address}/32")]), protocol=service.protocol,
+                dst_ports=((service.port, service.port),)))
+    return tuple(rules)
+
+
+class _Ranges(NamedTuple):
+    """Disjoint, sorted, inclusive integer ranges, for membership by bisection."""
+    firsts: tuple
+    lasts: tuple
+
+
+def _within(ranges: _Ranges, value: int) -> bool:
+    i = bisect_right(ranges.firsts, value) - 1
+    return i >= 0 and value <= ranges.lasts[i]
+
+
+def _address_ranges(addresses: Optional[IPSet]) -> Optional[_Ranges]:
+    if addresses is None:
+        return None
+    spans = list(addresses.iter_ipranges())  # merged and sorted
+    return _Ranges(tuple(r.first for r in spans), tuple(r.last for r in spans))
+
+
+def _port_ranges(pairs: tuple) -> Optional[_Ranges]:
+    if not pairs:
+        return None
+    merged = []
+    for low, high in sorted(pairs):
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
+    return _Ranges(tuple(m[0] for m in merged), tuple(m[1] for m in merged))
+
+
+class _Candidate(NamedTuple):
+    """A compiled rule, once its protocol and destination are known to match."""
+    src: Optional[_Ranges]
+    sport: Optional[_Ranges]
+    dport: Optional[_Ranges]
+    decision: Decision
+
+
+_OTHER_PROTOCOLS = -1  # the bucket of IP protocols other than tcp, udp and icmp
+_LAST_ADDRESS = 0xFFFFFFFF
+
+
+def _by_destination(entries: list) -> tuple:
+    """(bounds, candidates) for one protocol: the destination space cut into
+    intervals [bounds[i], bounds[i+1]), each with the rules, in order, whose dst
+    covers it. `entries` is [(dst ranges or None for any, _Candidate)] in order."""
+    starts, stops = defaultdict(list), defaultdict(list)
+    for order, (dst, _) in enumerate(entries):
+        spans = [(0, _LAST_ADDRESS)] if dst is None else zip(dst.firsts, dst.lasts)
+        for first, last in spans:
+            starts[first].append(order)
+            stops[last + 1].append(order)
+    cuts = sorted({0, *starts, *(cut for cut in stops if cut <= _LAST_ADDRESS)})
+    active, bounds, candidates, interned = set(), [], [], {}
+    for cut in cuts:
+        active.difference_update(stops.get(cut, ()))
+        active.update(starts.get(cut, ()))
+        group = tuple(entries[order][1] for order in sorted(active))
+        if candidates and group == candidates[-1]:
+            continue
+        bounds.append(cut)
+        candidates.append(interned.setdefault(group, group))
+    return bounds, candidates
+
+
+class Classifier:
+    """Decides a Flow5 in a few microseconds.
+
+    The rules are compiled once: split by protocol ("any" goes to every
+    protocol), then by destination interval, so a decision is one dict lookup,
+    one bisection and a scan of the few rules whose protocol and destination
+    match, in rule order.
+    """
+
+    def __init__(self, host: Host):
+        classification = host.classification
+        services = seed_service_rules(host) if classification.seed_services else ()
+        self.rules = tuple(classification.rules) + services  # in the order they are tried
+        self.default = Decision(TrafficClass(classification.default), DEFAULT)
+
+        buckets = {IPPROTO_TCP: [], IPPROTO_UDP: [], IPPROTO_ICMP: [], _OTHER_PROTOCOLS: []}
+        for rule in self.rules:
+            candidate = _Candidate(_address_ranges(rule.src), _port_ranges(rule.src_ports),
+                                   _port_ranges(rule.dst_ports),
+                                   Decision(TrafficClass(rule.cls), rule.name))
+            protocols = buckets if rule.protocol == "any" else (PROTOCOL_NUMBERS[rule.protocol],)
+            for protocol in protocols:
+                buckets[protocol].append((_address_ranges(rule.dst), candidate))
+        self._by_protocol = {p: _by_destination(entries) for p, entries in buckets.items()}
+        self._other = self._by_protocol.pop(_OTHER_PROTOCOLS)
+
+        # Where each class may go (W1, W5): the guard every decision passes.
+        xray = host.xray_client.container
+        self._xray_services = frozenset((int(xray.address), PROTOCOL_NUMBERS[s.protocol], s.port)
+                                        for s in xray.services)
+        self._netmaker = _address_ranges(IPSet(host.netmaker_ranges))
+        self._management = frozenset(int(c.address) for c in host.mesh.containers)
+
+    def decide(self, flow: Flow5) -> Decision:
+        src, dst, proto, sport, dport = flow
+        bounds, candidates = self._by_protocol.get(proto, self._other)
+        decision = self.default
+        for rule in candidates[bisect_right(bounds, dst) - 1]:
+            if rule.src is not None and not _within(rule.src, src):
+                continue
+            if rule.sport is not None and not _within(rule.sport, sport):
+                continue
+            if rule.dport is not None and not _within(rule.dport, dport):
+                continue
+            decision = rule.decision
+            break
+
+        cls = decision.cls
+        if cls is TrafficClass.DROP:
+            return decision
+        if cls is TrafficClass.PRIVACY:
+            if (dst, proto, dport) in self._xray_services and _within(self._netmaker, src):
+                return decision
+        elif dst in self._management:
+            return decision
+        return Decision(TrafficClass.DROP, UNROUTABLE, decision.rule)
+
+
+# --- the flows that cache decisions -------------------------------------------
+
+_NETMAKER = int(Zone.NETMAKER)
+_INSTRUCTIONS = {
+    TrafficClass.PRIVACY: (WriteMetadata(int(Zone.PRIVACY_INGRESS)), Goto(FORWARD.id)),
+    TrafficClass.MANAGEMENT: (WriteMetadata(int(Zone.MANAGEMENT)), Goto(FORWARD.id)),
+    TrafficClass.DROP: (),
+}
+_PORT_FIELDS = {IPPROTO_TCP: ("tcp_src", "tcp_dst"), IPPROTO_UDP: ("udp_src", "udp_dst")}
+
+
+def cache_match(flow: Flow5, granularity: Granularity) -> dict:
+    """The table-1 match of the cached decision for `flow`: unclassified Netmaker
+    ingress between its two addresses, and with 5-tuple granularity its protocol
+    and (TCP, UDP) ports."""
+    match = {"metadata": _NETMAKER, "eth_type": ETH_TYPE_IP,
+             "ipv4_src": address_text(flow.src), "ipv4_dst": address_text(flow.dst)}
+    if granularity == Granularity.HOST_PAIR:
+        return match
+    match["ip_proto"] = flow.proto
+    ports = _PORT_FIELDS.get(flow.proto)
+    if ports:
+        match[ports[0]] = flow.sport
+        match[ports[1]] = flow.dport
+    return match
+
+
+def decision_flow(flow: Flow5, decision: Decision, classification: Classification) -> Flow:
+    """The table-1 flow that caches `decision` for packets like `flow`: it tags
+    them with their zone and sends them to table 2, or (drop) drops them; it
+    expires by the configured timeouts and reports its removal."""
+    match = cache_match(flow, classification.granularity)
+    # Flow.make would normalise the match; these values are canonical already
+    # (exact addresses, integers), and this runs once per packet-in.
+    return Flow(CLASSIFY.id, P_DECISION, tuple(sorted(match.items())),
+                _INSTRUCTIONS[decision.cls], Purpose.CLASSIFIED.cookie,
+                idle_timeout=classification.idle_timeout,
+                hard_timeout=classification.hard_timeout, send_flow_removed=True)
+
+
+def source_block_flow(src: Union[int, str], seconds: int) -> Flow:
+    """The table-1 flow that drops all unclassified Netmaker ingress from `src`
+    for `seconds`, above every cached decision."""
+    address = address_text(src) if isinstance(src, int) else src
+    return Flow.make(CLASSIFY.id, P_SOURCE_BLOCK,
+                     {"metadata": _NETMAKER, "eth_type": ETH_TYPE_IP, "ipv4_src": address},
+                     (), Purpose.CLASSIFIED.cookie, hard_timeout=seconds)
+
+
+# --- how many decisions the switch holds --------------------------------------
+
+
+class Verdict(str, enum.Enum):
+    """What `DecisionCache.admit` allows for one packet-in."""
+    ADMITTED = "admitted"              # a new decision: install its flow, send the packet on
+    PENDING = "pending"                # admitted before, flow not in the switch (yet):
+                                       # install it again (idempotent), send the packet on
+    SOURCE_BLOCKED = "source-blocked"  # drop; the source is blocked already
+    SOURCE_OVER_CAP = "source-cap"     # drop; install source_block_flow for the source
+    TOTAL_OVER_CAP = "total-cap"       # drop; cache nothing
+
+    @property
+    def admitted(self) -> bool:
+        return self is Verdict.ADMITTED or self is Verdict.PENDING
+
+
+# A cached decision lives at most hard_timeout; its flow-removed may be lost
+# (a disconnect, a rejected flow-mod). `expire` forgets it this much later.
+EXPIRY_GRACE = 10.0
+
+
+def cache_key(flow: Flow5, granularity: Granularity) -> tuple:
+    """What one cached decision covers: the Flow5, or (src, dst) for host pairs."""
+    if granularity == Granularity.HOST_PAIR:
+        return (flow.src, flow.dst)
+    return flow
+
+
+def _key_of_match(match: Mapping) -> Optional[tuple]:
+    """The cache key of a decision flow's match (as a flow-removed reports it)."""
+    try:
+        src, dst = address_int(match["ipv4_src"]), address_int(match["ipv4_dst"])
+        if "ip_proto" not in match:
+            return (src, dst)
+        proto = int(match["ip_proto"])
+        names = _PORT_FIELDS.get(proto)
+        if names is None:
+            return Flow5(src, dst, proto, 0, 0)
+        return Flow5(src, dst, proto, int(match[names[0]]), int(match[names[1]]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class DecisionCache:
+    """The decisions cached in the switch, counted per source and in all, and
+    the sources blocked for going over their cap. Pure bookkeeping: the caller
+    passes the time (`now`, seconds on a monotonic clock) and sends the flows."""
+
+    def __init__(self, classification: Classification):
+        self.limits = classification.limits
+        self.granularity = classification.granularity
+        self.hard_timeout = classification.hard_timeout
+        self._entries: OrderedDict = OrderedDict()  # cache key -> when admitted, oldest first
+        self._per_source: dict = {}  # source address -> cached decisions
+        self._blocked: dict = {}  # source address -> blocked until
+        self.drops = {reason.value: 0 for reason in DropReason}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def cached_for(self, src: int) -> int:
+        return self._per_source.get(src, 0)
+
+    def blocked(self, src: int, now: float) -> bool:
+        return self._blocked.get(src, now) > now
+
+    def admit(self, flow: Flow5, now: float) -> Verdict:
+        src = flow.src
+        until = self._blocked.get(src)
+        if until is not None:
+            if now < until:
+                self.drops[DropReason.SOURCE_BLOCKED.value] += 1
+                return Verdict.SOURCE_BLOCKED
+            del self._blocked[src]
+        key = cache_key(flow, self.granularity)
+        entries = self._entries
+        if key in entries:
+            entries[key] = now
+            entries.move_to_end(key)
+            return Verdict.PENDING
+        count = self._per_source.get(src, 0)
+        if count >= self.limits.cached_per_source:
+            self._blocked[src] = now + self.limits.over_limit_seconds
+            self.drops[DropReason.SOURCE_CAP.value] += 1
+            return Verdict.SOURCE_OVER_CAP
+        if len(entries) >= self.limits.cached_total:
+            self.drops[DropReason.TOTAL_CAP.value] += 1
+            return Verdict.TOTAL_OVER_CAP
+        entries[key] = now
+        self._per_source[src] = count + 1
+        return Verdict.ADMITTED
+
+    def removed(self, match: Mapping) -> bool:
+        """A decision flow left the switch (flow-removed); whether it was counted."""
+        key = _key_of_match(match)
+        if key is None or self._entries.pop(key, None) is None:
+            return False
+        self._forget_source(key[0])
+        return True
+
+    def count_drop(self, reason: DropReason) -> None:
+        """Count a drop decided outside `admit`: unparsable, queue full, a drop decision."""
+        self.drops[reason.value] += 1
+
+    def expire(self, now: float) -> int:
+        """Forget decisions whose flow has expired by its hard timeout even though
+        no flow-removed said so, and blocks that are over; how many decisions."""
+        for src in [s for s, until in self._blocked.items() if until <= now]:
+            del self._blocked[src]
+        if not self.hard_timeout:
+            return 0
+        oldest_alive = now - self.hard_timeout - EXPIRY_GRACE
+        forgotten = 0
+        while self._entries:
+            key, admitted = next(iter(self._entries.items()))
+            if admitted >= oldest_alive:
+                break
+            del self._entries[key]
+            self._forget_source(key[0])
+            forgotten += 1
+        return forgotten
+
+    def resync(self, matches, now: float) -> None:
+        """Count exactly the decision flows the switch holds (the matches of its
+        table-1 flows with the CLASSIFIED cookie), e.g. after a controller restart."""
+        self._entries.clear()
+        self._per_source.clear()
+        for match in matches:
+            key = _key_of_match(match)
+            if key is not None and key not in self._entries:
+                self._entries[key] = now
+                self._per_source[key[0]] = self._per_source.get(key[0], 0) + 1
+
+    def _forget_source(self, src: int) -> None:
+        left = self._per_source[src] - 1
+        if left:
+            self._per_source[src] = left
+        else:
+            del self._per_source[src]

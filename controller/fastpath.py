@@ -1,0 +1,198 @@
+"""Hand-packed OpenFlow 1.3 messages for the packet-in hot path.
+
+Each new Netmaker-ingress flow costs socketnet one FlowMod (the cached decision)
+and one PacketOut (the packet itself, sent back through the pipeline). Building
+the FlowMod from os-ken objects costs ~60 µs (shared/FIELD-NOTES.md), more than
+everything else per packet-in together; here the same bytes are packed with
+`struct` directly. tests/unit/controller/test_fastpath.py proves them identical,
+byte for byte, to what os-ken sends for the same flow (controller.ofmsg).
+
+    pack_flow_mod(xid, flow, command=ADD) -> bytes   a table-1 (classify) flow
+    pack_packet_out(xid, in_port, data, output=OFPP_TABLE) -> bytes
+    pack_barrier(xid) -> bytes
+
+Only what table 1's flows use is encoded: the match fields the classify table
+declares (metadata, eth_type, ip_proto, IPv4 addresses, TCP/UDP ports, ICMP type
+and code; metadata and addresses may be masked) and the instructions
+write-metadata and goto-table. Anything else raises FlowError: use
+controller.ofmsg for it. Importing this module does not import os-ken.
+"""
+from __future__ import annotations
+
+import socket
+import struct
+from struct import Struct
+
+from controller.flow import Flow, FlowError, Goto, WriteMetadata
+
+# OpenFlow 1.3 wire constants (spec section 7; the tests check them against os-ken's).
+OFP_VERSION = 0x04
+OFPT_PACKET_OUT = 13
+OFPT_FLOW_MOD = 14
+OFPT_BARRIER_REQUEST = 20
+OFPFC_ADD = 0
+OFPFC_DELETE_STRICT = 4
+OFPFF_SEND_FLOW_REM = 1 << 0
+OFP_NO_BUFFER = 0xFFFFFFFF
+OFPP_TABLE = 0xFFFFFFF9
+OFPP_ANY = 0xFFFFFFFF
+OFPG_ANY = 0xFFFFFFFF
+OFPCML_MAX = 0xFFE5  # os-ken's default max_len of an output action
+OFPMT_OXM = 1
+OFPXMC_OPENFLOW_BASIC = 0x8000
+OFPIT_GOTO_TABLE = 1
+OFPIT_WRITE_METADATA = 2
+OFPAT_OUTPUT = 0
+
+ADD = OFPFC_ADD
+DELETE_STRICT = OFPFC_DELETE_STRICT
+
+# ofp_header + ofp_flow_mod up to its match + the match's type and length.
+_FLOW_MOD_HEAD = Struct("!BBHIQQBBHHHIIIH2xHH")
+_FLOW_MOD_FIXED = 48  # ofp_header and ofp_flow_mod without the match
+_WRITE_METADATA = Struct("!HH4xQQ")
+_GOTO_TABLE = Struct("!HHB3x")
+# ofp_header + ofp_packet_out + one ofp_action_output.
+_PACKET_OUT_HEAD = Struct("!BBHIIIH6xHHIH6x")
+_OUTPUT_ACTION_LEN = 16
+_BARRIER = Struct("!BBHI")
+_MAX_MESSAGE = 0xFFFF
+
+
+# --- OXM match fields -----------------------------------------------------------
+
+
+def _oxm_header(field: int, length: int, masked: bool = False) -> int:
+    return (OFPXMC_OPENFLOW_BASIC << 16) | (field << 9) | (int(masked) << 8) | length
+
+
+def _integer_field(field: int, fmt: str):
+    """An OXM field holding one unsigned integer, never masked."""
+    packer = Struct("!I" + fmt)
+    header = _oxm_header(field, packer.size - 4)
+
+    def encode(value) -> bytes:
+        if type(value) is tuple:
+            raise FlowError(f"OXM field {field} cannot be masked")
+        return packer.pack(header, value)
+    return encode
+
+
+def _metadata_field(field: int):
+    exact, masked = Struct("!IQ"), Struct("!IQQ")
+    exact_header, masked_header = _oxm_header(field, 8), _oxm_header(field, 16, True)
+
+    def encode(value) -> bytes:
+        if type(value) is tuple:
+            return masked.pack(masked_header, value[0], value[1])
+        return exact.pack(exact_header, value)
+    return encode
+
+
+_PREFIX_MASKS = tuple(((0xFFFFFFFF << (32 - n)) & 0xFFFFFFFF).to_bytes(4, "big")
+                      for n in range(33))
+
+
+def _ipv4_field(field: int):
+    exact, masked = Struct("!I4s"), Struct("!I4s4s")
+    exact_header, masked_header = _oxm_header(field, 4), _oxm_header(field, 8, True)
+
+    def encode(value: str) -> bytes:
+        try:
+            if "/" not in value:
+                return exact.pack(exact_header, socket.inet_pton(socket.AF_INET, value))
+            address, prefix = value.split("/")
+            return masked.pack(masked_header, socket.inet_pton(socket.AF_INET, address),
+                               _PREFIX_MASKS[int(prefix)])
+        except (OSError, TypeError, ValueError, IndexError) as e:
+            raise FlowError(f"not an IPv4 address or prefix: {value!r}") from e
+    return encode
+
+
+# Field name -> (OXM field number, encoder). os-ken writes the fields of a match
+# in the order of their numbers, and so does pack_flow_mod.
+_OXM = {
+    "metadata": (2, _metadata_field(2)),
+    "eth_type": (5, _integer_field(5, "H")),
+    "ip_proto": (10, _integer_field(10, "B")),
+    "ipv4_src": (11, _ipv4_field(11)),
+    "ipv4_dst": (12, _ipv4_field(12)),
+    "tcp_src": (13, _integer_field(13, "H")),
+    "tcp_dst": (14, _integer_field(14, "H")),
+    "udp_src": (15, _integer_field(15, "H")),
+    "udp_dst": (16, _integer_field(16, "H")),
+    "icmpv4_type": (19, _integer_field(19, "B")),
+    "icmpv4_code": (20, _integer_field(20, "B")),
+}
+_OXM_SLOTS = 21
+
+
+def _match_fields(flow: Flow) -> bytes:
+    slots = [b""] * _OXM_SLOTS
+    for name, value in flow.match:
+        oxm = _OXM.get(name)
+        if oxm is None:
+            raise FlowError(f"fastpath does not encode match field {name!r}: {flow}")
+        slots[oxm[0]] = oxm[1](value)
+    return b"".join(slots)
+
+
+def _instructions(flow: Flow) -> bytes:
+    parts = []
+    for ins in flow.instructions:
+        kind = type(ins)
+        if kind is WriteMetadata:
+            parts.append(_WRITE_METADATA.pack(OFPIT_WRITE_METADATA, _WRITE_METADATA.size,
+                                              ins.value, ins.mask))
+        elif kind is Goto:
+            parts.append(_GOTO_TABLE.pack(OFPIT_GOTO_TABLE, _GOTO_TABLE.size, ins.table))
+        else:
+            raise FlowError(f"fastpath does not encode {kind.__name__}: {flow}")
+    return b"".join(parts)
+
+
+# --- messages ---------------------------------------------------------------------
+
+
+def pack_flow_mod(xid: int, flow: Flow, command: int = ADD) -> bytes:
+    """The FlowMod controller.ofmsg.flow_mod(dp, flow, command) serialises to.
+
+    ADD installs (or replaces) the flow; DELETE_STRICT removes its entry, with
+    the full cookie mask and no instructions."""
+    if command == ADD:
+        cookie_mask = 0
+    elif command == DELETE_STRICT:
+        cookie_mask = 0xFFFFFFFFFFFFFFFF
+    else:
+        raise FlowError(f"fastpath does not encode flow-mod command {command}")
+    try:
+        fields = _match_fields(flow)
+        instructions = _instructions(flow) if command == ADD else b""
+        match_len = 4 + len(fields)
+        padding = b"\0" * (-match_len % 8)
+        head = _FLOW_MOD_HEAD.pack(
+            OFP_VERSION, OFPT_FLOW_MOD,
+            _FLOW_MOD_FIXED + match_len + len(padding) + len(instructions), xid,
+            flow.cookie, cookie_mask, flow.table, command, flow.idle_timeout,
+            flow.hard_timeout, flow.priority, OFP_NO_BUFFER, OFPP_ANY, OFPG_ANY,
+            OFPFF_SEND_FLOW_REM if flow.send_flow_removed else 0, OFPMT_OXM, match_len)
+    except struct.error as e:  # a value out of its field's range
+        raise FlowError(f"cannot encode {flow}: {e}") from e
+    return head + fields + padding + instructions
+
+
+def pack_packet_out(xid: int, in_port: int, data: bytes, output: int = OFPP_TABLE) -> bytes:
+    """A PacketOut of the frame `data` (not buffered in the switch) as if it
+    arrived on `in_port`, with one action: output to `output`. The default,
+    OFPP_TABLE, runs it through the flow tables from table 0, where the
+    decision just installed now applies to it."""
+    length = _PACKET_OUT_HEAD.size + len(data)
+    if length > _MAX_MESSAGE:
+        raise ValueError(f"a {len(data)}-byte frame does not fit in one OpenFlow message")
+    return _PACKET_OUT_HEAD.pack(
+        OFP_VERSION, OFPT_PACKET_OUT, length, xid, OFP_NO_BUFFER, in_port,
+        _OUTPUT_ACTION_LEN, OFPAT_OUTPUT, _OUTPUT_ACTION_LEN, output, OFPCML_MAX) + data
+
+
+def pack_barrier(xid: int) -> bytes:
+    return _BARRIER.pack(OFP_VERSION, OFPT_BARRIER_REQUEST, _BARRIER.size, xid)

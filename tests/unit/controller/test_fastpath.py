@@ -1,0 +1,212 @@
+"""controller.fastpath: the hand-packed FlowMod, PacketOut and barrier are, byte for
+byte, what os-ken serialises for the same flow (controller.ofmsg) and packet."""
+import pytest
+from hypothesis import given, settings, strategies as st
+from netaddr import IPAddress
+from os_ken.ofproto import ofproto_parser, ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as parser
+
+from os_ken.lib.packet import ethernet, ipv4, packet, tcp
+
+from controller import fastpath, ofmsg
+from controller.classifier import (Classifier, Decision, Flow5, decision_flow, parse_ipv4,
+                                   source_block_flow)
+from controller.flow import (ETH_TYPE_IP, Apply, Flow, FlowError, Goto, Meter, Output,
+                             WriteMetadata)
+from controller.pipeline import CLASSIFY, FORWARD, Purpose, Zone
+from topology.model import Classification, Granularity, TrafficClass
+
+
+class _Datapath:
+    """Just enough of an os-ken Datapath to serialise messages (as in test_ofmsg)."""
+    ofproto = ofp
+    ofproto_parser = parser
+    id = 1
+
+
+def syn(src="10.101.0.5", dst="10.0.0.102", sport=40000, dport=8080) -> bytes:
+    """A TCP SYN from a Netmaker peer, as the uplink hands it to the switch."""
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet("02:00:0a:00:00:66", "02:aa:bb:cc:dd:ee", ETH_TYPE_IP))
+    pkt.add_protocol(ipv4.ipv4(proto=6, src=src, dst=dst))
+    pkt.add_protocol(tcp.tcp(src_port=sport, dst_port=dport, bits=tcp.TCP_SYN))
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+def osken_flow_mod(xid: int, flow: Flow, command=ofmsg.ADD) -> bytes:
+    msg = ofmsg.flow_mod(_Datapath(), flow, command)
+    msg.set_xid(xid)
+    msg.serialize()
+    return bytes(msg.buf)
+
+
+def osken_packet_out(xid: int, in_port: int, data: bytes, output=ofp.OFPP_TABLE) -> bytes:
+    msg = parser.OFPPacketOut(_Datapath(), buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
+                              actions=[parser.OFPActionOutput(output)], data=data)
+    msg.set_xid(xid)
+    msg.serialize()
+    return bytes(msg.buf)
+
+
+def test_wire_constants_are_os_kens():
+    for name in ("OFP_VERSION", "OFPT_PACKET_OUT", "OFPT_FLOW_MOD", "OFPT_BARRIER_REQUEST",
+                 "OFPFC_ADD", "OFPFC_DELETE_STRICT", "OFPFF_SEND_FLOW_REM", "OFP_NO_BUFFER",
+                 "OFPP_TABLE", "OFPP_ANY", "OFPG_ANY", "OFPCML_MAX", "OFPMT_OXM",
+                 "OFPXMC_OPENFLOW_BASIC", "OFPIT_GOTO_TABLE", "OFPIT_WRITE_METADATA",
+                 "OFPAT_OUTPUT"):
+        assert getattr(fastpath, name) == getattr(ofp, name), name
+    assert (fastpath.ADD, fastpath.DELETE_STRICT) == (ofmsg.ADD, ofmsg.DELETE_STRICT)
+
+
+def test_os_ken_writes_an_output_action_with_max_len_ofpcml_max_by_default():
+    assert parser.OFPActionOutput(ofp.OFPP_TABLE).max_len == fastpath.OFPCML_MAX
+
+
+# --- FlowMod -------------------------------------------------------------------------
+
+_CLASSES = list(TrafficClass)
+
+
+@pytest.mark.parametrize("cls", _CLASSES, ids=str)
+@pytest.mark.parametrize("packet", [
+    Flow5.of("10.101.0.5", "10.0.0.102", "tcp", 40000, 8080),
+    Flow5.of("100.64.0.9", "10.1.0.200", "udp", 5353, 53),
+    Flow5.of("100.64.0.9", "10.1.0.200", "icmp"),
+    Flow5(1, 2, 47),
+], ids=str)
+@pytest.mark.parametrize("granularity", list(Granularity), ids=str)
+def test_decision_flows_pack_as_os_ken_serialises_them(cls, packet, granularity):
+    flow = decision_flow(packet, Decision(cls, "r"), Classification(granularity=granularity))
+    assert fastpath.pack_flow_mod(0x12345678, flow) == osken_flow_mod(0x12345678, flow)
+
+
+def test_source_block_flow_packs_as_os_ken_serialises_it():
+    flow = source_block_flow("10.101.0.5", 30)
+    assert fastpath.pack_flow_mod(1, flow) == osken_flow_mod(1, flow)
+
+
+_u32 = st.integers(0, 2**32 - 1)
+_u16 = st.integers(0, 2**16 - 1)
+_ADDRESS = _u32.map(lambda i: str(IPAddress(i, 4)))
+_PREFIX = st.tuples(_u32, st.integers(0, 32)).map(
+    lambda a: f"{IPAddress(a[0] & ((0xFFFFFFFF << (32 - a[1])) & 0xFFFFFFFF), 4)}/{a[1]}")
+_METADATA = st.integers(0, 2**64 - 1) | st.tuples(st.integers(0, 2**64 - 1),
+                                                  st.integers(1, 2**64 - 2))
+
+
+@st.composite
+def _table1_flows(draw):
+    """Flows of the shape table 1 holds, with any field values, masks and timeouts."""
+    match = {"metadata": draw(_METADATA)}
+    if draw(st.booleans()):
+        match["eth_type"] = ETH_TYPE_IP
+        for name in ("ipv4_src", "ipv4_dst"):
+            if draw(st.booleans()):
+                match[name] = draw(_ADDRESS | _PREFIX)
+        proto = draw(st.sampled_from([None, 1, 6, 17, 47, 132]))
+        if proto is not None:
+            match["ip_proto"] = proto
+            names = {6: ("tcp_src", "tcp_dst"), 17: ("udp_src", "udp_dst"),
+                     1: ("icmpv4_type", "icmpv4_code")}.get(proto, ())
+            for name in names:
+                if draw(st.booleans()):
+                    match[name] = draw(st.integers(0, 255) if name.startswith("icmp") else _u16)
+    cls = draw(st.sampled_from(_CLASSES))
+    instructions = {
+        TrafficClass.PRIVACY: (WriteMetadata(int(Zone.PRIVACY_INGRESS)), Goto(FORWARD.id)),
+        TrafficClass.MANAGEMENT: (WriteMetadata(draw(st.integers(0, 2**64 - 1)),
+                                                draw(st.integers(0, 2**64 - 1))),
+                                  Goto(draw(st.integers(0, 254)))),
+        TrafficClass.DROP: draw(st.sampled_from([(), (Goto(FORWARD.id),)])),
+    }[cls]
+    return Flow.make(CLASSIFY.id, draw(_u16), match, instructions,
+                     draw(st.sampled_from([Purpose.CLASSIFIED.cookie, 0, 2**64 - 1])),
+                     idle_timeout=draw(_u16), hard_timeout=draw(_u16),
+                     send_flow_removed=draw(st.booleans()))
+
+
+@settings(max_examples=400, deadline=None)
+@given(xid=_u32, flow=_table1_flows())
+def test_flow_mods_are_byte_identical_to_os_kens(xid, flow):
+    assert fastpath.pack_flow_mod(xid, flow) == osken_flow_mod(xid, flow)
+    assert (fastpath.pack_flow_mod(xid, flow, fastpath.DELETE_STRICT)
+            == osken_flow_mod(xid, flow, ofmsg.DELETE_STRICT))
+
+
+@settings(max_examples=100, deadline=None)
+@given(xid=_u32, flow=_table1_flows())
+def test_os_ken_reads_the_packed_flow_mod_back_as_the_same_flow(xid, flow):
+    data = fastpath.pack_flow_mod(xid, flow)
+    version, msg_type, length, read_xid = ofproto_parser.header(data)
+    assert (version, length, read_xid) == (ofp.OFP_VERSION, len(data), xid)
+    parsed = ofproto_parser.msg(_Datapath(), version, msg_type, length, read_xid, data)
+    assert ofmsg.from_stats(parsed) == flow
+
+
+@pytest.mark.parametrize("flow, words", [
+    (Flow.make(CLASSIFY.id, 1, {"in_port": 1}, (), 0), "match field 'in_port'"),
+    (Flow.make(CLASSIFY.id, 1, {"eth_dst": "02:00:00:00:00:01"}, (), 0), "match field 'eth_dst'"),
+    (Flow.make(CLASSIFY.id, 1, {}, (Apply((Output(1),)),), 0), "Apply"),
+    (Flow.make(CLASSIFY.id, 1, {}, (Meter(1), Goto(2)), 0), "Meter"),
+    (Flow.make(CLASSIFY.id, 70000, {}, (), 0), "cannot encode"),
+    (Flow(CLASSIFY.id, 1, (("ipv4_src", "10.0.0.300"),)), "not an IPv4 address"),
+])
+def test_what_fastpath_does_not_encode_is_a_flow_error(flow, words):
+    with pytest.raises(FlowError, match=words):
+        fastpath.pack_flow_mod(1, flow)
+
+
+def test_an_unknown_flow_mod_command_is_a_flow_error():
+    with pytest.raises(FlowError, match="command 1"):
+        fastpath.pack_flow_mod(1, source_block_flow("10.0.0.1", 1), ofp.OFPFC_MODIFY)
+
+
+# --- PacketOut and barrier -------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(xid=_u32, in_port=_u32, data=st.binary(max_size=1600))
+def test_packet_outs_are_byte_identical_to_os_kens(xid, in_port, data):
+    assert fastpath.pack_packet_out(xid, in_port, data) == osken_packet_out(xid, in_port, data)
+
+
+@pytest.mark.parametrize("output", [1, ofp.OFPP_IN_PORT, ofp.OFPP_CONTROLLER])
+def test_packet_out_to_another_port_is_byte_identical_too(output):
+    data = syn()
+    assert (fastpath.pack_packet_out(9, 3, data, output=output)
+            == osken_packet_out(9, 3, data, output=output))
+
+
+def test_packet_out_takes_bytearray_and_memoryview():
+    data = syn()
+    expected = fastpath.pack_packet_out(1, 2, data)
+    assert fastpath.pack_packet_out(1, 2, bytearray(data)) == expected
+    assert fastpath.pack_packet_out(1, 2, memoryview(data)) == expected
+
+
+def test_a_frame_too_big_for_one_message_is_refused():
+    fastpath.pack_packet_out(1, 2, bytes(0xFFFF - 40))
+    with pytest.raises(ValueError, match="does not fit"):
+        fastpath.pack_packet_out(1, 2, bytes(0xFFFF - 39))
+
+
+@given(xid=_u32)
+def test_barrier_is_byte_identical_to_os_kens(xid):
+    msg = parser.OFPBarrierRequest(_Datapath())
+    msg.set_xid(xid)
+    msg.serialize()
+    assert fastpath.pack_barrier(xid) == bytes(msg.buf)
+
+
+# --- the hot path end to end ----------------------------------------------------------
+
+
+def test_a_packet_in_frame_becomes_the_messages_os_ken_would_send(seed_host):
+    data = syn(src="10.101.0.5", dst="10.0.0.102", sport=40000, dport=8080)
+    key = parse_ipv4(data)
+    decision = Classifier(seed_host).decide(key)
+    flow = decision_flow(key, decision, seed_host.classification)
+    assert decision == Decision(TrafficClass.PRIVACY, "droplet-to-xray")
+    assert fastpath.pack_flow_mod(7, flow) == osken_flow_mod(7, flow)
+    assert fastpath.pack_packet_out(8, 1, data) == osken_packet_out(8, 1, data)
