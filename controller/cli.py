@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -22,6 +23,8 @@ from topology import config as configmod
 from topology.model import Host, TrafficClass
 
 EXIT_INVALID = 2
+# The seed's host, shipped with the package (examples/seed.yaml points here).
+SEED_CONFIG = str(Path(__file__).resolve().parents[1] / "topology" / "seed.yaml")
 
 
 def _load(path: str) -> Host:
@@ -247,3 +250,18 @@ def run(file, ofp_listen, tls_key, tls_cert, tls_ca, log_level):
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+@main.command()
+@click.option("-c", "--config", "file", default=SEED_CONFIG, show_default="the seed's host",
+              type=click.Path(exists=True, dir_okay=False), help="Config file (YAML or JSON).")
+@click.option("--name", default="demo", show_default=True,
+              help="Lab name: its namespaces are called sn-NAME-*; two labs need two names.")
+def demo(file, name):
+    """The main job: the config's host as a lab in network namespaces, with
+    socketnet attached, a short show of what gets through and what is dropped,
+    then the lab stays up until Ctrl-C. Needs root and Open vSwitch."""
+    from topology.demo import run_demo
+
+    _load(file)  # refuse a bad config before building anything
+    run_demo(file, name)

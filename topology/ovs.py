@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 
@@ -542,7 +543,10 @@ class OvsInstance:
 
     def _connect(self):
         if self._client is None:
-            from ovs.unixctl.client import UnixctlClient  # keeps `ovs` out of cold paths
+            with warnings.catch_warnings():
+                # `ovs` imports eventlet where installed, which announces its deprecation.
+                warnings.simplefilter("ignore")
+                from ovs.unixctl.client import UnixctlClient  # keeps `ovs` out of cold paths
             error, client = UnixctlClient.create(self.vswitchd_ctl)
             if error:
                 raise OvsError(f"[{self.name}] cannot connect to {self.vswitchd_ctl}: "
