@@ -84,6 +84,29 @@ class Channel:
     def barrier(self) -> None:
         self.request(self.dp.ofproto_parser.OFPBarrierRequest(self.dp), "barrier")
 
+    def send_checked(self, messages, describe) -> None:
+        """Send one-way messages, then a barrier; raise if the switch refused any."""
+        refused = self._send_fenced(messages)
+        if refused:
+            raise ChannelError("switch refused " + "; ".join(
+                f"{describe(i)}: {describe_error(err)}" for i, err in refused))
+
+    def _send_fenced(self, messages) -> list:
+        """Send, barrier, and return (index, error) of the messages refused."""
+        xids = []
+        try:
+            for msg in messages:
+                self.dp.set_xid(msg)
+                self._errors[msg.xid] = None
+                xids.append(msg.xid)
+                if not self.dp.send_msg(msg):
+                    raise ChannelError("connection closed")
+            self.barrier()
+            return [(i, self._errors[x]) for i, x in enumerate(xids) if self._errors[x]]
+        finally:
+            for x in xids:
+                self._errors.pop(x, None)
+
     def apply_bundle(self, messages, describe) -> None:
         """Apply `messages` atomically: all of them, or none.
 
@@ -101,20 +124,8 @@ class Channel:
                                 f"bundle {name}")
 
         control(ofp.ONF_BCT_OPEN_REQUEST, "open")
-        xids = []
-        try:
-            for msg in messages:
-                add = parser.ONFBundleAddMsg(self.dp, bundle_id, flags, msg, [])
-                self.dp.set_xid(add)
-                self._errors[add.xid] = None
-                xids.append(add.xid)
-                if not self.dp.send_msg(add):
-                    raise ChannelError("bundle add: connection closed")
-            self.barrier()
-            refused = [(i, self._errors[x]) for i, x in enumerate(xids) if self._errors[x]]
-        finally:
-            for x in xids:
-                self._errors.pop(x, None)
+        refused = self._send_fenced([parser.ONFBundleAddMsg(self.dp, bundle_id, flags, msg, [])
+                                     for msg in messages])
         if refused:
             try:
                 control(ofp.ONF_BCT_DISCARD_REQUEST, "discard")

@@ -15,7 +15,7 @@ import logging
 import time
 
 from os_ken.base import app_manager
-from os_ken.controller import ofp_event
+from os_ken.controller import event, ofp_event
 from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER,
                                        set_ev_cls)
 from os_ken.lib import hub
@@ -25,14 +25,15 @@ from apps.channel import Channel, ChannelError
 from controller import ofmsg
 from controller.compiler import SwitchPort, compile_bridge
 from controller.flow import FlowError
-from controller.pipeline import COOKIE_MASK, COOKIE_PREFIX, owns
-from controller.reconcile import plan
+from controller.pipeline import COOKIE_MASK, COOKIE_PREFIX, PACKET_IN_METER, owns, purpose_of
+from controller.reconcile import REACTIVE, plan
 from controller.switches import Runtime
 
 LOG = logging.getLogger("socketnet.pipeline")
 
 _REPLIES = [ofp_event.EventOFPPortDescStatsReply, ofp_event.EventOFPFlowStatsReply,
             ofp_event.EventOFPBarrierReply, ofp_event.EventONFBundleCtrlMsg,
+            ofp_event.EventOFPMeterConfigStatsReply,
             ofp_event.EventOFPErrorMsg]
 
 
@@ -41,9 +42,18 @@ def _port(desc) -> SwitchPort:
     return SwitchPort(desc.port_no, name.rstrip("\0"), desc.hw_addr.lower())
 
 
+class EventPipelineSynced(event.EventBase):
+    """A bridge's pipeline is in sync; `reactive` are the decision flows it holds."""
+
+    def __init__(self, dpid: int, bridge: str, reactive: list):
+        super().__init__()
+        self.dpid, self.bridge, self.reactive = dpid, bridge, reactive
+
+
 class PipelineApp(app_manager.OSKenApp):
     OFP_VERSIONS = [ofp.OFP_VERSION]
     _CONTEXTS = {"runtime": Runtime}
+    _EVENTS = [EventPipelineSynced]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -146,6 +156,8 @@ class PipelineApp(app_manager.OSKenApp):
                 self._report_ports(state)
 
             desired = compile_bridge(host, state.bridge, state.ports)
+            if state.bridge == host.mesh.name:
+                self._ensure_meter(channel)
             installed, foreign, alien = self._read_flows(channel)
             todo = plan(desired, installed, foreign)
             if not todo.empty or alien:
@@ -168,6 +180,8 @@ class PipelineApp(app_manager.OSKenApp):
             state.last_sync, state.last_error = time.time(), ""
             LOG.info("%s: pipeline in sync (%s) in %.1f ms", state.bridge, todo.summary(),
                      (time.monotonic() - started) * 1000)
+            reactive = [f for f in installed if purpose_of(f.cookie) in REACTIVE]
+            self.send_event_to_observers(EventPipelineSynced(dp.id, state.bridge, reactive))
         except ChannelError as exc:
             state.last_error = str(exc)
             LOG.error("%s: sync failed: %s", state.bridge or f"{dp.id:016x}", exc)
@@ -194,6 +208,30 @@ class PipelineApp(app_manager.OSKenApp):
                     except FlowError:
                         alien.append(stat)
         return installed, foreign, alien
+
+    def _ensure_meter(self, channel):
+        """The packet-in meter of table 1's miss, as the config's limits say:
+        added if missing, modified if different, left alone otherwise."""
+        dp = channel.dp
+        parser = dp.ofproto_parser
+        limits = self.runtime.host.classification.limits
+        flags = ofp.OFPMF_PKTPS | ofp.OFPMF_BURST | ofp.OFPMF_STATS
+        want = (flags, limits.packet_in_rate, limits.packet_in_burst)
+        have = None
+        for reply in channel.request(parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL),
+                                     "meter-config"):
+            for cfg in reply.body:
+                if cfg.meter_id == PACKET_IN_METER and cfg.bands:
+                    have = (cfg.flags, cfg.bands[0].rate, cfg.bands[0].burst_size)
+        if have == want:
+            return
+        command = ofp.OFPMC_ADD if have is None else ofp.OFPMC_MODIFY
+        band = parser.OFPMeterBandDrop(rate=limits.packet_in_rate,
+                                       burst_size=limits.packet_in_burst)
+        channel.send_checked([parser.OFPMeterMod(dp, command, flags, PACKET_IN_METER, [band])],
+                             lambda i: f"packet-in meter {PACKET_IN_METER} {want}")
+        LOG.info("packet-in meter %d: %d packets/s, burst %d", PACKET_IN_METER,
+                 limits.packet_in_rate, limits.packet_in_burst)
 
     def _report_ports(self, state):
         bridge = self.runtime.host.bridge(state.bridge)

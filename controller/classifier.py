@@ -43,7 +43,7 @@ from topology.model import Classification, ClassRule, Granularity, Host, Traffic
 PROTOCOL_NUMBERS = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP, "icmp": IPPROTO_ICMP}
 _PROTOCOL_NAMES = {number: name for name, number in PROTOCOL_NUMBERS.items()}
 
-# Table 1 priorities. The proactive flows (compiler.P_CLASSIFY) are below both.
+# Table 1 priorities, both above the metered miss (priority 0).
 P_DECISION = 200
 P_SOURCE_BLOCK = 300
 
@@ -347,7 +347,7 @@ def source_block_flow(src: Union[int, str], seconds: int) -> Flow:
     address = address_text(src) if isinstance(src, int) else src
     return Flow.make(CLASSIFY.id, P_SOURCE_BLOCK,
                      {"metadata": _NETMAKER, "eth_type": ETH_TYPE_IP, "ipv4_src": address},
-                     (), Purpose.CLASSIFIED.cookie, hard_timeout=seconds)
+                     (), Purpose.BLOCKED.cookie, hard_timeout=seconds)
 
 
 # --- how many decisions the switch holds --------------------------------------

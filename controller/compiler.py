@@ -8,7 +8,8 @@ remove reach, never add it.
 
 How each W-rule of the isolation promise is carried (zones: `pipeline.Zone`):
 
-    W1  mesh:  uplink -> classify -> PRIVACY_INGRESS -> inter-bridge link
+    W1  mesh:  uplink -> classify (a decision cached by the controller, see
+               controller/classifier.py) -> PRIVACY_INGRESS -> inter-bridge link
         vmbr0: inter-bridge (Netmaker source) -> PRIVACY_INGRESS -> xray client,
                eth_src rewritten to vmbr0's gateway
     W2  vmbr0: PROXY -> warp uplink (never to private ranges); WARP -> xray client
@@ -16,7 +17,8 @@ How each W-rule of the isolation promise is carried (zones: `pipeline.Zone`):
         mesh:  PROXY_REPLY -> netmaker uplink, eth_dst rewritten to the adapter
     W4  vmbr0: PRIVACY -> warp uplink; WARP -> the privacy container
     W5  mesh:  MANAGEMENT -> management containers, or -> netmaker uplink for
-               Netmaker ranges and other nodes' subnets
+               Netmaker ranges and other nodes' subnets; Netmaker ingress becomes
+               MANAGEMENT by a cached decision, as W1 becomes PRIVACY_INGRESS
     W6  both:  ARP directed to the target's port; the mesh answers ARP for the
                xray client itself so no ARP crosses the inter-bridge link
 """
@@ -28,15 +30,15 @@ from typing import Iterable, Mapping
 from netaddr import IPSet
 
 from controller.flow import (ETH_TYPE_ARP, ETH_TYPE_IP, IPPROTO_TCP, IPPROTO_UDP,
-                             OFPP_IN_PORT, Apply, Flow, Goto, Move, Output, SetField,
-                             WriteMetadata)
-from controller.pipeline import ADMIT, ARP, CLASSIFY, FORWARD, TABLES, Purpose, Zone, check_flow
+                             OFPP_IN_PORT, Apply, Controller, Flow, Goto, Meter, Move, Output,
+                             SetField, WriteMetadata)
+from controller.pipeline import (ADMIT, ARP, CLASSIFY, FORWARD, PACKET_IN_METER, TABLES, Purpose,
+                                 Zone, check_flow)
 from topology.model import Bridge, Host, Port, Role
 
 # Priorities, highest first within each table.
 P_FORGED = 300
 P_ADMIT = 200
-P_CLASSIFY = 100
 P_REPLY = 300
 P_HOST = 260
 P_BLOCKED = 250
@@ -93,9 +95,15 @@ def compile_bridge(host: Host, bridge_name: str, live: Mapping[str, SwitchPort])
     ports = _Ports(bridge, live)
     if bridge is host.mesh:
         flows = list(_mesh(host, ports))
+        # Netmaker ingress nobody has decided yet: to the controller, capped by
+        # the meter; the decision comes back as a table-1 flow (controller.classifier).
+        flows.append(Flow.make(CLASSIFY.id, P_MISS, {},
+                               (Meter(PACKET_IN_METER), Apply((Controller(),))),
+                               Purpose.CLASSIFY.cookie))
     else:
         flows = list(_privacy(host, ports))
-    flows += [Flow.make(t.id, P_MISS, {}, (), Purpose.DROP.cookie) for t in TABLES]
+    flows += [Flow.make(t.id, P_MISS, {}, (), Purpose.DROP.cookie) for t in TABLES
+              if not (bridge is host.mesh and t is CLASSIFY)]
     return tuple(sorted((check_flow(f) for f in flows),
                         key=lambda f: (f.table, -f.priority, f.match)))
 
@@ -178,10 +186,6 @@ def _mesh(host: Host, ports: _Ports):
         # W5: management hosts reach each other, and Netmaker ingress
         # classified management reaches them.
         yield _to_host(Zone.MANAGEMENT, number, c.mac, c.address, Purpose.MANAGEMENT)
-        yield Flow.make(CLASSIFY.id, P_CLASSIFY,
-                        {"metadata": int(Zone.NETMAKER), "eth_type": ETH_TYPE_IP,
-                         "ipv4_dst": str(c.address)},
-                        _zone(Zone.MANAGEMENT, FORWARD), Purpose.CLASSIFY.cookie)
         yield _directed_arp(c.address, number)
 
     if uplink:

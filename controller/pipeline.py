@@ -61,6 +61,9 @@ class Zone(enum.IntEnum):
     WARP = 7             # arriving from the warp uplink (vmbr0)
 
 
+# The meter that caps packet-ins from table 1's miss (mesh).
+PACKET_IN_METER = 1
+
 # Cookies: the high 32 bits say "socketnet", the low bits the purpose. Flows
 # whose cookie lacks the prefix are not socketnet's and are never touched.
 COOKIE_PREFIX = 0x534E0000_00000000
@@ -73,6 +76,7 @@ class Purpose(enum.IntEnum):
     FORGED = 0x03         # table 0: forged sources, dropped explicitly
     CLASSIFY = 0x10       # table 1: proactive classification
     CLASSIFIED = 0x11     # table 1: reactive, cached decisions
+    BLOCKED = 0x12        # table 1: reactive, a source over its cap, dropped for a while
     MANAGEMENT = 0x20     # table 2: management forwarding (W5)
     PRIVACY = 0x21        # table 2: across the inter-bridge link (W1, W3)
     WARP = 0x22           # table 2: privacy containers to and from warp (W2, W4)

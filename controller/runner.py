@@ -28,7 +28,7 @@ from topology.model import Host
 
 LOG = logging.getLogger("socketnet")
 
-APPS = ["apps.pipeline"]
+APPS = ["apps.pipeline", "apps.classifier"]
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,14 @@ from typing import Callable
 
 import pytest
 
+from controller.classifier import Classifier, Flow5, decision_flow
 from controller.compiler import compile_bridge
-from controller.flow import (ETH_TYPE_ARP, ETH_TYPE_IP, OFPP_IN_PORT, OFPP_LOCAL, Apply, Flow,
-                             Goto, Output, SetField, WriteMetadata)
-from controller.pipeline import CLASSIFY, FORWARD, TABLES, Purpose, Zone
-from topology.model import Host, Role
+from controller.flow import (ETH_TYPE_ARP, ETH_TYPE_IP, OFPP_IN_PORT, OFPP_LOCAL, Apply,
+                             Controller, Flow, Goto, Meter, Output, SetField, WriteMetadata)
+from controller.pipeline import CLASSIFY, FORWARD, PACKET_IN_METER, TABLES, Purpose, Zone
+from topology.model import Host, Role, TrafficClass
 
+from tests.isolation.decisions import decisions, refused_by_config
 from tests.isolation.fake_switch import (OFPP_ALL, OFPP_FLOOD, OFPP_NORMAL, AmbiguousMatch,
                                          FakeSwitch, FlowRejected, HostSwitches, live_ports,
                                          port_numbers, switch_macs)
@@ -48,26 +50,14 @@ SHOWN = 8  # violations spelled out per failure; the rest are counted
 # --- scenarios: which ports the switches have -------------------------------------------------
 
 
-def _privacy_decisions(host: Host) -> dict:
-    """What a reactive classifier decides for W1, in pipeline.py's terms:
-    Netmaker ingress from a Netmaker peer to the xray client is privacy."""
-    xray = str(host.xray_client.container.address)
-    return {host.mesh.name: [
-        Flow.make(CLASSIFY.id, 200, {"metadata": int(Zone.NETMAKER), "eth_type": ETH_TYPE_IP,
-                                     "ipv4_src": str(net), "ipv4_dst": xray},
-                  (WriteMetadata(int(Zone.PRIVACY_INGRESS)), Goto(FORWARD.id)),
-                  Purpose.CLASSIFIED.cookie)
-        for net in host.netmaker_ranges]}
-
-
 @dataclass(frozen=True)
 class Scenario:
     id: str
     absent: Callable  # host -> names of the ports the switches do not have
-    classified: bool = False  # a privacy decision installed on mesh (W1 carried)
+    classified: bool = False  # the classifier's privacy decisions installed on mesh (W1)
 
     def switches(self, host: Host, macs: dict) -> HostSwitches:
-        extra = _privacy_decisions(host) if self.classified else None
+        extra = {host.mesh.name: decisions(host, macs, privacy=self.classified)}
         return HostSwitches.compile(host, macs, self.absent(host), extra)
 
 
@@ -213,9 +203,15 @@ def test_no_packet_reaches_an_egress_an_n_rule_forbids(seed, scenario, seed_ingr
 
 @pytest.mark.parametrize("scenario", [EVERY_PORT, CLASSIFIED], ids=lambda s: s.id)
 def test_every_w_flow_arrives_where_it_must(seed, scenario, seed_ingress):
-    found = missing_deliveries(seed.switches(scenario),
-                               seed.judged(seed_ingress, scenario.classified))
+    """Netmaker ingress is held to W1/W5 only where the config's classification
+    lets it in (the seed's default is drop: a ping from a Netmaker peer to a
+    management container is refused by config, not by the pipeline)."""
+    refused = refused_by_config(seed.host, seed.macs)
+    judged = [(p, v) for p, v in seed.judged(seed_ingress, scenario.classified)
+              if p.name not in refused]
+    found = missing_deliveries(seed.switches(scenario), judged)
     assert not found, _summary(found)
+
 
 
 def test_the_matrix_covers_every_port_and_every_w_rule(seed, seed_host):
@@ -302,14 +298,20 @@ def _holds_flooding_address(prefix: str, oracle: Oracle) -> bool:
     return any(ipaddress.ip_address(b) in net for b in oracle.broadcasts)
 
 
-def test_every_table_ends_in_a_drop(bridge_flows):
-    """N7: with fail_mode=secure and no NORMAL, a table miss must be a drop,
-    so every table of the pipeline holds a priority-0 catch-all without actions."""
+def test_every_table_ends_in_a_drop_or_the_metered_classifier(bridge_flows, seed_host):
+    """N7: with fail_mode=secure and no NORMAL, a table miss must be a drop, so
+    every table holds a priority-0 catch-all without actions; except mesh's
+    classify table, whose miss goes to the controller through the packet-in meter
+    (and is dropped by the switch while no controller is connected)."""
     bridge, flows, names = bridge_flows
     for table in TABLES:
         misses = [f for f in flows if f.table == table.id and f.priority == 0 and not f.match]
-        assert [f.instructions for f in misses] == [()], \
-            f"{bridge.name} table {table.id} ({table.name}) has no plain drop at priority 0"
+        if bridge.name == seed_host.mesh.name and table is CLASSIFY:
+            expected = [(Meter(PACKET_IN_METER), Apply((Controller(),)))]
+        else:
+            expected = [()]
+        assert [f.instructions for f in misses] == expected, \
+            f"{bridge.name} table {table.id} ({table.name}) misses wrongly"
 
 
 def test_open_vswitch_would_accept_every_flow(seed, seed_host):
