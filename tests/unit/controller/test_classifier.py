@@ -429,7 +429,7 @@ def test_source_block_flow_drops_a_source_above_every_cached_decision():
     assert (flow.table, flow.instructions, flow.hard_timeout, flow.idle_timeout) == (
         CLASSIFY.id, (), 30, 0)
     assert flow.match_dict == {"metadata": 2, "eth_type": 0x800, "ipv4_src": PEER}
-    assert flow.cookie == Purpose.CLASSIFIED.cookie
+    assert flow.cookie == Purpose.BLOCKED.cookie
 
 
 # --- the cache -------------------------------------------------------------------
