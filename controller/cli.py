@@ -11,6 +11,7 @@ Importing this module does not import os-ken: `run` chooses the hub first.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -222,9 +223,15 @@ def classify(file, src, dst, proto, sport, dport, as_json):
               help="Certificate for --tls-key.")
 @click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False),
               help="CA certificate(s): switches must present a certificate they signed.")
+@click.option("--metrics-listen", default=None, metavar="HOST:PORT",
+              help="Where Prometheus scrapes /metrics [default: socketnet.metrics.listen, "
+                   "else 127.0.0.1:9640].")
+@click.option("--rest-listen", default=None, metavar="HOST:PORT",
+              help="The flow-debug REST API [default: socketnet.rest.listen, "
+                   "else 127.0.0.1:9641].")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def run(file, ofp_listen, tls_key, tls_cert, tls_ca, log_level):
+def run(file, ofp_listen, tls_key, tls_cert, tls_ca, metrics_listen, rest_listen, log_level):
     """Run the controller. Attach bridges with
 
         ovs-vsctl set-controller mesh tcp:127.0.0.1:6653
@@ -237,6 +244,15 @@ def run(file, ofp_listen, tls_key, tls_cert, tls_ca, log_level):
         listen = _listen(ofp_listen, "--ofp-listen")
     else:
         listen = (host.settings.ofp_listen_host, host.settings.ofp_listen_port)
+    overrides = {}
+    if metrics_listen:
+        overrides["metrics_listen_host"], overrides["metrics_listen_port"] = \
+            _listen(metrics_listen, "--metrics-listen")
+    if rest_listen:
+        overrides["rest_listen_host"], overrides["rest_listen_port"] = \
+            _listen(rest_listen, "--rest-listen")
+    if overrides:
+        host = dataclasses.replace(host, settings=dataclasses.replace(host.settings, **overrides))
     if bool(tls_key) != bool(tls_cert) or (tls_ca and not tls_key):
         raise click.BadParameter("TLS needs --tls-key and --tls-cert (and optionally --tls-ca)",
                                  param_hint="--tls-key/--tls-cert")

@@ -80,6 +80,12 @@ Every key is optional.
 | ports.<iface>.bridge         | bridge name (wireguard only)     | the bridge post_up adds it to  |
 | containers."<id>".role       | management/privacy/privacy-proxy | from bridge and services       |
 | containers."<id>".mac        | MAC address                      | hwaddr, or 02:00+IPv4 bytes    |
+| metrics.listen               | "HOST:PORT"                      | 127.0.0.1:9640                 |
+| metrics.stats_interval       | seconds, > 0                     | 10                             |
+| rest.listen                  | "HOST:PORT"                      | 127.0.0.1:9641                 |
+| rest.token_env               | environment variable name        | SOCKETNET_TOKEN                |
+| rest.token_file              | path of a file holding the token | none                           |
+| rest.open_reads              | true or false                    | false                          |
 
 - openflow.listen: where the controller accepts the bridges' OpenFlow connections.
 - openflow.echo_interval, echo_misses: a bridge that leaves echo_misses echo
@@ -96,6 +102,12 @@ Every key is optional.
   and must be given if none does. `mac` is the adapter's (l3) or the far end's
   (l2). `bridge` enslaves a wireguard interface without a post_up.
 - containers."<id>": overrides for the container with that id.
+- metrics: where Prometheus scrapes /metrics, and how often flow, port and
+  table statistics are polled from the switches.
+- rest: the flow-debug API. Every endpoint needs `Authorization: Bearer TOKEN`
+  (the token from token_file, else from the environment variable token_env);
+  with open_reads, reading endpoints need none. No token configured: only the
+  open endpoints answer.
 
 The management and privacy subnets may not overlap each other, the Netmaker
 ranges or the nodes' subnets.
@@ -845,7 +857,7 @@ def _read_services(f: _Reader, services: _At) -> tuple:
 # --- the socketnet section -------------------------------------------------
 
 _SOCKETNET_KEYS = ("openflow", "reconcile_timeout", "netmaker_ranges", "nodes", "privacy",
-                   "ports", "containers", "classification")
+                   "ports", "containers", "classification", "metrics", "rest")
 _PORT_OPTION_KEYS = ("kind", "adapter", "address", "mac", "bridge")
 _CONTAINER_OPTION_KEYS = ("role", "mac")
 
@@ -918,6 +930,26 @@ def _read_settings(f: _Reader, at: _At) -> Settings:
     for key, value in (("echo_interval", f.seconds(openflow["echo_interval"])),
                        ("echo_misses", f.integer(openflow["echo_misses"], 1, 1000)),
                        ("reconcile_timeout", f.seconds(at["reconcile_timeout"]))):
+        if value is not None:
+            changes[key] = value
+
+    metrics = at["metrics"]
+    f.table(metrics, ("listen", "stats_interval"))
+    listen = f.listen(metrics["listen"])
+    if listen:
+        changes["metrics_listen_host"], changes["metrics_listen_port"] = listen
+    interval = f.seconds(metrics["stats_interval"])
+    if interval is not None:
+        changes["stats_interval"] = interval
+
+    rest = at["rest"]
+    f.table(rest, ("listen", "token_env", "token_file", "open_reads"))
+    listen = f.listen(rest["listen"])
+    if listen:
+        changes["rest_listen_host"], changes["rest_listen_port"] = listen
+    for key, value in (("rest_token_env", f.identifier(rest["token_env"])),
+                       ("rest_token_file", f.text(rest["token_file"])),
+                       ("rest_open_reads", f.flag(rest["open_reads"]))):
         if value is not None:
             changes[key] = value
     return replace(Settings(), **changes)

@@ -127,6 +127,14 @@ class Settings:
     echo_interval: float = 2.0
     echo_misses: int = 3
     reconcile_timeout: float = 10.0
+    metrics_listen_host: str = "127.0.0.1"
+    metrics_listen_port: int = 9640
+    stats_interval: float = 10.0  # seconds between flow/port/table stats polls
+    rest_listen_host: str = "127.0.0.1"
+    rest_listen_port: int = 9641
+    rest_token_env: str = "SOCKETNET_TOKEN"  # environment variable holding the bearer token
+    rest_token_file: Optional[str] = None  # or a file holding it (first line)
+    rest_open_reads: bool = False  # read endpoints without the token
 
 
 class TrafficClass(str, enum.Enum):

@@ -214,7 +214,7 @@ def _set(data, path, value):
     (("lxc", "containers", XRAY, "properties", "mtu"), "lxc.containers[1].properties.mtu"),
     (("lxc", "containers", XRAY, "properties", "services", 0, "mtu"),
      "lxc.containers[1].properties.services[0].mtu"),
-    (("socketnet", "rest"), "socketnet.rest"),
+    (("socketnet", "grafana"), "socketnet.grafana"),
     (("socketnet", "openflow", "mtu"), "socketnet.openflow.mtu"),
     (("socketnet", "ports", "warp0", "mtu"), "socketnet.ports.warp0.mtu"),
 ])
@@ -1027,3 +1027,21 @@ def test_every_bad_address_and_port_of_a_rule_is_reported(tmp_path, seed):
     assert sorted(i.path for i in issues) == [
         f"socketnet.classification.rules[0].{key}" for key in
         ("dst_ports[0]", "dst_ports[1]", "src[0]", "src[1]")]
+
+
+def test_metrics_and_rest_settings_are_read_and_checked(tmp_path, seed):
+    seed["socketnet"]["metrics"] = {"listen": "127.0.0.1:19640", "stats_interval": 2}
+    seed["socketnet"]["rest"] = {"listen": "0.0.0.0:19641", "open_reads": True,
+                                 "token_file": "/etc/socketnet/token"}
+    path = tmp_path / "host.yaml"
+    path.write_text(yaml.safe_dump(seed))
+    settings = load_host(str(path)).settings
+    assert (settings.metrics_listen_host, settings.metrics_listen_port) == ("127.0.0.1", 19640)
+    assert settings.stats_interval == 2
+    assert (settings.rest_listen_host, settings.rest_listen_port) == ("0.0.0.0", 19641)
+    assert settings.rest_open_reads is True
+    assert settings.rest_token_file == "/etc/socketnet/token"
+    seed["socketnet"]["rest"] = {"listen": "nowhere", "open_reads": "yes"}
+    file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "socketnet.rest.listen", "nowhere", "")
+    assert_issue(file, issues, "socketnet.rest.open_reads", "yes", "")
