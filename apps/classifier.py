@@ -54,7 +54,14 @@ class ClassifierApp(app_manager.OSKenApp):
         self.decided = {cls.value: 0 for cls in TrafficClass}
         self._xids = itertools.count(1)
         self._sent = collections.OrderedDict()  # xid -> Flow5, the last RECENT_XIDS
+        self.runtime.on_host_change(self._on_host_change)
         self._sweeper = hub.spawn(self._sweep)
+
+    def _on_host_change(self, host):
+        """New rules apply to new flows; decisions already cached run out."""
+        self.classification = host.classification
+        self.classifier = Classifier(host)
+        self.cache.limits = host.classification.limits
 
     def _xid(self, flow5) -> int:
         xid = next(self._xids) & 0xFFFFFFFF

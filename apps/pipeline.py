@@ -61,6 +61,12 @@ class PipelineApp(app_manager.OSKenApp):
         self.channels = {}   # dpid -> Channel
         self._dirty = {}     # dpid -> another sync is wanted after the running one
         self._syncing = set()
+        self.runtime.on_host_change(self._on_host_change)
+
+    def _on_host_change(self, host):
+        """A reloaded config: sync every known bridge (a diff, as on reconnect)."""
+        for channel in list(self.channels.values()):
+            self._request_sync(channel.dp)
 
     # --- connection lifecycle ---------------------------------------------
 

@@ -44,6 +44,18 @@ class Runtime:
         self.host: Optional[Host] = None
         self.switches: dict = {}  # dpid -> SwitchState
         self.started = time.time()
+        self._on_host = []  # callables(host), told of every new host model
+
+    def on_host_change(self, listener) -> None:
+        """Call `listener(host)` whenever the running config is replaced."""
+        self._on_host.append(listener)
+
+    def replace_host(self, host: Host) -> None:
+        """Run `host` from now on (a validated config reload): the apps
+        recompile and re-sync, leaving unchanged flows untouched."""
+        self.host = host
+        for listener in self._on_host:
+            listener(host)
 
     def switch(self, dpid: int) -> SwitchState:
         if dpid not in self.switches:
