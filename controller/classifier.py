@@ -166,7 +166,11 @@ class Decision(NamedTuple):
 
 def seed_service_rules(host: Host) -> tuple:
     """The rules the seed's own data implies: a service of the xray client is
-    privacy, a service of a management container is management."""
+    privacy, a service of a management container is management; and anything a
+    Netmaker peer or another node sends to a management container is management:
+    the seed trusts the Netmaker side of the management network (its firewall
+    trusts nm-privacy), and the replies to the management containers' own
+    connections over Netmaker (W5) arrive as Netmaker ingress too."""
     rules = []
     for container, cls in ((host.xray_client.container, TrafficClass.PRIVACY),
                            *((c, TrafficClass.MANAGEMENT) for c in host.mesh.containers)):
@@ -175,6 +179,10 @@ def seed_service_rules(host: Host) -> tuple:
                 name=f"{SERVICE_PREFIX}{container.name}/{service.name}", cls=cls,
                 dst=IPSet([IPNetwork(f"{container.address}/32")]), protocol=service.protocol,
                 dst_ports=((service.port, service.port),)))
+    for container in host.mesh.containers:
+        rules.append(ClassRule(
+            name=f"{SERVICE_PREFIX}{container.name}/netmaker-side", cls=TrafficClass.MANAGEMENT,
+            src=host.netmaker_side, dst=IPSet([IPNetwork(f"{container.address}/32")])))
     return tuple(rules)
 
 

@@ -281,3 +281,8 @@ def demo(file, name):
 
     _load(file)  # refuse a bad config before building anything
     run_demo(file, name)
+
+
+from topology.host_cli import host as host_group  # noqa: E402  (a group of its own)
+
+main.add_command(host_group)

@@ -144,11 +144,20 @@ class Lab:
             self._switch_ports_up(ipr, sorted(made))
 
     def _switch_ports_up(self, ipr: IPRoute, names: Sequence[str]) -> None:
-        """Bring up the bridge-side ends of veths, with IPv6 off first: a switch port
-        has no IP stack of its own. (With it on, the host netns' kernel sends router
-        solicitations and MLD reports straight out of them, past the bridge.)"""
-        self.exec(HOST, "sysctl", "-q", "-w",
-                  *(f"net/ipv6/conf/{n}/disable_ipv6=1" for n in names), check=True)
+        """Bring up the bridge-side ends of veths with the host kernel's IP stack
+        kept off them first: a switch port has no IP stack of its own. The
+        userspace datapath reads them with packet sockets, so the kernel of the
+        OVS netns (the host, with the adapters' addresses) sees their frames too.
+        With IPv6 on it sends router solicitations and MLD reports straight out of
+        them, past the bridge; with ARP on it answers a container asking for its
+        gateway with the veth's own MAC (weak host model), and the container's
+        traffic then bypasses the bridge into the host. Strict rp_filter drops
+        what arrives on them anyway."""
+        settings = []
+        for n in names:
+            settings += [f"net/ipv6/conf/{n}/disable_ipv6=1", f"net/ipv4/conf/{n}/arp_ignore=8",
+                         f"net/ipv4/conf/{n}/arp_announce=2", f"net/ipv4/conf/{n}/rp_filter=1"]
+        self.exec(HOST, "sysctl", "-q", "-w", *settings, check=True)
         for name in names:
             ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
 

@@ -60,6 +60,17 @@ def integration_prerequisites():
         pytest.skip(reason)
 
 
+def require(*binaries: str) -> None:
+    """Skip the calling test when one of `binaries` (beyond NEEDED) is missing; under
+    CI that is a failure, as for the rest."""
+    missing = [b for b in binaries if binary(b) is None]
+    if missing:
+        reason = f"needs {', '.join(binaries)}; missing: {', '.join(missing)}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+
+
 _lab_numbers = itertools.count(1)
 
 

@@ -190,13 +190,23 @@ def test_seed_services_become_rules_privacy_for_the_xray_client_management_for_t
         ("service:mcp-server/mcp", MANAGEMENT, "IPSet(['10.1.0.200/32'])", "tcp", ((9573, 9573),)),
         ("service:op-dbus-api/api", MANAGEMENT, "IPSet(['10.1.0.201/32'])", "tcp",
          ((9573, 9573),)),
+        ("service:mcp-server/netmaker-side", MANAGEMENT, "IPSet(['10.1.0.200/32'])", "any", ()),
+        ("service:op-dbus-api/netmaker-side", MANAGEMENT, "IPSet(['10.1.0.201/32'])", "any",
+         ()),
     ]
+
+
+def test_the_netmaker_side_may_reach_management_containers_only_from_netmaker_or_nodes():
+    (rule,) = [r for r in seed_service_rules(HOST) if r.name == "service:mcp-server/netmaker-side"]
+    assert rule.src == HOST.netmaker_side
 
 
 def test_rules_are_tried_explicit_first_then_seed_services():
     rules = Classifier(HOST).rules
     assert [r.name for r in rules] == ["droplet-to-xray", "service:xray-client/xray-client",
-                                       "service:mcp-server/mcp", "service:op-dbus-api/api"]
+                                       "service:mcp-server/mcp", "service:op-dbus-api/api",
+                                       "service:mcp-server/netmaker-side",
+                                       "service:op-dbus-api/netmaker-side"]
 
 
 @pytest.mark.parametrize("flow, expected", [
@@ -207,7 +217,11 @@ def test_rules_are_tried_explicit_first_then_seed_services():
     (Flow5.of(PEER, API, "tcp", 40000, 9573), Decision(MANAGEMENT, "service:op-dbus-api/api")),
     (Flow5.of(PEER, XRAY, "udp", 40000, 8080), Decision(DROP, "default")),
     (Flow5.of(PEER, XRAY, "tcp", 40000, 22), Decision(DROP, "default")),
-    (Flow5.of(PEER, MCP, "icmp"), Decision(DROP, "default")),
+    # replies to a management container's own connection over Netmaker (W5)
+    (Flow5.of(PEER, MCP, "tcp", 443, 40000),
+     Decision(MANAGEMENT, "service:mcp-server/netmaker-side")),
+    (Flow5.of(PEER, MCP, "icmp"), Decision(MANAGEMENT, "service:mcp-server/netmaker-side")),
+    (Flow5.of(OUTSIDER, MCP, "icmp"), Decision(DROP, "default")),
     (Flow5.of(PEER, "10.0.0.100", "tcp", 1, 8080), Decision(DROP, "default")),
     (Flow5.of(PEER, "8.8.8.8", "udp", 1, 53), Decision(DROP, "default")),
     (Flow5.of(OUTSIDER, XRAY, "tcp", 1, 8080),
@@ -608,11 +622,11 @@ def test_classify_says_why_a_decision_is_unroutable():
 
 
 def test_classify_json_has_class_rule_match_and_flow():
-    result = classify("--src", PEER, "--dst", MCP, "--proto", "icmp", "--json")
+    result = classify("--src", PEER, "--dst", XRAY, "--proto", "icmp", "--json")
     assert result.exit_code == 0
     doc = json.loads(result.output)
     assert doc["class"] == "drop" and doc["rule"] == "default" and doc["overruled"] is None
-    assert doc["match"] == cache_match(ICMP_FLOW, Granularity.FIVE_TUPLE)
+    assert doc["match"] == cache_match(Flow5.of(PEER, XRAY, "icmp"), Granularity.FIVE_TUPLE)
     assert doc["flow"].endswith("actions=drop")
 
 

@@ -1,0 +1,153 @@
+"""Reactive classification of Netmaker ingress with real packets and real kernels.
+
+The lab's OVS namespace is the host: its kernel owns the mesh adapter (mesh-gw,
+10.1.0.1/24). Here it also plays the Netmaker side: it gets the droplet's Netmaker
+address 10.101.0.5 and a /32 route to the xray client through the mesh adapter,
+as the host's `iif nm-privacy` table would give it. So a connection from
+10.101.0.5 enters mesh from the netmaker uplink exactly as Netmaker ingress does:
+the host resolves 10.0.0.102 through mesh's ARP responder, the first packet goes
+to socketnet, and the decision comes back as a table-1 flow.
+"""
+import dataclasses
+import re
+import textwrap
+
+import pytest
+import yaml
+
+from controller.pipeline import Purpose
+from topology.config import load_host
+from topology.lab import HOST
+from topology.ovs import wait_until
+
+from tests.integration.conftest import SEED_YAML
+
+DROPLET = "10.101.0.5"
+OTHER_PEER = "10.101.0.6"
+XRAY, XRAY_PORT = "10.0.0.102", 8080
+MCP, MCP_PORT = "10.1.0.200", 9573
+
+SERVER = textwrap.dedent("""
+    import socket, sys
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64)
+    print("listening", flush=True)
+    while True:
+        c, _ = s.accept(); c.sendall(b"hello from " + sys.argv[1].encode()); c.close()
+""")
+
+CLIENT = textwrap.dedent("""
+    import socket, sys, time
+    started = time.monotonic()
+    c = socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=float(sys.argv[4]),
+                                 source_address=(sys.argv[1], 0))
+    data = c.recv(100)
+    print(f"{time.monotonic() - started:.4f} {data.decode()}")
+""")
+
+
+def retransmissions(lab) -> int:
+    """TCP segments the Netmaker side (the lab host's kernel) sent again."""
+    snmp = lab.exec(HOST, "cat", "/proc/net/snmp", check=True).stdout.splitlines()
+    heads, values = [line.split() for line in snmp if line.startswith("Tcp:")][:2]
+    return int(values[heads.index("RetransSegs")])
+
+
+def connect(lab, source, address, port, timeout=3.0):
+    return lab.exec(HOST, "python3", "-c", CLIENT, source, address, str(port), str(timeout),
+                    timeout=timeout + 5)
+
+
+def serve(lab, container_id, address, port):
+    proc = lab.popen(container_id, "python3", "-c", SERVER, address, str(port),
+                     stdout=__import__("subprocess").PIPE, text=True)
+    assert proc.stdout.readline().strip() == "listening"
+    return proc
+
+
+def netmaker_side(lab, *sources):
+    """The lab host as the Netmaker side: peer addresses and the route a real
+    host's nm-privacy table gives the xray client."""
+    for source in sources:
+        lab.exec(HOST, "ip", "addr", "add", f"{source}/32", "dev", "mesh-gw", check=True)
+    lab.exec(HOST, "ip", "route", "add", f"{XRAY}/32", "dev", "mesh-gw", check=True)
+    # A real host forwards the droplet's packets and asks ARP as 10.1.0.1, the
+    # adapter's own address (the only ARP sender mesh admits from it). Here the
+    # peer addresses are local, and the kernel would ask as them.
+    lab.exec(HOST, "sysctl", "-qw", "net.ipv4.conf.mesh-gw.arp_announce=2", check=True)
+
+
+def table1(lab, cookie) -> list:
+    return [line for line in lab.ovs.dump_flows("mesh", names=True, stats=False)
+            if f"cookie={cookie:#x}" in line]
+
+
+@pytest.fixture
+def classified(lab, controller):
+    ctl = controller()
+    lab.attach(ctl.target)
+    ctl.wait_synced(["mesh", "vmbr0"])
+    netmaker_side(lab, DROPLET, OTHER_PEER)
+    serve(lab, "102", XRAY, XRAY_PORT)
+    serve(lab, "200", MCP, MCP_PORT)
+    return lab, ctl
+
+
+def test_a_users_connection_to_the_xray_client_is_classified_privacy_without_a_retransmission(
+        classified):
+    lab, _ = classified
+    before = retransmissions(lab)
+    result = connect(lab, DROPLET, XRAY, XRAY_PORT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split(None, 1)[1].strip() == f"hello from {XRAY}"
+    assert retransmissions(lab) == before
+    decisions = table1(lab, Purpose.CLASSIFIED.cookie)
+    assert any(f"nw_src={DROPLET}" in d and f"nw_dst={XRAY}" in d and "tp_dst=8080" in d
+               and "write_metadata:0x3" in d and "idle_timeout=" in d and "send_flow_rem" in d
+               for d in decisions), decisions
+
+
+def test_netmaker_ingress_to_a_management_service_is_classified_management(classified):
+    lab, _ = classified
+    result = connect(lab, DROPLET, MCP, MCP_PORT)
+    assert result.returncode == 0, result.stderr
+    assert f"hello from {MCP}" in result.stdout
+    assert any(f"nw_dst={MCP}" in d and "write_metadata:0x1" in d
+               for d in table1(lab, Purpose.CLASSIFIED.cookie))
+
+
+def test_what_no_rule_claims_is_dropped_and_the_drop_is_cached(classified):
+    lab, _ = classified
+    result = connect(lab, DROPLET, XRAY, 22, timeout=1.5)
+    assert result.returncode != 0
+    drops = [d for d in table1(lab, Purpose.CLASSIFIED.cookie) if "tp_dst=22" in d]
+    assert len(drops) == 1 and drops[0].endswith("actions=drop"), drops
+
+
+@pytest.fixture
+def capped_config(tmp_path):
+    data = yaml.safe_load(SEED_YAML.read_text())
+    data["socketnet"]["classification"]["limits"].update(
+        cached_per_source=5, over_limit={"action": "drop", "seconds": 60})
+    path = tmp_path / "capped.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_a_source_over_its_cap_is_blocked_in_the_switch_while_others_are_still_classified(
+        make_lab, controller, capped_config):
+    lab = make_lab(load_host(capped_config))
+    ctl = controller(capped_config)
+    lab.attach(ctl.target)
+    ctl.wait_synced(["mesh", "vmbr0"])
+    netmaker_side(lab, DROPLET, OTHER_PEER)
+    serve(lab, "102", XRAY, XRAY_PORT)
+    for _ in range(8):  # each connection a new source port: a new 5-tuple
+        connect(lab, DROPLET, XRAY, XRAY_PORT, timeout=1.0)
+    wait_until(lambda: table1(lab, Purpose.BLOCKED.cookie), 10, "the source block flow")
+    (block,) = table1(lab, Purpose.BLOCKED.cookie)
+    assert f"nw_src={DROPLET}" in block and "hard_timeout=60" in block
+    assert connect(lab, DROPLET, XRAY, XRAY_PORT, timeout=1.0).returncode != 0
+    ctl.wait_for(r"over its cap of 5 cached decisions", 5)
+    result = connect(lab, OTHER_PEER, XRAY, XRAY_PORT)
+    assert result.returncode == 0, result.stderr
