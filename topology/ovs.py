@@ -415,16 +415,7 @@ class OvsInstance:
                        "--detach", "--no-chdir", "-vconsole:off"])
             self._pids["ovsdb-server"] = self._read_pid("ovsdb-server")
             self.vsctl("--no-wait", "init")
-            # ovs-vswitchd --detach returns after it has read its configuration.
-            self._run(["ip", "netns", "exec", self.netns, binary("ovs-vswitchd"),
-                       f"unix:{self.db_sock}",
-                       f"--pidfile={self.path('ovs-vswitchd.pid')}",
-                       f"--unixctl={self.vswitchd_ctl}",
-                       f"--log-file={self.path('ovs-vswitchd.log')}",
-                       "--detach", "--no-chdir", "-vconsole:off", "--disable-system"])
-            self._pids["ovs-vswitchd"] = self._read_pid("ovs-vswitchd")
-            wait_until(lambda: self._unixctl_ok("version"), 10,
-                       f"ovs-vswitchd of {self.name} to answer on {self.vswitchd_ctl}")
+            self._start_vswitchd()
         except Exception as e:
             log = self.log_tail()
             self.stop()
@@ -436,6 +427,30 @@ class OvsInstance:
             self.stop()
             raise
         return self
+
+    def _start_vswitchd(self) -> None:
+        # ovs-vswitchd --detach returns after it has read its configuration.
+        self._run(["ip", "netns", "exec", self.netns, binary("ovs-vswitchd"),
+                   f"unix:{self.db_sock}",
+                   f"--pidfile={self.path('ovs-vswitchd.pid')}",
+                   f"--unixctl={self.vswitchd_ctl}",
+                   f"--log-file={self.path('ovs-vswitchd.log')}",
+                   "--detach", "--no-chdir", "-vconsole:off", "--disable-system"])
+        self._pids["ovs-vswitchd"] = self._read_pid("ovs-vswitchd")
+        wait_until(lambda: self._unixctl_ok("version"), 10,
+                   f"ovs-vswitchd of {self.name} to answer on {self.vswitchd_ctl}")
+
+    def restart_vswitchd(self) -> None:
+        """Stop ovs-vswitchd and start it again, as an upgrade or a crash would:
+        every flow, group and meter is gone; the configuration in OVSDB stays.
+        (Internal ports of the userspace datapath come back without addresses.)"""
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+        stop_process(self._pids.pop("ovs-vswitchd"), self.dir)
+        self._dpif_cache = None
+        self._start_vswitchd()
 
     def stop(self) -> None:
         """Stop what start() started and remove what it made. Idempotent."""
