@@ -1,0 +1,225 @@
+"""The os-ken app that serves the flow-debug REST API (controller/api.py).
+
+A thin shell: it serves `controller.api.Api` with os-ken's eventlet WSGI server on
+`socketnet.rest.listen` (127.0.0.1:9641 unless configured), and is the API's
+backend on the switches: flow and port statistics over its own request/reply
+channels, Ryu's ofctl_rest answers through os-ken's `ofctl_v1_3` (Ryu's own
+code, so the format is Ryu's), cached decisions deleted with DELETE_STRICT (the
+classifier's count follows from the flow-removed), and traces and the isolation
+audit through ovs-vswitchd's control socket (controller/vswitchd.py).
+"""
+from __future__ import annotations
+
+import logging
+
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER,
+                                       set_ev_cls)
+from os_ken.lib import hub, ofctl_v1_3
+from os_ken.ofproto import ofproto_v1_3 as ofp
+
+from apps.channel import Channel, ChannelError
+from controller import audit as auditmod
+from controller import ofmsg
+from controller.api import Api, ApiError, FlowStat
+from controller.flow import FlowError
+from controller.pipeline import CLASSIFY, Purpose
+from controller.switches import Runtime
+from controller.vswitchd import Vswitchd, VswitchdUnreachable, links_of, path_doc
+
+LOG = logging.getLogger("socketnet.rest")
+ACCESS = logging.getLogger("socketnet.rest.access")
+
+_REPLIES = [ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPPortStatsReply,
+            ofp_event.EventOFPDescStatsReply, ofp_event.EventOFPAggregateStatsReply,
+            ofp_event.EventOFPPortDescStatsReply, ofp_event.EventOFPTableStatsReply,
+            ofp_event.EventOFPBarrierReply, ofp_event.EventOFPErrorMsg]
+_RYU = {"desc": ofctl_v1_3.get_desc_stats, "flow": ofctl_v1_3.get_flow_stats,
+        "aggregateflow": ofctl_v1_3.get_aggregate_flow_stats,
+        "port": ofctl_v1_3.get_port_stats, "portdesc": ofctl_v1_3.get_port_desc,
+        "table": ofctl_v1_3.get_table_stats}
+
+
+class _AccessLog:
+    """eventlet.wsgi's access log, at debug level (os-ken's wrapper logs each request
+    at info, which would flood the controller's log under a busy client)."""
+
+    def write(self, message):
+        ACCESS.debug(message.rstrip("\n"))
+
+
+class _WSGIServer(hub.WSGIServer):
+    def serve_forever(self):
+        import eventlet.wsgi
+        eventlet.wsgi.server(self.server, self.handle, _AccessLog())
+
+
+class RestApp(app_manager.OSKenApp):
+    OFP_VERSIONS = [ofp.OFP_VERSION]
+    _CONTEXTS = {"runtime": Runtime}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.runtime: Runtime = kwargs["runtime"]
+        self.channels = {}  # dpid -> Channel
+        self.waiters = {}   # dpid -> {xid: (event, msgs)}: os-ken ofctl's requests
+        self.vswitchd = Vswitchd()
+        self.api = Api(self.runtime, self)
+        settings = self.runtime.host.settings
+        where = (settings.rest_listen_host, settings.rest_listen_port)
+        self._server = None
+        self._thread = None
+        try:
+            self._server = _WSGIServer(where, self.api)
+        except OSError as exc:
+            LOG.error("REST API cannot listen on %s:%d: %s", *where, exc)
+            return
+        self._thread = hub.spawn(self._server.serve_forever)
+        LOG.info("REST API listening on http://%s:%d/v1 (OpenAPI: /v1/openapi.json)", *where)
+
+    def close(self):
+        if self._server is not None:
+            self._server.server.close()
+        if self._thread is not None:
+            hub.kill(self._thread)
+        self.vswitchd.close()
+
+    # --- connections ----------------------------------------------------------------
+
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    def _on_features(self, ev):
+        dp = ev.msg.datapath
+        self.channels[dp.id] = Channel(dp, self.runtime.host.settings.reconcile_timeout)
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
+    def _on_dead(self, ev):
+        dp = ev.datapath
+        channel = self.channels.get(dp.id) if dp.id is not None else None
+        if channel is not None and channel.dp is dp:
+            del self.channels[dp.id]
+            self.waiters.pop(dp.id, None)
+
+    @set_ev_cls(_REPLIES, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    def _on_reply(self, ev):
+        msg = ev.msg
+        dp = msg.datapath
+        waiting = self.waiters.get(dp.id, {})
+        if msg.xid in waiting:  # os-ken ofctl's protocol, as Ryu's ofctl_rest has it
+            event, msgs = waiting[msg.xid]
+            msgs.append(msg)
+            if not getattr(msg, "flags", 0) & ofp.OFPMPF_REPLY_MORE:
+                del waiting[msg.xid]
+                event.set()
+            return
+        channel = self.channels.get(dp.id)
+        if channel is not None and channel.dp is dp:
+            channel.deliver(msg)
+
+    def _channel(self, dpid: int) -> Channel:
+        channel = self.channels.get(dpid)
+        if channel is None:
+            raise ApiError(503, f"switch {dpid:016x} is not connected", "switch")
+        return channel
+
+    def _request(self, dpid: int, msg_of, what: str) -> list:
+        channel = self._channel(dpid)
+        try:
+            return channel.request(msg_of(channel.dp), what)
+        except ChannelError as exc:
+            raise ApiError(503, f"switch {dpid:016x}: {exc}", "switch") from None
+
+    # --- the API's backend ------------------------------------------------------------
+
+    def flow_stats(self, dpid: int) -> list:
+        def request(dp):
+            parser = dp.ofproto_parser
+            return parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                              0, 0, parser.OFPMatch())
+        out = []
+        for reply in self._request(dpid, request, "flow-stats"):
+            for stat in reply.body:
+                duration = stat.duration_sec + stat.duration_nsec / 1e9
+                text = ""
+                try:
+                    flow = ofmsg.from_stats(stat)
+                except FlowError:
+                    flow = None
+                    try:
+                        bare = ofmsg.from_stats(stat, instructions=False)
+                        text = bare.ofctl().replace("actions=drop", "actions=<not socketnet's>")
+                    except FlowError:
+                        text = (f"cookie={stat.cookie:#x}, table={stat.table_id}, "
+                                f"priority={stat.priority},<unreadable match> "
+                                "actions=<not socketnet's>")
+                out.append(FlowStat(flow, stat.table_id, stat.priority, stat.cookie,
+                                    stat.packet_count, stat.byte_count, round(duration, 3),
+                                    text))
+        return out
+
+    def port_stats(self, dpid: int) -> dict:
+        def request(dp):
+            return dp.ofproto_parser.OFPPortStatsRequest(dp, 0, ofp.OFPP_ANY)
+        out = {}
+        for reply in self._request(dpid, request, "port-stats"):
+            for s in reply.body:
+                out[s.port_no] = {k: getattr(s, k) for k in (
+                    "rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_dropped",
+                    "tx_dropped", "rx_errors", "tx_errors")}
+        return out
+
+    def ryu(self, what: str, dpid):
+        if what == "switches":
+            return sorted(d for d, c in self.channels.items() if c.dp.is_active)
+        dp = self._channel(dpid).dp
+        return _RYU[what](dp, self.waiters)
+
+    def delete_decisions(self, dpid: int, flows) -> int:
+        channel = self._channel(dpid)
+        dp = channel.dp
+        parser = dp.ofproto_parser
+        if flows is None:
+            count = sum(1 for s in self.flow_stats(dpid)
+                        if s.cookie == Purpose.CLASSIFIED.cookie)
+            messages = [parser.OFPFlowMod(
+                dp, cookie=Purpose.CLASSIFIED.cookie, cookie_mask=0xFFFFFFFFFFFFFFFF,
+                table_id=CLASSIFY.id, command=ofp.OFPFC_DELETE, out_port=ofp.OFPP_ANY,
+                out_group=ofp.OFPG_ANY, match=parser.OFPMatch())]
+        else:
+            count = len(flows)
+            messages = [ofmsg.flow_mod(dp, f, ofmsg.DELETE_STRICT) for f in flows]
+        try:
+            channel.send_checked(messages, lambda i: "delete cached decision")
+        except ChannelError as exc:
+            raise ApiError(503, str(exc), "switch") from None
+        LOG.info("REST: deleted %d cached decision(s)", count)
+        return count
+
+    def _trace_across(self, bridge: str, flow: str):
+        return self.vswitchd.trace_across(bridge, flow, links_of(self.runtime.host))
+
+    def trace(self, bridge: str, flow: str) -> dict:
+        try:
+            return path_doc(self._trace_across(bridge, flow))
+        except VswitchdUnreachable as exc:
+            raise ApiError(503, f"cannot trace: {exc}") from None
+        except ValueError as exc:
+            raise ApiError(400, f"ovs-vswitchd refused the packet: {exc}", "body") from None
+
+    def audit(self) -> dict:
+        host = self.runtime.host
+        macs = {}
+        for bridge in host.bridges:
+            state = self.runtime.by_bridge(bridge.name)
+            if state is None:
+                raise ApiError(503, f"bridge {bridge.name} is not connected: the audit "
+                                    "needs both bridges' ports")
+            macs.update({name: p.mac for name, p in state.ports.items()})
+        try:
+            self.vswitchd.call("version")
+        except VswitchdUnreachable as exc:
+            raise ApiError(503, f"cannot audit: {exc}") from None
+        try:
+            return auditmod.audit(host, macs, self._trace_across)
+        except VswitchdUnreachable as exc:
+            raise ApiError(503, f"cannot audit: {exc}") from None

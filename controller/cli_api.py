@@ -1,0 +1,319 @@
+"""The `socketnet` commands that ask a running controller, through its REST API.
+
+    socketnet switches                   switches and their connection state
+    socketnet flows [--bridge B] [--table N] [--purpose P] [--port P] [--class C]
+                                         the flows a switch holds, with counters
+                                         (with -c FILE: what the config would install,
+                                         offline, as before)
+    socketnet ports [--bridge B]         ports with roles and counters
+    socketnet cache [--src A] [--dst A] [--class C] [--proto P] [--limit N]
+    socketnet cache delete ID | cache flush
+    socketnet trace --bridge B --in-port P --dst A [--proto P] [--src A] [--dport N] ...
+    socketnet audit                      the isolation matrix on the live bridges
+    socketnet classify --src A --dst B --proto P [--dport N]
+                                         offline with -c FILE, else the running
+                                         controller's classifier (--api)
+    socketnet reload                     re-read the controller's config file (exit 2 if invalid)
+    socketnet completion bash|zsh|fish   the shell completion script (click's)
+
+Every command prints a table for people and JSON with `--json`. `--api URL`
+(env SOCKETNET_API, default http://127.0.0.1:9641) and `--token` (env
+SOCKETNET_TOKEN) say where and how to ask. Exit 0 done; 1 the API answered an
+error or cannot be reached; audit: 1 when it found a violation; reload: 2 when
+the config is invalid. controller/cli.py registers these commands.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from controller.api_client import DEFAULT_API, ApiClient, ApiClientError
+
+EXIT_ERROR = 1
+EXIT_INVALID = 2
+_CLASSES = ["privacy", "management", "drop"]
+_PURPOSES = ["admit", "drop", "forged", "classify", "classified", "blocked", "management",
+             "privacy", "warp", "arp", "arp-responder", "foreign"]
+
+
+def api_options(f):
+    f = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
+    f = click.option("--token", envvar="SOCKETNET_TOKEN", default=None, show_envvar=True,
+                     help="Bearer token of the API.")(f)
+    f = click.option("--api", "api_url", envvar="SOCKETNET_API", default=None,
+                     show_envvar=True, metavar="URL",
+                     help=f"The controller's REST API [default: {DEFAULT_API}].")(f)
+    return f
+
+
+def _client(api_url, token) -> ApiClient:
+    return ApiClient(api_url or DEFAULT_API, token)
+
+
+def _ask(client: ApiClient, method: str, path: str, params=None, body=None):
+    try:
+        return client.call(method, path, params=params, body=body)
+    except ApiClientError as exc:
+        field = f" ({exc.field})" if exc.field else ""
+        click.echo(f"error: {exc}{field}", err=True)
+        for issue in exc.doc.get("error", {}).get("issues", []) if exc.doc else []:
+            click.echo(f"  {issue.get('text')}", err=True)
+        sys.exit(EXIT_INVALID if exc.doc.get("error", {}).get("issues") else EXIT_ERROR)
+
+
+def _print_json(doc) -> None:
+    click.echo(json.dumps(doc, indent=2))
+
+
+def _table(rows, headers) -> None:
+    rows = [[("" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    for row in rows:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+def _bridges(client, bridge):
+    if bridge:
+        return [bridge]
+    return [s["bridge"] or s["dpid"] for s in _ask(client, "GET", "/v1/switches")
+            if s["connected"]]
+
+
+@click.command()
+@api_options
+def switches(api_url, token, as_json):
+    """Switches the controller knows and their connection state."""
+    doc = _ask(_client(api_url, token), "GET", "/v1/switches")
+    if as_json:
+        return _print_json(doc)
+    _table([(s["bridge"] or "(not in config)", s["dpid"],
+             "yes" if s["connected"] else "no", s["connects"], s["desired_flows"],
+             s["last_plan"] or "", s["last_error"] or "") for s in doc],
+           ["BRIDGE", "DPID", "CONNECTED", "CONNECTS", "FLOWS", "LAST SYNC", "ERROR"])
+
+
+@click.command()
+@click.option("-c", "--config", "file", type=click.Path(dir_okay=False),
+              help="Offline: the flows this config would install (no controller asked).")
+@click.option("--bridge", help="Only this bridge (name or datapath id).")
+@click.option("--table", type=click.IntRange(0, 254))
+@click.option("--purpose", type=click.Choice(_PURPOSES), help="The purpose the cookie says.")
+@click.option("--port", help="Flows matching this port as in_port or outputting to it.")
+@click.option("--class", "cls", type=click.Choice(_CLASSES), help="Traffic class carried.")
+@api_options
+def flows(file, bridge, table, purpose, port, cls, api_url, token, as_json):
+    """The flows each bridge holds, with counters, as ovs-ofctl lines (or JSON).
+
+    With -c FILE, offline: what the config would install, port numbers assigned
+    in config order from 1 (on a real switch they come from the switch)."""
+    if file:
+        from controller.cli import print_compiled_flows
+        return print_compiled_flows(file, bridge)
+    client = _client(api_url, token)
+    params = {"table": table, "purpose": purpose, "port": port, "class": cls}
+    out = {}
+    for name in _bridges(client, bridge):
+        if as_json:
+            out[name] = _ask(client, "GET", f"/v1/switches/{name}/flows", params)["flows"]
+        else:
+            text = _ask(client, "GET", f"/v1/switches/{name}/flows",
+                        {**params, "format": "ofctl"})
+            click.echo(f"# {name}")
+            click.echo(text, nl=False)
+    if as_json:
+        _print_json(out)
+
+
+@click.command()
+@click.option("--bridge", help="Only this bridge (name or datapath id).")
+@api_options
+def ports(bridge, api_url, token, as_json):
+    """Ports with their roles and counters."""
+    client = _client(api_url, token)
+    docs = {name: _ask(client, "GET", f"/v1/switches/{name}/ports")
+            for name in _bridges(client, bridge)}
+    if as_json:
+        return _print_json(docs)
+    for name, doc in docs.items():
+        click.echo(f"# {name}")
+        _table([(p["name"], p["number"] if p["number"] < 0xFFFFFF00 else "LOCAL", p["role"],
+                 p["mac"], p.get("container", ""), (p["counters"] or {}).get("rx_packets"),
+                 (p["counters"] or {}).get("tx_packets"),
+                 (p["counters"] or {}).get("rx_dropped")) for p in doc["ports"]],
+               ["PORT", "NUMBER", "ROLE", "MAC", "CONTAINER", "RX PKTS", "TX PKTS", "RX DROP"])
+        if doc.get("missing"):
+            click.echo(f"not on the switch: {', '.join(doc['missing'])}")
+
+
+@click.group(invoke_without_command=True)
+@click.option("--src", metavar="ADDRESS")
+@click.option("--dst", metavar="ADDRESS")
+@click.option("--class", "cls", type=click.Choice(_CLASSES))
+@click.option("--proto", type=click.Choice(["tcp", "udp", "icmp"]))
+@click.option("--limit", type=click.IntRange(1, 100000))
+@api_options
+@click.pass_context
+def cache(ctx, src, dst, cls, proto, limit, api_url, token, as_json):
+    """The classifier's cached decisions (list; `delete ID`; `flush`)."""
+    ctx.obj = (api_url, token, as_json)
+    if ctx.invoked_subcommand is not None:
+        return
+    doc = _ask(_client(api_url, token), "GET", "/v1/cache",
+               {"src": src, "dst": dst, "class": cls, "proto": proto, "limit": limit})
+    if as_json:
+        return _print_json(doc)
+    _table([(e["id"], e["class"], e["packets"], e["bytes"], e["duration"])
+            for e in doc["entries"]], ["ENTRY", "CLASS", "PACKETS", "BYTES", "AGE S"])
+    click.echo(f"{doc['count']} cached decisions on the switch"
+               + (f", {doc['counted']} counted by the controller"
+                  if doc.get("counted") is not None else ""))
+
+
+def _cache_client(ctx, api_url, token, as_json):
+    parent_api, parent_token, parent_json = ctx.obj or (None, None, False)
+    return _client(api_url or parent_api, token or parent_token), as_json or parent_json
+
+
+@cache.command("delete")
+@click.argument("entry")
+@api_options
+@click.pass_context
+def cache_delete(ctx, entry, api_url, token, as_json):
+    """Delete one cached decision (its flow leaves the switch)."""
+    client, as_json = _cache_client(ctx, api_url, token, as_json)
+    doc = _ask(client, "DELETE", f"/v1/cache/{entry}")
+    _print_json(doc) if as_json else click.echo(f"deleted {doc['deleted']}")
+
+
+@cache.command("flush")
+@api_options
+@click.pass_context
+def cache_flush(ctx, api_url, token, as_json):
+    """Delete every cached decision from the switch."""
+    client, as_json = _cache_client(ctx, api_url, token, as_json)
+    doc = _ask(client, "DELETE", "/v1/cache")
+    _print_json(doc) if as_json else click.echo(f"deleted {doc['deleted']} cached decisions")
+
+
+@click.command()
+@click.option("--bridge", required=True, help="The bridge the packet enters.")
+@click.option("--in-port", required=True, help="The port it enters by (name, or LOCAL).")
+@click.option("--proto", type=click.Choice(["tcp", "udp", "icmp", "arp"]), default="tcp",
+              show_default=True)
+@click.option("--src", metavar="ADDRESS", help="[default: the port's container]")
+@click.option("--dst", required=True, metavar="ADDRESS")
+@click.option("--sport", type=click.IntRange(0, 65535))
+@click.option("--dport", type=click.IntRange(0, 65535))
+@click.option("--eth-src", metavar="MAC", help="[default: the sender's own]")
+@click.option("--eth-dst", metavar="MAC",
+              help="[default: the destination's MAC on the same bridge, else the gateway's]")
+@api_options
+def trace(bridge, in_port, proto, src, dst, sport, dport, eth_src, eth_dst, api_url, token,
+          as_json):
+    """Where a packet would go through both bridges, by the installed tables
+    (ofproto/trace; no packet is sent)."""
+    body = {"bridge": bridge, "in_port": in_port, "proto": proto, "src": src, "dst": dst,
+            "sport": sport, "dport": dport, "eth_src": eth_src, "eth_dst": eth_dst}
+    doc = _ask(_client(api_url, token), "POST", "/v1/trace",
+               body={k: v for k, v in body.items() if v is not None})
+    if as_json:
+        return _print_json(doc)
+    click.echo(f"packet: {doc['flow']}")
+    for hop in doc["hops"]:
+        click.echo(f"  {hop['bridge']}: {' | '.join(hop['datapath_actions'])}"
+                   + (" (to the controller)" if hop["controller"] else ""))
+    if doc["exits"]:
+        for e in doc["exits"]:
+            headers = " ".join(f"{k}={v}" for k, v in e["headers"].items())
+            click.echo(f"  leaves by {e['bridge']}/{e['port']}  {headers}")
+    elif doc["controller"]:
+        click.echo("  goes to the controller (undecided)")
+    else:
+        click.echo("  dropped")
+
+
+@click.command()
+@api_options
+def audit(api_url, token, as_json):
+    """Check the isolation promise (ISOLATION.md) on the live bridges; exit 1 on
+    any violation."""
+    doc = _ask(_client(api_url, token), "GET", "/v1/audit")
+    if as_json:
+        _print_json(doc)
+    else:
+        for v in doc["violations"]:
+            click.echo(f"{v['rule']}: {v['packet']} entering {v['bridge']}/{v['in_port']} "
+                       f"leaves by {v['exit']} ({v['why']})")
+        for e in doc.get("errors", []):
+            click.echo(f"error: {e['packet']} entering {e['bridge']}/{e['in_port']}: "
+                       f"{e['error']}")
+        click.echo(f"{doc['packets']} packets traced: "
+                   + ("no violation" if doc["ok"] else
+                      f"{len(doc['violations'])} violations of {', '.join(doc['rules'])}"))
+    if not doc["ok"]:
+        sys.exit(EXIT_ERROR)
+
+
+@click.command()
+@click.option("-c", "--config", "file", type=click.Path(dir_okay=False),
+              help="Offline: classify by this config file (no controller asked).")
+@click.option("--src", required=True, metavar="ADDRESS", help="Source IPv4 address.")
+@click.option("--dst", required=True, metavar="ADDRESS", help="Destination IPv4 address.")
+@click.option("--proto", required=True, type=click.Choice(["tcp", "udp", "icmp"]))
+@click.option("--sport", type=click.IntRange(0, 65535),
+              help="Source port (tcp, udp) [default: 0]; rules may match on it.")
+@click.option("--dport", type=click.IntRange(0, 65535),
+              help="Destination port (required with tcp and udp).")
+@api_options
+def classify(file, src, dst, proto, sport, dport, api_url, token, as_json):
+    """Say how socketnet classifies a Netmaker-ingress packet it has no flow for:
+    the class, the rule that decided, and the table-1 flow that caches it.
+
+    With -c FILE it reads the config (offline); without, it asks the running
+    controller (--api), whose config may have been reloaded since."""
+    body = {"src": src, "dst": dst, "proto": proto, "sport": sport, "dport": dport}
+    body = {k: v for k, v in body.items() if v is not None}
+    if file:
+        from controller import api
+        from controller.cli import load_or_exit
+        host = load_or_exit(file)
+        try:
+            api._check_object(body, api._CLASSIFY_BODY)
+            doc = api.classify_doc(host, body)
+        except api.ApiError as exc:
+            option = f"--{exc.field}" if exc.field else None
+            raise click.BadParameter(exc.message.split(": ", 1)[-1], param_hint=option)
+    else:
+        doc = _ask(_client(api_url, token), "POST", "/v1/classify", body=body)
+    if as_json:
+        return _print_json(doc)
+    click.echo(f"{doc['packet']}: {doc['class']}")
+    click.echo(f"  decided by: {doc['rule']}")
+    if doc.get("why"):
+        click.echo(f"  because:    {doc['why']}")
+    click.echo(f"  cached as:  {doc['flow']}")
+
+
+@click.command()
+@api_options
+def reload(api_url, token, as_json):
+    """Make the controller re-read its config file: validated first, a bad one
+    changes nothing (exit 2 with every error); a good one is applied as a diff."""
+    doc = _ask(_client(api_url, token), "POST", "/v1/reload", body={})
+    _print_json(doc) if as_json else click.echo(f"reloaded {doc['reloaded']}")
+
+
+@click.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell):
+    """Print the shell completion script: eval "$(socketnet completion bash)"."""
+    from click.shell_completion import get_completion_class
+    from controller.cli import main
+    cls = get_completion_class(shell)
+    click.echo(cls(main, {}, "socketnet", "_SOCKETNET_COMPLETE").source())
+
+
+COMMANDS = (switches, flows, ports, cache, trace, audit, classify, reload, completion)

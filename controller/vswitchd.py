@@ -1,0 +1,179 @@
+"""Asking the local ovs-vswitchd what its installed tables do with a packet.
+
+The controller runs on the host next to Open vSwitch, so it can reach
+ovs-vswitchd's unixctl control socket and run `ofproto/trace` (no packet is
+sent) through the `ovs` package's JSON-RPC client (~0.1 ms a trace). A trace
+stops at a veth; `trace_across` follows the packet over the inter-bridge link.
+
+Where the socket is: `$SOCKETNET_OVS_CTL` (the socket's path), else in
+`$OVS_RUNDIR` (Open vSwitch's own variable; default /var/run/openvswitch):
+`ovs-vswitchd.ctl`, or `ovs-vswitchd.<pid>.ctl` by `ovs-vswitchd.pid`. When it
+cannot be reached, `VswitchdUnreachable` says why (the REST API answers 503).
+
+Parsing the trace output is `topology.ovs.parse_trace`'s job (shared with the
+labs); this module only owns the connection and the hop-following.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from typing import Mapping, Optional
+
+DEFAULT_RUNDIR = "/var/run/openvswitch"
+
+
+class VswitchdUnreachable(RuntimeError):
+    """ovs-vswitchd's control socket cannot be found or does not answer."""
+
+
+def locate() -> str:
+    """The control socket's path; VswitchdUnreachable naming where it looked."""
+    explicit = os.environ.get("SOCKETNET_OVS_CTL")
+    if explicit:
+        if os.path.exists(explicit):
+            return explicit
+        raise VswitchdUnreachable(f"SOCKETNET_OVS_CTL={explicit}: no such socket")
+    rundir = os.environ.get("OVS_RUNDIR") or DEFAULT_RUNDIR
+    plain = os.path.join(rundir, "ovs-vswitchd.ctl")
+    if os.path.exists(plain):
+        return plain
+    try:
+        with open(os.path.join(rundir, "ovs-vswitchd.pid")) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        raise VswitchdUnreachable(f"no ovs-vswitchd control socket in {rundir} (set "
+                                  "OVS_RUNDIR or SOCKETNET_OVS_CTL)") from None
+    path = os.path.join(rundir, f"ovs-vswitchd.{pid}.ctl")
+    if not os.path.exists(path):
+        raise VswitchdUnreachable(f"{path} does not exist (is ovs-vswitchd running?)")
+    return path
+
+
+class Vswitchd:
+    """One kept-open unixctl connection, reopened when it breaks."""
+
+    def __init__(self):
+        self._client = None
+        self._path: Optional[str] = None
+        self._lock = threading.Lock()
+        self._dp_names: Optional[dict] = None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def call(self, command: str, *args: str) -> str:
+        with self._lock:
+            for attempt in (1, 2):
+                client = self._connect()
+                error, err_text, result = client.transact(command, list(args))
+                if not error:
+                    break
+                client.close()
+                self._client = None
+                if attempt == 2:
+                    raise VswitchdUnreachable(f"{self._path}: {os.strerror(error)}")
+        if err_text is not None:
+            raise ValueError(err_text.strip())
+        return result
+
+    def _connect(self):
+        if self._client is None:
+            path = locate()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # `ovs` imports eventlet, which warns
+                from ovs.unixctl.client import UnixctlClient
+            error, client = UnixctlClient.create(path)
+            if error:
+                raise VswitchdUnreachable(f"cannot connect to {path}: {os.strerror(error)}")
+            self._client, self._path = client, path
+        return self._client
+
+    # --- ports -------------------------------------------------------------------
+
+    def dp_port_name(self, number: int) -> str:
+        for attempt in (1, 2):
+            if self._dp_names is None or attempt == 2:
+                self._dp_names = self._read_dp_names()
+            if number in self._dp_names:
+                return self._dp_names[number]
+        return f"<dp {number}>"
+
+    def _read_dp_names(self) -> dict:
+        from topology.ovs import _DPIF_PORT
+        names = {}
+        for line in self.call("dpif/show").splitlines():
+            m = _DPIF_PORT.match(line)
+            if m:
+                names[int(m.group(3))] = m.group(1)
+        return names
+
+    # --- tracing -----------------------------------------------------------------
+
+    def trace(self, bridge: str, flow: str):
+        """`ofproto/trace BRIDGE FLOW`, parsed (topology.ovs.TraceResult).
+        ValueError when ovs-vswitchd refuses the flow."""
+        from topology.ovs import OvsError, parse_trace
+        text = self.call("ofproto/trace", bridge, flow)
+        try:
+            return parse_trace(bridge, flow, text, self.dp_port_name)
+        except OvsError as exc:
+            raise ValueError(str(exc)) from None
+
+    def trace_across(self, bridge: str, flow: str, links: Mapping[tuple, tuple],
+                     max_hops: int = 4):
+        """Trace and follow the packet over `links` ((bridge, port) -> (bridge, port)
+        at the veth's other end): a topology.ovs.TracePath."""
+        from topology.ovs import TracePath
+        hops, exits, controller = [], [], []
+        queue, seen = [(bridge, flow)], set()
+        while queue:
+            br, fl = queue.pop(0)
+            if (br, fl) in seen:
+                continue
+            seen.add((br, fl))
+            result = self.trace(br, fl)
+            hops.append(result)
+            if result.controller:
+                controller.append(br)
+            for out in result.outputs:
+                peer = links.get((br, out.port))
+                if peer is not None and len(hops) < max_hops:
+                    queue.append((peer[0], out.as_ingress(peer[1])))
+                else:
+                    exits.append(out)
+        return TracePath(hops=tuple(hops), exits=tuple(exits), controller=tuple(controller))
+
+
+def links_of(host) -> dict:
+    """{(bridge, port): (bridge, port)} both ways along the inter-bridge link."""
+    from topology.model import Role
+    owner = {p.name: b.name for b in host.bridges for p in b.ports}
+    links = {}
+    for bridge in host.bridges:
+        for port in bridge.with_role(Role.INTER_BRIDGE):
+            if port.peer in owner:
+                links[(bridge.name, port.name)] = (owner[port.peer], port.peer)
+    return links
+
+
+def path_doc(path) -> dict:
+    """A TracePath as JSON: each hop's datapath actions, the exits with the
+    headers the packet carries there, the bridges that hand it to the controller."""
+    return {
+        "hops": [{"bridge": h.bridge, "flow": h.flow, "datapath_actions": list(h.datapath_actions),
+                  "outputs": [o.port for o in h.outputs], "controller": h.controller}
+                 for h in path.hops],
+        "exits": [{"bridge": o.bridge, "port": o.port,
+                   "headers": {k: v for k, v in o.flow.items() if v is not None
+                               and k in _SHOWN}} for o in path.exits],
+        "controller": list(path.controller),
+        "drop": path.drop,
+    }
+
+
+_SHOWN = ("dl_src", "dl_dst", "nw_src", "nw_dst", "arp_spa", "arp_tpa", "arp_sha", "arp_tha",
+          "arp_op", "tcp_src", "tcp_dst", "udp_src", "udp_dst")

@@ -1,0 +1,289 @@
+"""The flow-debug REST API over real HTTP, against `socketnet run` attached to real
+Open vSwitch: what it reports matches what the switch holds, cache deletes reach
+the switch, traces and the audit read the live tables, a bad reload changes
+nothing, Ryu's ofctl_rest paths answer in Ryu's format, and schemathesis finds no
+5xx and no response off the OpenAPI document.
+
+One lab and one controller for the module (a lab is the slow part)."""
+import json
+
+import pytest
+import requests
+
+from controller.classifier import Classifier, Flow5, decision_flow
+from controller.process import ControllerProcess, free_port
+from controller.pipeline import Purpose
+from topology.ovs import wait_until
+
+from tests.integration.conftest import SEED_YAML, unique_lab_name
+from tests.isolation.decisions import decisions
+
+TOKEN = "rest-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def live(seed_host, integration_prerequisites, tmp_path_factory):
+    """(lab, controller, API base URL); the controller runs a copy of the seed's
+    config (`controller.config`), which reload tests may break and restore."""
+    from topology.lab import Lab
+    config = tmp_path_factory.mktemp("rest") / "host.yaml"
+    config.write_text(SEED_YAML.read_text())
+    lab = Lab(seed_host, unique_lab_name()).up()
+    port = free_port()
+    mp = pytest.MonkeyPatch()
+    # The child inherits these: the token, and where this lab's ovs-vswitchd listens.
+    mp.setenv("SOCKETNET_TOKEN", TOKEN)
+    mp.setenv("OVS_RUNDIR", lab.ovs.dir)
+    ctl = None
+    try:
+        ctl = ControllerProcess(str(config), extra_args=("--rest-listen", f"127.0.0.1:{port}"))
+        ctl.start()  # assigned first: a start that times out is still stopped below
+        mp.undo()
+        ctl.wait_for("REST API listening", 10)
+        lab.attach(ctl.target)
+        ctl.wait_synced(["mesh", "vmbr0"])
+        yield lab, ctl, f"http://127.0.0.1:{port}"
+    finally:
+        mp.undo()
+        if ctl is not None:
+            ctl.stop()
+        lab.down()
+
+
+def get(base, path, **kw):
+    kw.setdefault("headers", AUTH)
+    return requests.get(base + path, timeout=30, **kw)
+
+
+def switch_macs(lab):
+    macs = {}
+    for bridge in lab.host.bridges:
+        for name in list(lab.port_numbers(bridge.name)) + [bridge.name]:
+            macs[name] = lab.ovs.vsctl("get", "Interface", name, "mac_in_use").strip().strip('"')
+    return macs
+
+
+def test_health_ready_and_switches(live):
+    lab, ctl, base = live
+    assert requests.get(base + "/v1/health", timeout=5).json()["status"] == "ok"
+    ready = wait_until(lambda: get(base, "/v1/ready").status_code == 200, 10, "readiness")
+    assert ready
+    switches = get(base, "/v1/switches").json()
+    assert {s["bridge"]: s["connected"] for s in switches} == {"mesh": True, "vmbr0": True}
+
+
+def test_reads_without_the_token_are_401(live):
+    _, _, base = live
+    r = requests.get(base + "/v1/switches", timeout=5)
+    assert r.status_code == 401 and r.json()["error"]["field"] == "Authorization"
+
+
+def test_flows_are_what_the_switch_holds_with_counters(live):
+    lab, _, base = live
+    for bridge in ("mesh", "vmbr0"):
+        doc = get(base, f"/v1/switches/{bridge}/flows").json()
+        assert len(doc["flows"]) == len(lab.ovs.dump_flows(bridge))
+        assert all("n_packets=" in f["ofctl"] for f in doc["flows"])
+    text = get(base, "/v1/switches/vmbr0/flows", params={"format": "ofctl", "table": 0}).text
+    assert text.splitlines() and all("table=0" in line for line in text.splitlines())
+    drops = get(base, "/v1/switches/mesh/flows", params={"purpose": "drop"}).json()["flows"]
+    assert {f["table"] for f in drops} == {0, 2, 3}  # table 1 misses to the controller
+
+
+def test_ports_carry_roles_and_counters(live):
+    _, _, base = live
+    doc = get(base, "/v1/switches/mesh/ports").json()
+    roles = {p["name"]: p["role"] for p in doc["ports"]}
+    assert roles["veth200"] == "management" and roles["to-privacy"] == "inter-bridge"
+    assert all(isinstance(p["counters"]["rx_packets"], int) for p in doc["ports"])
+
+
+def test_ryu_ofctl_rest_paths_answer_in_ryus_format(live):
+    lab, _, base = live
+    dpids = get(base, "/stats/switches").json()
+    assert len(dpids) == 2 and all(isinstance(d, int) for d in dpids)
+    mesh = next(s["dpid_int"] for s in get(base, "/v1/switches").json() if s["bridge"] == "mesh")
+    flows = get(base, f"/stats/flow/{mesh}").json()[str(mesh)]
+    assert len(flows) == len(lab.ovs.dump_flows("mesh"))
+    entry = flows[0]
+    assert {"priority", "cookie", "table_id", "match", "actions", "packet_count",
+            "byte_count", "duration_sec"} <= set(entry)
+    actions = [a for f in flows for a in f["actions"]]
+    assert "GOTO_TABLE:2" in actions and any(a.startswith("OUTPUT:") for a in actions)
+    assert any("dl_type" in f["match"] for f in flows)
+    aggregate = get(base, f"/stats/aggregateflow/{mesh}").json()[str(mesh)]
+    assert aggregate[0]["flow_count"] == len(flows)
+    desc = get(base, f"/stats/desc/{mesh}").json()[str(mesh)]
+    assert "Open vSwitch" in desc["sw_desc"] or desc["mfr_desc"]
+    names = {p["name"] for p in get(base, f"/stats/portdesc/{mesh}").json()[str(mesh)]}
+    assert {"veth200", "mesh"} <= names
+    assert get(base, f"/stats/port/{mesh}").json()[str(mesh)]
+    assert get(base, f"/stats/table/{mesh}").json()[str(mesh)]
+    assert get(base, "/stats/flow/12345").status_code == 404
+
+
+def test_cache_delete_and_flush_reach_the_switch(live):
+    lab, _, base = live
+    cookie = f"cookie={Purpose.CLASSIFIED.cookie:#x}/-1"
+    for flow in decisions(lab.host, switch_macs(lab), privacy=True)[:3]:
+        lab.ovs.ofctl("add-flow", "mesh", flow.ofctl())
+    # A reload re-syncs, and the sync hands the decisions the switch holds to the
+    # classifier's count (as after a controller restart).
+    requests.post(base + "/v1/reload", json={}, headers=AUTH, timeout=10)
+
+    def counted(n):
+        return lambda: get(base, "/v1/cache").json()["counted"] == n
+
+    wait_until(counted(3), 10, "the classifier to count the 3 decisions")
+    entries = get(base, "/v1/cache").json()["entries"]
+    assert len(entries) == 3
+    r = requests.delete(f"{base}/v1/cache/{entries[0]['id']}", headers=AUTH, timeout=10)
+    assert r.status_code == 200, r.text
+    assert len(lab.ovs.dump_flows("mesh", match=cookie)) == 2
+    wait_until(counted(2), 10, "the flow-removed of the deleted decision")
+    assert requests.delete(f"{base}/v1/cache/{entries[0]['id']}", headers=AUTH,
+                           timeout=10).status_code == 404
+    r = requests.delete(f"{base}/v1/cache", headers=AUTH, timeout=10)
+    assert r.status_code == 200 and r.json()["deleted"] == 2
+    assert lab.ovs.dump_flows("mesh", match=cookie) == []
+    wait_until(counted(0), 10, "the flow-removed of the flushed decisions")
+
+
+def test_trace_follows_the_packet_across_the_inter_bridge_link(live):
+    lab, _, base = live
+    # W1 with its privacy decision cached: Netmaker ingress reaches the xray client.
+    src, sport = "10.101.0.5", 40000
+    packet = Flow5.of(src, "10.0.0.102", "tcp", sport, 8080)
+    decision = Classifier(lab.host).decide(packet)
+    assert decision.cls.value == "privacy"
+    lab.ovs.ofctl("add-flow", "mesh",
+                  decision_flow(packet, decision, lab.host.classification).ofctl())
+    body = {"bridge": "mesh", "in_port": "mesh-gw", "proto": "tcp", "src": src,
+            "sport": sport, "dst": "10.0.0.102", "dport": 8080,
+            "eth_dst": lab.host.xray_client.container.mac}
+    doc = requests.post(base + "/v1/trace", json=body, headers=AUTH, timeout=10).json()
+    assert [h["bridge"] for h in doc["hops"]] == ["mesh", "vmbr0"], doc
+    assert [(e["bridge"], e["port"]) for e in doc["exits"]] == [("vmbr0", "veth102")]
+    # A management container to a Netmaker peer: out through the mesh adapter only.
+    doc = requests.post(base + "/v1/trace", json={"bridge": "mesh", "in_port": "veth200",
+                                                  "proto": "udp", "dst": "10.101.0.5",
+                                                  "dport": 53}, headers=AUTH, timeout=10).json()
+    assert [(e["bridge"], e["port"]) for e in doc["exits"]] == [("mesh", "mesh-gw")]
+    requests.delete(f"{base}/v1/cache", headers=AUTH, timeout=10)
+
+
+def test_classify_dry_run(live):
+    _, _, base = live
+    r = requests.post(base + "/v1/classify", json={"src": "10.101.0.5", "dst": "10.0.0.102",
+                                                   "proto": "tcp", "dport": 8080},
+                      headers=AUTH, timeout=10)
+    assert r.status_code == 200 and r.json()["class"] == "privacy"
+
+
+def test_audit_finds_nothing_then_catches_a_flooding_flow_added_behind_socketnets_back(live):
+    lab, _, base = live
+    doc = get(base, "/v1/audit").json()
+    assert doc["packets"] > 300
+    assert doc["ok"], json.dumps(doc["violations"][:5] + doc["errors"][:5], indent=1)
+    lab.ovs.ofctl("add-flow", "vmbr0", "table=0,priority=65000,actions=NORMAL")
+    try:
+        doc = get(base, "/v1/audit").json()
+    finally:
+        lab.ovs.ofctl("--strict", "del-flows", "vmbr0", "table=0,priority=65000")
+    assert not doc["ok"] and {"N2", "N6"} <= set(doc["rules"]), doc["rules"]
+
+
+def test_a_bad_reload_is_400_and_the_controller_keeps_running(live):
+    lab, ctl, base = live
+    good = open(ctl.config).read()
+    with open(ctl.config, "w") as f:
+        f.write(good.replace("10.0.0.102/24", "10.0.0.300/24"))
+    try:
+        r = requests.post(base + "/v1/reload", json={}, headers=AUTH, timeout=10)
+        assert r.status_code == 400
+        assert any("10.0.0.300/24" in i["text"] for i in r.json()["error"]["issues"])
+        result = cli(base, "reload")
+        assert result.exit_code == 2 and "10.0.0.300/24" in result.output
+    finally:
+        with open(ctl.config, "w") as f:
+            f.write(good)
+    assert get(base, "/v1/ready").status_code == 200
+    mark = ctl.mark()
+    r = requests.post(base + "/v1/reload", json={}, headers=AUTH, timeout=10)
+    assert r.status_code == 200
+    assert ctl.wait_synced(["mesh", "vmbr0"], after=mark) == {
+        "mesh": {"add": 0, "delete": 0, "unchanged": len(lab.ovs.dump_flows("mesh"))},
+        "vmbr0": {"add": 0, "delete": 0, "unchanged": len(lab.ovs.dump_flows("vmbr0"))}}
+
+
+def test_schemathesis_against_the_live_controller(live):
+    """Generated requests (valid and invalid) for every operation of the served
+    document: no 5xx, documented status codes, content types and bodies."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis import GenerationMode
+    from schemathesis.checks import (content_type_conformance, not_a_server_error,
+                                     response_schema_conformance, status_code_conformance)
+    _, _, base = live
+    schema = schemathesis.openapi.from_url(base + "/v1/openapi.json")
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance,
+              response_schema_conformance]
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        examples = 2 if operation.path == "/v1/audit" else 8
+        strategy = operation.as_strategy() | operation.as_strategy(GenerationMode.NEGATIVE)
+
+        @given(strategy)
+        @settings(max_examples=examples, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))
+        def run(case):
+            case.call_and_validate(base_url=base, headers=AUTH, checks=checks, timeout=30)
+
+        run()
+
+
+# --- the CLI against the live API ---------------------------------------------------------
+
+
+def cli(base, *args):
+    from click.testing import CliRunner
+    from controller.cli import main
+    return CliRunner().invoke(main, [*args, "--api", base, "--token", TOKEN])
+
+
+def test_cli_prints_tables_and_json_from_the_live_controller(live):
+    lab, _, base = live
+    result = cli(base, "switches")
+    assert result.exit_code == 0, result.output
+    assert "mesh" in result.output and "CONNECTED" in result.output
+    result = cli(base, "flows", "--bridge", "vmbr0", "--table", "0")
+    assert result.exit_code == 0 and "n_packets=" in result.output
+    result = cli(base, "ports", "--json")
+    assert json.loads(result.output)["mesh"]["ports"]
+    result = cli(base, "trace", "--bridge", "mesh", "--in-port", "veth200", "--proto", "udp",
+                 "--dst", "10.101.0.5", "--dport", "53")
+    assert result.exit_code == 0 and "leaves by mesh/mesh-gw" in result.output, result.output
+    result = cli(base, "classify", "--src", "10.101.0.5", "--dst", "10.0.0.102",
+                 "--proto", "tcp", "--dport", "8080", "--json")
+    assert json.loads(result.output)["class"] == "privacy"
+    result = cli(base, "audit")
+    assert result.exit_code == 0 and "no violation" in result.output, result.output
+    result = cli(base, "cache", "--json")
+    assert json.loads(result.output)["count"] == 0
+
+
+def test_no_request_made_the_controller_log_an_error(live):
+    _, ctl, _ = live
+    assert not [line for line in ctl.lines if "REST" in line and "failed" in line]
+    assert not [line for line in ctl.lines if "Traceback" in line]
+
+
+def test_requests_are_not_logged_at_info(live):
+    _, ctl, base = live
+    mark = ctl.mark()
+    get(base, "/v1/health")
+    get(base, "/v1/switches")
+    requests.post(base + "/v1/reload", json={}, headers=AUTH, timeout=10)
+    ctl.wait_for("config reloaded", 10, after=mark)  # logged after the requests above
+    assert not [line for line in ctl.lines[mark:] if "GET /v1/" in line]

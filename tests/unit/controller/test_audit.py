@@ -1,0 +1,86 @@
+"""The product's isolation audit (controller/audit.py), run on the test suite's table
+simulator: silent on the compiled pipeline, loud on broken ones, with the rule."""
+from types import SimpleNamespace
+
+import pytest
+
+from controller.audit import Matrix, audit
+from controller.flow import Apply, Flow, Output
+
+from tests.isolation.decisions import decisions
+from tests.isolation.fake_switch import OFPP_NORMAL, HostSwitches, switch_macs
+from tests.isolation.packets import LOCAL
+
+_TYPES = {"tcp": (0x0800, 6), "udp": (0x0800, 17), "icmp": (0x0800, 1), "arp": (0x0806, None)}
+_INTS = {"arp_op", "icmp_type", "icmp_code", "tcp_src", "tcp_dst", "udp_src", "udp_dst"}
+
+
+def headers_of(flow: str) -> dict:
+    """An ofproto/trace flow string as the simulator's header dict."""
+    h = {}
+    for token in flow.split(","):
+        key, eq, value = token.partition("=")
+        if not eq:
+            dl_type, proto = _TYPES[key]
+            h["dl_type"] = dl_type
+            if proto is not None:
+                h["nw_proto"] = proto
+            continue
+        if key in ("tcp_src", "udp_src"):
+            key = "tp_src"
+        elif key in ("tcp_dst", "udp_dst"):
+            key = "tp_dst"
+        h[key] = int(value) if key in _INTS or key in ("tp_src", "tp_dst") else value
+    return h
+
+
+def simulated(switches: HostSwitches, host):
+    """audit's `trace` over the simulator; LOCAL exits named after the bridge, as
+    ofproto/trace's port names have it."""
+    def trace(bridge, flow):
+        result = switches.trace(bridge, headers_of(flow))
+        return SimpleNamespace(exits=[SimpleNamespace(bridge=e.bridge,
+                                                      port=e.bridge if e.port == LOCAL
+                                                      else e.port)
+                                      for e in result.egress])
+    return trace
+
+
+@pytest.fixture
+def macs(seed_host):
+    return switch_macs(seed_host)
+
+
+def test_the_compiled_pipeline_passes_the_audit(seed_host, macs):
+    extra = {seed_host.mesh.name: decisions(seed_host, macs, privacy=True)}
+    switches = HostSwitches.compile(seed_host, macs, extra_flows=extra)
+    result = audit(seed_host, macs, simulated(switches, seed_host))
+    assert result["packets"] > 500
+    assert result["ok"], result["violations"][:5]
+
+
+def test_a_normal_flow_on_vmbr0_is_caught_as_n2_and_n6(seed_host, macs):
+    normal = Flow(0, 65000, (), (Apply((Output(OFPP_NORMAL),)),), 0)
+    switches = HostSwitches.compile(seed_host, macs, extra_flows={"vmbr0": [normal]})
+    result = audit(seed_host, macs, simulated(switches, seed_host))
+    assert {"N2", "N5", "N6", "N9"} <= set(result["rules"])
+
+
+def test_the_seeds_mesh_to_privacy_flow_is_caught_as_n4(seed_host, macs):
+    mesh = seed_host.mesh
+    numbers = {p.name: i for i, p in enumerate(mesh.ports, start=1)}
+    seed = Flow(0, 65000, (("in_port", numbers["mesh-gw"]),),
+                (Apply((Output(numbers["to-privacy"]),)),), 0)
+    switches = HostSwitches.compile(seed_host, macs, extra_flows={"mesh": [seed]})
+    result = audit(seed_host, macs, simulated(switches, seed_host))
+    assert "N4" in result["rules"]
+
+
+def test_each_origin_forbids_what_isolation_md_says(seed_host, macs):
+    matrix = Matrix(seed_host, macs)
+    probes = {(p.bridge, p.in_port): p for p in matrix.probes()}
+    management = probes[("mesh", "veth200")].forbidden
+    assert management[("vmbr0", "veth102")][0] == "N1"
+    warp = probes[("vmbr0", "vmbr0-gw")].forbidden
+    assert ("vmbr0", "veth100") not in warp and warp[("mesh", "veth200")][0] == "N2"
+    assert all(p.forbidden[("mesh", "mesh")][0] == "N9" for p in probes.values())
