@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from controller.pipeline import PACKET_IN_METER
+from controller.compiler import packet_in_meters
 from controller.process import ControllerProcess
 from topology.config import load_host
 from topology.lab import Lab
@@ -41,7 +41,6 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     host = load_host(SEED)
-    limits = host.classification.limits
     ours, baseline, flows = [], [], 0
     with Lab(host, f"bench-{int(time.time()) % 100000}") as lab, ControllerProcess(SEED) as ctl:
         lab.attach(ctl.target)
@@ -66,10 +65,10 @@ def main() -> None:
                 with tempfile.NamedTemporaryFile("w", suffix=".flows", delete=False) as f:
                     f.write("\n".join(lines) + "\n")
                 started = time.monotonic()
-                if bridge == host.mesh.name:  # the packet-in meter table 1 refers to
-                    lab.ovs.ofctl("add-meter", bridge, f"meter={PACKET_IN_METER},pktps,burst,"
-                                  f"stats,bands=type=drop,rate={limits.packet_in_rate},"
-                                  f"burst_size={limits.packet_in_burst}")
+                if bridge == host.mesh.name:  # the packet-in meters table 1 refers to
+                    for mid, (rate, burst) in packet_in_meters(host).items():
+                        lab.ovs.ofctl("add-meter", bridge, f"meter={mid},pktps,burst,stats,"
+                                      f"bands=type=drop,rate={rate},burst_size={burst}")
                 lab.ovs.ofctl("--bundle", "replace-flows", bridge, f.name)
                 elapsed += time.monotonic() - started
             baseline.append(elapsed * 1000)
