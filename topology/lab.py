@@ -316,6 +316,11 @@ class Lab:
         self._processes.append((ns, proc))
         return proc
 
+    @property
+    def processes(self) -> list:
+        """(netns, pid) of every process popen() started that down() will end."""
+        return [(ns, proc.pid) for ns, proc in self._processes]
+
     def _end_processes(self, ns: Optional[str] = None) -> None:
         """Kill the process groups popen() started (in netns `ns` only, if given)."""
         for entry in list(self._processes):

@@ -1,10 +1,19 @@
 """Real WireGuard between two network namespaces, for labs: wireguard-go and wg.
 
 Owns making one WireGuard tunnel (two interfaces, one per namespace, over an
-underlay veth between the namespaces) and removing it again, by name and PID.
+underlay veth between the namespaces), or a mesh of them (one interface per
+namespace with every other member as a peer, as Netmaker builds), and removing
+them again, by name and PID.
 
-    WireGuardLink(tag, a, b, mtu=1280).up() / .down(), or `with`:
+    WireGuardLink(tag, a, b, mtu=1280, log_dir=None).up() / .down(), or `with`:
         a, b: WgEnd(netns, name, address, allowed_ips, underlay, port)
+    WireGuardMesh(tag, members, mtu=1280, log_dir=None).up() / .down():
+        members: MeshMember(netns, name, address, owns, port, routes); each
+        member's peers are all the others, each over an underlay veth of its own
+        pair; a peer's allowed-ips are what that peer `owns`
+
+`log_dir`: wireguard-go's stderr goes to `<log_dir>/<control name>.log` instead of
+a pipe, so a tunnel outlives the process that made it (`socketnet lab up`).
 
 Why two names per interface: wireguard-go's control socket is
 `/var/run/wireguard/<interface>.sock`, one directory for every network namespace,
@@ -73,18 +82,100 @@ def _run(netns: Optional[str], *cmd: str, input: Optional[str] = None) -> str:
     return proc.stdout.strip()
 
 
+def _start_wireguard_go(name: str, netns: str, log_dir: Optional[str]) -> subprocess.Popen:
+    """wireguard-go for interface `name` in `netns`, in a session of its own; returns
+    once its control socket exists."""
+    if os.path.exists(control_socket(name)):
+        raise WireGuardError(f"{control_socket(name)} exists: another tunnel with this "
+                             "tag runs, or a stale one")
+    env = {**os.environ, "WG_PROCESS_FOREGROUND": "1", "LOG_LEVEL": "error"}
+    stderr = (open(os.path.join(log_dir, f"{name}.log"), "ab") if log_dir is not None
+              else subprocess.PIPE)
+    try:
+        proc = subprocess.Popen(
+            [binary("ip") or "ip", "netns", "exec", netns, binary("wireguard-go"), "-f", name],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=stderr, start_new_session=True)
+    finally:
+        if log_dir is not None:
+            stderr.close()
+
+    def ready():
+        if proc.poll() is not None:
+            said = proc.stderr.read().decode().strip() if proc.stderr else \
+                f"see {os.path.join(log_dir, name + '.log')}"
+            raise WireGuardError(f"wireguard-go {name} in {netns} exited "
+                                 f"{proc.returncode}: {said}")
+        return os.path.exists(control_socket(name))
+    wait_until(ready, 5, f"wireguard-go {name} in {netns} to listen")
+    return proc
+
+
+def _stop_wireguard_go(name: str, proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        stop_process(proc.pid, name)
+    proc.wait()
+    if proc.stderr is not None:
+        proc.stderr.close()
+    try:
+        os.unlink(control_socket(name))
+    except FileNotFoundError:
+        pass
+
+
+def _veth(a_ns: str, a_name: str, a_address: str, b_ns: str, b_name: str,
+          b_address: str) -> None:
+    """A veth from `a_ns` to `b_ns`, each end with its address (addr/prefix), up."""
+    with IPRoute(netns=a_ns) as ipr:
+        ipr.link("add", ifname=a_name, kind="veth",
+                 peer={"ifname": b_name, "net_ns_fd": b_ns})
+    for ns, name, address in ((a_ns, a_name, a_address), (b_ns, b_name, b_address)):
+        with IPRoute(netns=ns) as ipr:
+            index = ipr.link_lookup(ifname=name)[0]
+            ip, prefix = address.split("/")
+            ipr.addr("add", index=index, address=ip, prefixlen=int(prefix))
+            ipr.link("set", index=index, state="up")
+
+
+def _del_link(netns: str, name: str) -> None:
+    try:
+        with IPRoute(netns=netns) as ipr:
+            index = ipr.link_lookup(ifname=name)
+            if index:
+                ipr.link("del", index=index[0])  # a veth's peer goes with it
+    except Exception:  # the namespace itself is gone: so is the veth
+        pass
+
+
+def _name_and_address(netns: str, control: str, name: str, address: str, mtu: int,
+                      routes: Sequence[str]) -> None:
+    """Rename the configured interface to its config name, give it MTU and address,
+    bring it up, route `routes` into it."""
+    with IPRoute(netns=netns) as ipr:
+        index = ipr.link_lookup(ifname=control)[0]
+        ipr.link("set", index=index, ifname=name, mtu=mtu)
+        ip, prefix = address.split("/")
+        ipr.addr("add", index=index, address=ip, prefixlen=int(prefix))
+        ipr.link("set", index=index, state="up")
+        for route in routes:
+            ipr.route("add", dst=route, oif=index)
+
+
 class WireGuardLink:
     """A WireGuard tunnel between `a.netns` and `b.netns`; see the module doc.
     `tag` must be unique among tunnels on the machine (a lab name and a word)."""
 
-    def __init__(self, tag: str, a: WgEnd, b: WgEnd, mtu: int = 1280):
+    def __init__(self, tag: str, a: WgEnd, b: WgEnd, mtu: int = 1280,
+                 log_dir: Optional[str] = None):
         self.tag = tag
+        self.log_dir = log_dir
         self.a, self.b = a, b
         self.mtu = mtu
         self.control = {"a": control_name(tag, "a"), "b": control_name(tag, "b")}
         self.underlay = {"a": f"{self.control['a']}u", "b": f"{self.control['b']}u"}
         self._procs: dict = {}  # side -> Popen of wireguard-go
         self._made_underlay = False
+        self.public: dict = {}  # side -> public key, once up
 
     def __enter__(self) -> "WireGuardLink":
         return self.up()
@@ -106,6 +197,7 @@ class WireGuardLink:
             keys = {side: _run(None, "wg", "genkey") for side in "ab"}
             public = {side: _run(None, "wg", "pubkey", input=keys[side] + "\n")
                       for side in "ab"}
+            self.public = public
             for side, end in (("a", self.a), ("b", self.b)):
                 self._start(side, end)
             for side, end, other, peer in (("a", self.a, "b", self.b),
@@ -132,23 +224,7 @@ class WireGuardLink:
             ipr.link("set", index=index, state="up")
 
     def _start(self, side: str, end: WgEnd) -> None:
-        name = self.control[side]
-        if os.path.exists(control_socket(name)):
-            raise WireGuardError(f"{control_socket(name)} exists: another tunnel tagged "
-                                 f"{self.tag!r} runs, or a stale one")
-        env = {**os.environ, "WG_PROCESS_FOREGROUND": "1", "LOG_LEVEL": "error"}
-        self._procs[side] = subprocess.Popen(
-            [binary("ip") or "ip", "netns", "exec", end.netns, binary("wireguard-go"), "-f", name],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, start_new_session=True)
-        proc = self._procs[side]
-
-        def ready():
-            if proc.poll() is not None:
-                raise WireGuardError(f"wireguard-go {name} in {end.netns} exited "
-                                     f"{proc.returncode}: {proc.stderr.read().decode().strip()}")
-            return os.path.exists(control_socket(name))
-        wait_until(ready, 5, f"wireguard-go {name} in {end.netns} to listen")
+        self._procs[side] = _start_wireguard_go(self.control[side], end.netns, self.log_dir)
 
     def _configure(self, side: str, end: WgEnd, key: str, peer_public: str,
                    peer: WgEnd) -> None:
@@ -157,37 +233,16 @@ class WireGuardLink:
              "listen-port", str(end.port), "peer", peer_public,
              "allowed-ips", ",".join(end.allowed_ips),
              "endpoint", f"{peer.underlay.split('/')[0]}:{peer.port}", input=key + "\n")
-        with IPRoute(netns=end.netns) as ipr:
-            index = ipr.link_lookup(ifname=name)[0]
-            ipr.link("set", index=index, ifname=end.name, mtu=self.mtu)
-            address, prefix = end.address.split("/")
-            ipr.addr("add", index=index, address=address, prefixlen=int(prefix))
-            ipr.link("set", index=index, state="up")
-            for route in end.routes:
-                ipr.route("add", dst=route, oif=index)
+        _name_and_address(end.netns, name, end.name, end.address, self.mtu, end.routes)
 
     def down(self) -> None:
         """Stop the wireguard-go processes this tunnel started (by PID), remove their
         control sockets and the underlay. Idempotent."""
         for side, proc in list(self._procs.items()):
-            if proc.poll() is None:
-                stop_process(proc.pid, self.control[side])
-            proc.wait()
-            if proc.stderr is not None:
-                proc.stderr.close()
-            try:
-                os.unlink(control_socket(self.control[side]))
-            except FileNotFoundError:
-                pass
+            _stop_wireguard_go(self.control[side], proc)
             del self._procs[side]
         if self._made_underlay:
-            try:
-                with IPRoute(netns=self.a.netns) as ipr:
-                    index = ipr.link_lookup(ifname=self.underlay["a"])
-                    if index:
-                        ipr.link("del", index=index[0])  # its peer goes with it
-            except Exception:  # the namespace itself is gone: so is the veth
-                pass
+            _del_link(self.a.netns, self.underlay["a"])
             self._made_underlay = False
 
     def handshake(self, side: str = "a") -> bool:
@@ -197,4 +252,105 @@ class WireGuardLink:
         return any(line.split()[-1] != "0" for line in out.splitlines() if line.strip())
 
 
-__all__ = ["WgEnd", "WireGuardLink", "WireGuardError", "control_name", "control_socket"]
+@dataclass(frozen=True)
+class MeshMember:
+    """One member of a WireGuard mesh: interface `name` in `netns` with `address`
+    (addr/prefix), listening on UDP `port`. `owns` are the addresses and networks
+    the other members send to it and accept from it (its own /32 and the subnets
+    it is the gateway of, as Netmaker's egress ranges); `routes` the networks it
+    routes into the tunnel in its main table (a socketnet host has none: policy
+    routing does that)."""
+    netns: str
+    name: str
+    address: str
+    owns: Sequence[str]
+    port: int = 51821
+    routes: Sequence[str] = ()
+    label: str = ""  # what to call it in counters ("droplet"); default its netns
+
+
+class WireGuardMesh:
+    """A full mesh of WireGuard peers, one interface per member (see the module
+    doc). `tag` must be unique among tunnels on the machine. The underlay between
+    members i < j is a veth `wgu<j>` (in i's netns, 198.18.<k/64>.<4k%256+1>/30) to
+    `wgu<i>` (in j's, +2), k the pair's number: no underlay route is needed and no
+    member reaches another except through the tunnel or its own pair's veth."""
+
+    def __init__(self, tag: str, members: Sequence[MeshMember], mtu: int = 1280,
+                 log_dir: Optional[str] = None):
+        if len(members) > 10:
+            raise WireGuardError(f"WireGuard mesh {tag}: at most 10 members")
+        self.tag = tag
+        self.members = tuple(members)
+        self.mtu = mtu
+        self.log_dir = log_dir
+        self.control = [control_name(tag, str(i)) for i in range(len(members))]
+        self.public: list = []
+        self._procs: dict = {}  # member index -> Popen
+        self._underlays: list = []  # (netns, veth) made, from the lower member's side
+
+    @property
+    def pids(self) -> dict:
+        return {self.control[i]: p.pid for i, p in self._procs.items()}
+
+    def _pair_addresses(self, k: int) -> tuple:
+        base = 4 * k
+        net = f"198.18.{base // 256}"
+        return f"{net}.{base % 256 + 1}/30", f"{net}.{base % 256 + 2}/30"
+
+    def up(self) -> "WireGuardMesh":
+        missing = [b for b in ("wireguard-go", "wg", "ip") if binary(b) is None]
+        if missing:
+            raise WireGuardError(f"WireGuard mesh {self.tag}: missing {', '.join(missing)}")
+        n = len(self.members)
+        try:
+            endpoints: dict = {}  # (i, j) -> the address i reaches j at
+            k = 0
+            for i in range(n):
+                for j in range(i + 1, n):
+                    a_addr, b_addr = self._pair_addresses(k)
+                    k += 1
+                    _veth(self.members[i].netns, f"wgu{j}", a_addr,
+                          self.members[j].netns, f"wgu{i}", b_addr)
+                    self._underlays.append((self.members[i].netns, f"wgu{j}"))
+                    endpoints[(i, j)] = b_addr.split("/")[0]
+                    endpoints[(j, i)] = a_addr.split("/")[0]
+            keys = [_run(None, "wg", "genkey") for _ in range(n)]
+            self.public = [_run(None, "wg", "pubkey", input=key + "\n") for key in keys]
+            for i, member in enumerate(self.members):
+                self._procs[i] = _start_wireguard_go(self.control[i], member.netns,
+                                                     self.log_dir)
+            for i, member in enumerate(self.members):
+                args = ["wg", "set", self.control[i], "private-key", "/dev/stdin",
+                        "listen-port", str(member.port)]
+                for j, peer in enumerate(self.members):
+                    if j != i:
+                        args += ["peer", self.public[j], "allowed-ips", ",".join(peer.owns),
+                                 "endpoint", f"{endpoints[(i, j)]}:{peer.port}"]
+                _run(member.netns, *args, input=keys[i] + "\n")
+                _name_and_address(member.netns, self.control[i], member.name, member.address,
+                                  self.mtu, member.routes)
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def down(self) -> None:
+        """Stop the wireguard-go processes (by PID), remove their control sockets and
+        the underlay veths. Idempotent."""
+        for i, proc in list(self._procs.items()):
+            _stop_wireguard_go(self.control[i], proc)
+            del self._procs[i]
+        for netns, veth in self._underlays:
+            _del_link(netns, veth)
+        self._underlays.clear()
+
+    def peer_label(self, public_key: str) -> str:
+        for member, key in zip(self.members, self.public):
+            if key == public_key:
+                return member.label or member.netns
+        return public_key[:8]
+
+
+__all__ = ["MeshMember", "WgEnd", "WireGuardLink", "WireGuardMesh", "WireGuardError",
+           "control_name", "control_socket"]
