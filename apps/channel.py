@@ -20,7 +20,11 @@ _bundle_ids = itertools.count(1)
 
 
 class ChannelError(RuntimeError):
-    """The switch refused a request, or did not answer in time."""
+    """The switch refused a request (`error`: its OFPErrorMsg), or did not answer."""
+
+    def __init__(self, message: str, error=None):
+        super().__init__(message)
+        self.error = error
 
 
 class _Pending:
@@ -61,7 +65,8 @@ class Channel:
             pending.done.set()
             return
         pending.replies.append(msg)
-        if not getattr(msg, "flags", 0) & ofp.OFPMPF_REPLY_MORE:
+        multipart = isinstance(msg, self.dp.ofproto_parser.OFPMultipartReply)
+        if not (multipart and msg.flags & ofp.OFPMPF_REPLY_MORE):
             pending.done.set()
 
     # --- called from green threads ----------------------------------------
@@ -76,7 +81,8 @@ class Channel:
             if not pending.done.wait(self.timeout):
                 raise ChannelError(f"{what or type(msg).__name__}: no reply in {self.timeout}s")
             if pending.error is not None:
-                raise ChannelError(f"{what or type(msg).__name__}: {describe_error(pending.error)}")
+                raise ChannelError(f"{what or type(msg).__name__}: {describe_error(pending.error)}",
+                                   pending.error)
             return pending.replies
         finally:
             del self._pending[msg.xid]

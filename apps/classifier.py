@@ -9,6 +9,10 @@ follows the decided path. Both messages are packed with `struct`
 
 Flow-removed messages and a periodic sweep keep the count of cached decisions
 right; a pipeline sync hands over the decisions the switch already holds.
+
+For /metrics (apps/metrics.py) it counts packet-ins, flow-mods and the time of
+each decision, and remembers the class of the newest decisions by their cache key
+(`classes`), so that a flow-removed can be booked to its class.
 """
 from __future__ import annotations
 
@@ -22,14 +26,16 @@ from os_ken.controller import ofp_event
 from os_ken.controller.handler import MAIN_DISPATCHER, set_ev_cls
 from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as ofp_parser
 
 from apps.channel import describe_error
 from apps.pipeline import EventPipelineSynced
 from controller import fastpath
-from controller.classifier import (Classifier, DecisionCache, DropReason, Verdict, decision_flow,
-                                   parse_ipv4, source_block_flow)
+from controller.classifier import (Classifier, DecisionCache, DropReason, Verdict, cache_key,
+                                   decision_flow, parse_ipv4, source_block_flow)
 from controller.pipeline import CLASSIFY, Purpose
 from controller.switches import Runtime
+from controller.telemetry import CLASSIFICATION_BUCKETS, Buckets
 from topology.model import TrafficClass
 
 LOG = logging.getLogger("socketnet.classifier")
@@ -38,6 +44,23 @@ MISS_COOKIE = Purpose.CLASSIFY.cookie
 SWEEP_SECONDS = 5.0
 # The xids of the last decisions sent, to name a refused one.
 RECENT_XIDS = 4096
+
+
+def _packet_in(datapath, version, msg_type, msg_len, xid, buf):
+    """os-ken's parser of PACKET_IN, replaced: the same OFPPacketIn, its fields
+    read with `struct` (controller.fastpath) and its match a plain mapping, not
+    an OFPMatch, which cost more than the whole decision."""
+    msg = ofp_parser.OFPPacketIn(datapath)
+    msg.set_headers(version, msg_type, msg_len, xid)
+    msg.buf = buf
+    fast = fastpath.unpack_packet_in(buf)
+    msg.buffer_id, msg.total_len, msg.reason = fast.buffer_id, fast.total_len, fast.reason
+    msg.table_id, msg.cookie, msg.match, msg.data = (fast.table_id, fast.cookie, fast.match,
+                                                     fast.data)
+    return msg
+
+
+ofp_parser._MSG_PARSERS[ofp.OFPT_PACKET_IN] = _packet_in
 
 
 class ClassifierApp(app_manager.OSKenApp):
@@ -51,9 +74,19 @@ class ClassifierApp(app_manager.OSKenApp):
         self.classification = host.classification
         self.classifier = Classifier(host)
         self.cache = DecisionCache(self.classification)
+        queue = self.classification.limits.queue
+        self.events = hub.Queue(queue)  # os-ken's default is 128, waiting when full
+        self._events_sem = hub.BoundedSemaphore(queue)
+        self.runtime.decision_cache = self.cache
         self.decided = {cls.value: 0 for cls in TrafficClass}
         self._xids = itertools.count(1)
         self._sent = collections.OrderedDict()  # xid -> Flow5, the last RECENT_XIDS
+        # For /metrics: counters, the decision latency, and the class of each of the
+        # newest decisions (never more than the cache may hold).
+        self.packet_ins = 0
+        self.flow_mods = 0
+        self.latency = Buckets(CLASSIFICATION_BUCKETS)
+        self.classes = {}  # cache key (controller.classifier.cache_key) -> TrafficClass
         self.runtime.on_host_change(self._on_host_change)
         self._sweeper = hub.spawn(self._sweep)
 
@@ -62,6 +95,18 @@ class ClassifierApp(app_manager.OSKenApp):
         self.classification = host.classification
         self.classifier = Classifier(host)
         self.cache.limits = host.classification.limits
+
+    def _send_event(self, ev, state):
+        """Packet-ins wait in a queue of `limits.queue`; one that finds it full is
+        dropped and counted, never waited for (waiting would stall the switch's
+        connection, and with it everything else it carries)."""
+        if not isinstance(ev, ofp_event.EventOFPPacketIn):
+            return super()._send_event(ev, state)
+        if not self._events_sem.acquire(blocking=False):
+            self.cache.count_drop(DropReason.QUEUE_FULL)
+            return None
+        self.events.put((ev, state))
+        return None
 
     def _xid(self, flow5) -> int:
         xid = next(self._xids) & 0xFFFFFFFF
@@ -72,6 +117,8 @@ class ClassifierApp(app_manager.OSKenApp):
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _on_packet_in(self, ev):
+        started = time.perf_counter()
+        self.packet_ins += 1
         msg = ev.msg
         if msg.table_id != CLASSIFY.id or msg.cookie != MISS_COOKIE:
             return
@@ -87,18 +134,25 @@ class ClassifierApp(app_manager.OSKenApp):
                         flow5, self.classification.limits.cached_per_source, seconds)
             msg.datapath.send(fastpath.pack_flow_mod(
                 self._xid(flow5), source_block_flow(flow5.src, seconds)))
+            self.flow_mods += 1
             return
         if not verdict.admitted:
             return
         decision = self.classifier.decide(flow5)
         self.decided[decision.cls.value] += 1
-        out = fastpath.pack_flow_mod(self._xid(flow5), decision_flow(flow5, decision,
-                                                                self.classification))
+        flow = decision_flow(flow5, decision, self.classification)
+        out = fastpath.pack_flow_mod(self._xid(flow5), flow)
         if decision.cls is TrafficClass.DROP:
             cache.count_drop(decision.drop_reason)
         else:
             out += fastpath.pack_packet_out(self._xid(flow5), msg.match["in_port"], msg.data)
         msg.datapath.send(out)
+        self.flow_mods += 1
+        classes = self.classes
+        classes[cache_key(flow5, cache.granularity)] = decision.cls
+        if len(classes) > self.classification.limits.cached_total:
+            del classes[next(iter(classes))]
+        self.latency.observe(time.perf_counter() - started)
 
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
     def _on_flow_removed(self, ev):

@@ -12,6 +12,7 @@ the bridge's name. A bridge the config does not name is reported and left alone.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 
 from os_ken.base import app_manager
@@ -23,17 +24,20 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from apps.channel import Channel, ChannelError
 from controller import ofmsg
-from controller.compiler import SwitchPort, compile_bridge
+from controller.compiler import SwitchPort, compile_bridge, packet_in_meters
 from controller.flow import FlowError
-from controller.pipeline import COOKIE_MASK, COOKIE_PREFIX, PACKET_IN_METER, owns, purpose_of
+from controller.pipeline import COOKIE_MASK, COOKIE_PREFIX, owns, purpose_of
 from controller.reconcile import REACTIVE, plan
 from controller.switches import Runtime
 
 LOG = logging.getLogger("socketnet.pipeline")
 
+PEER_PROBE_SECONDS = 0.5
+PEER_MISSES = 2
+
 _REPLIES = [ofp_event.EventOFPPortDescStatsReply, ofp_event.EventOFPFlowStatsReply,
             ofp_event.EventOFPBarrierReply, ofp_event.EventONFBundleCtrlMsg,
-            ofp_event.EventOFPMeterConfigStatsReply,
+            ofp_event.EventOFPMeterConfigStatsReply, ofp_event.EventOFPRoleReply,
             ofp_event.EventOFPErrorMsg]
 
 
@@ -62,6 +66,18 @@ class PipelineApp(app_manager.OSKenApp):
         self._dirty = {}     # dpid -> another sync is wanted after the running one
         self._syncing = set()
         self.runtime.on_host_change(self._on_host_change)
+        settings = self.runtime.host.settings
+        # OpenFlow roles: the primary is master; a standby is slave until its
+        # peer (the primary) stops answering, then master with a newer generation.
+        self.active = settings.role == "primary"
+        self.generation = 0  # the last generation id claimed
+        self._watcher = None
+        if settings.role == "standby":
+            self._watcher = hub.spawn(self._watch_peer, settings.peer)
+
+    def close(self):
+        if self._watcher is not None:
+            hub.kill(self._watcher)
 
     def _on_host_change(self, host):
         """A reloaded config: sync every known bridge (a diff, as on reconnect)."""
@@ -161,9 +177,11 @@ class PipelineApp(app_manager.OSKenApp):
                 state.ports = {p.name: p for p in ports}
                 self._report_ports(state)
 
+            if not self._claim_role(channel, state):
+                return
             desired = compile_bridge(host, state.bridge, state.ports)
             if state.bridge == host.mesh.name:
-                self._ensure_meter(channel)
+                self._ensure_meters(channel)
             installed, foreign, alien = self._read_flows(channel)
             todo = plan(desired, installed, foreign)
             if not todo.empty or alien:
@@ -180,17 +198,69 @@ class PipelineApp(app_manager.OSKenApp):
                     LOG.debug("%s: add %s", state.bridge, f.ofctl(names))
                 what = ([f"unreadable flow in table {s.table_id}" for s in alien]
                         + [f.ofctl(names) for f in todo.delete + todo.add])
+                state.flow_mods += len(messages)
                 channel.apply_bundle(messages, lambda i: f"{state.bridge}: {what[i]}")
             channel.barrier()
             state.desired, state.last_plan = desired, todo
             state.last_sync, state.last_error = time.time(), ""
+            state.sync_seconds.observe(time.monotonic() - started)
             LOG.info("%s: pipeline in sync (%s) in %.1f ms", state.bridge, todo.summary(),
                      (time.monotonic() - started) * 1000)
             reactive = [f for f in installed if purpose_of(f.cookie) in REACTIVE]
             self.send_event_to_observers(EventPipelineSynced(dp.id, state.bridge, reactive))
         except ChannelError as exc:
             state.last_error = str(exc)
+            state.sync_failures += 1
             LOG.error("%s: sync failed: %s", state.bridge or f"{dp.id:016x}", exc)
+
+    # --- roles: a primary and a standby --------------------------------------
+
+    def _claim_role(self, channel, state) -> bool:
+        """Tell the switch this instance's role; whether it may write.
+
+        Every claim carries the newest generation id this instance can give (the
+        time in ms): a claim the switch finds stale, because the other instance's
+        claim overtook it, is made again once with a newer one."""
+        dp = channel.dp
+        role = ofp.OFPCR_ROLE_MASTER if self.active else ofp.OFPCR_ROLE_SLAVE
+        for attempt in (1, 2):
+            self.generation = max(self.generation + 1, time.time_ns() // 1_000_000)
+            try:
+                channel.request(dp.ofproto_parser.OFPRoleRequest(dp, role, self.generation),
+                                "role")
+                break
+            except ChannelError as exc:
+                stale = exc.error is not None and \
+                    (exc.error.type, exc.error.code) == (ofp.OFPET_ROLE_REQUEST_FAILED,
+                                                         ofp.OFPRRFC_STALE)
+                if attempt == 2 or not stale:
+                    raise
+        if not self.active:
+            LOG.info("%s: standby (OpenFlow slave): writes nothing", state.bridge)
+        return self.active
+
+    def _watch_peer(self, peer):
+        """Standby: take over while the primary's OpenFlow address does not
+        answer (two probes in a row), step back when it answers again."""
+        misses = 0
+        while True:
+            hub.sleep(PEER_PROBE_SECONDS)
+            try:
+                with socket.create_connection(peer, timeout=PEER_PROBE_SECONDS):
+                    alive = True
+            except OSError:
+                alive = False
+            misses = 0 if alive else misses + 1
+            if not self.active and misses >= PEER_MISSES:
+                self.active = True
+                LOG.warning("primary %s:%d does not answer: taking over as master", *peer)
+                for channel in list(self.channels.values()):
+                    self._request_sync(channel.dp)
+            elif self.active and alive:
+                self.active = False
+                LOG.warning("primary %s:%d answers again: back to standby", *peer)
+                for channel in list(self.channels.values()):
+                    self._request_sync(channel.dp)
 
     def _read_flows(self, channel):
         """The switch's socketnet flows: readable ones; ones whose instructions
@@ -215,29 +285,31 @@ class PipelineApp(app_manager.OSKenApp):
                         alien.append(stat)
         return installed, foreign, alien
 
-    def _ensure_meter(self, channel):
-        """The packet-in meter of table 1's miss, as the config's limits say:
-        added if missing, modified if different, left alone otherwise."""
+    def _ensure_meters(self, channel):
+        """The packet-in meters of table 1 (compiler.packet_in_meters), as the
+        config's limits say: added if missing, modified if different, left alone
+        otherwise."""
         dp = channel.dp
         parser = dp.ofproto_parser
-        limits = self.runtime.host.classification.limits
         flags = ofp.OFPMF_PKTPS | ofp.OFPMF_BURST | ofp.OFPMF_STATS
-        want = (flags, limits.packet_in_rate, limits.packet_in_burst)
-        have = None
+        want = {mid: (flags, rate, burst)
+                for mid, (rate, burst) in packet_in_meters(self.runtime.host).items()}
+        have = {}
         for reply in channel.request(parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL),
                                      "meter-config"):
             for cfg in reply.body:
-                if cfg.meter_id == PACKET_IN_METER and cfg.bands:
-                    have = (cfg.flags, cfg.bands[0].rate, cfg.bands[0].burst_size)
-        if have == want:
-            return
-        command = ofp.OFPMC_ADD if have is None else ofp.OFPMC_MODIFY
-        band = parser.OFPMeterBandDrop(rate=limits.packet_in_rate,
-                                       burst_size=limits.packet_in_burst)
-        channel.send_checked([parser.OFPMeterMod(dp, command, flags, PACKET_IN_METER, [band])],
-                             lambda i: f"packet-in meter {PACKET_IN_METER} {want}")
-        LOG.info("packet-in meter %d: %d packets/s, burst %d", PACKET_IN_METER,
-                 limits.packet_in_rate, limits.packet_in_burst)
+                if cfg.bands:
+                    have[cfg.meter_id] = (cfg.flags, cfg.bands[0].rate, cfg.bands[0].burst_size)
+        mods = []
+        for mid, (flags_, rate, burst) in sorted(want.items()):
+            if have.get(mid) == want[mid]:
+                continue
+            command = ofp.OFPMC_ADD if mid not in have else ofp.OFPMC_MODIFY
+            band = parser.OFPMeterBandDrop(rate=rate, burst_size=burst)
+            mods.append(parser.OFPMeterMod(dp, command, flags_, mid, [band]))
+            LOG.info("packet-in meter %d: %d packets/s, burst %d", mid, rate, burst)
+        if mods:
+            channel.send_checked(mods, lambda i: f"packet-in meter {mods[i].meter_id}")
 
     def _report_ports(self, state):
         bridge = self.runtime.host.bridge(state.bridge)

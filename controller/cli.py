@@ -21,14 +21,15 @@ from pathlib import Path
 import click
 
 from topology import config as configmod
-from topology.model import Host, TrafficClass
+from topology.model import Host, host_document
 
 EXIT_INVALID = 2
 # The seed's host, shipped with the package (examples/seed.yaml points here).
 SEED_CONFIG = str(Path(__file__).resolve().parents[1] / "topology" / "seed.yaml")
 
 
-def _load(path: str) -> Host:
+def load_or_exit(path: str) -> Host:
+    """The config's host, or every error on stderr and exit 2."""
     try:
         return configmod.load_host(path)
     except configmod.ConfigError as exc:
@@ -70,42 +71,14 @@ def check(file, quiet):
                f"{len(result.host.privacy.ports)} on {result.host.privacy.name})")
 
 
-def _topology_doc(host: Host) -> dict:
-    def port(p):
-        doc = {"name": p.name, "role": str(p.role), "kind": str(p.kind)}
-        if p.interface and p.interface != p.name:
-            doc["interface"] = p.interface
-        if p.address is not None:
-            doc["address"] = str(p.address)
-        if p.peer:
-            doc["peer"] = p.peer
-        if p.container is not None:
-            c = p.container
-            doc["container"] = {"id": c.id, "name": c.name, "address": str(c.network),
-                                "mac": c.mac,
-                                "services": [f"{s.protocol}/{s.port} ({s.name})"
-                                             for s in c.services]}
-        return doc
-
-    return {
-        "source": host.source,
-        "bridges": [{"name": b.name,
-                     "network": "mesh" if b is host.mesh else "privacy",
-                     "ports": [port(p) for p in b.ports]} for b in host.bridges],
-        "netmaker_ranges": [str(n) for n in host.netmaker_ranges],
-        "nodes": [{"name": n.name, "subnets": [str(s) for s in n.subnets]} for n in host.nodes],
-        "ignored": [{"name": name, "why": why} for name, why in host.ignored],
-    }
-
-
 @main.command()
 @click.option("-c", "--config", "file", required=True, type=click.Path(dir_okay=False),
               help="Config file (YAML or JSON).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def topology(file, as_json):
     """Print each bridge and its ports with name, role and kind."""
-    host = _load(file)
-    doc = _topology_doc(host)
+    host = load_or_exit(file)
+    doc = host_document(host)
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
@@ -128,17 +101,13 @@ def topology(file, as_json):
         click.echo(f"not managed: {item['name']}: {item['why']}")
 
 
-@main.command()
-@click.option("-c", "--config", "file", required=True, type=click.Path(dir_okay=False))
-@click.option("--bridge", help="Only this bridge.")
-def flows(file, bridge):
-    """Print the flows socketnet would install, as ovs-ofctl lines.
-
-    Port numbers are assigned in config order from 1, as `socketnet lab` does;
-    on a real switch they come from the switch."""
+def print_compiled_flows(file: str, bridge: str = None) -> None:
+    """`socketnet flows -c FILE`: the flows socketnet would install, as ovs-ofctl
+    lines. Port numbers are assigned in config order from 1, as `socketnet lab`
+    does; on a real switch they come from the switch."""
     from controller.compiler import SwitchPort, compile_bridge
 
-    host = _load(file)
+    host = load_or_exit(file)
     for b in host.bridges:
         if bridge and b.name != bridge:
             continue
@@ -148,67 +117,6 @@ def flows(file, bridge):
         click.echo(f"# {b.name}")
         for f in compile_bridge(host, b.name, live):
             click.echo(f.ofctl(names))
-
-
-_CLASS_REACH = {
-    TrafficClass.PRIVACY: "privacy goes only from a Netmaker peer to a service of the xray "
-                          "client (W1)",
-    TrafficClass.MANAGEMENT: "management goes only to a management container (W5)",
-}
-
-
-@main.command()
-@click.option("-c", "--config", "file", required=True, type=click.Path(dir_okay=False),
-              help="Config file (YAML or JSON).")
-@click.option("--src", required=True, metavar="ADDRESS", help="Source IPv4 address.")
-@click.option("--dst", required=True, metavar="ADDRESS", help="Destination IPv4 address.")
-@click.option("--proto", required=True, type=click.Choice(["tcp", "udp", "icmp"]))
-@click.option("--sport", type=click.IntRange(0, 65535),
-              help="Source port (tcp, udp) [default: 0]; rules may match on it.")
-@click.option("--dport", type=click.IntRange(0, 65535),
-              help="Destination port (required with tcp and udp).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def classify(file, src, dst, proto, sport, dport, as_json):
-    """Say how socketnet classifies a Netmaker-ingress packet it has no flow for:
-    the class, the rule that decided, and the table-1 flow that caches it."""
-    from controller.classifier import (DEFAULT, UNROUTABLE, Classifier, Flow5, address_int,
-                                       cache_match, decision_flow)
-
-    for value, option in ((src, "--src"), (dst, "--dst")):
-        try:
-            address_int(value)
-        except ValueError:
-            raise click.BadParameter(f"{value!r} is not an IPv4 address", param_hint=option)
-    if proto == "icmp":
-        for value, option in ((sport, "--sport"), (dport, "--dport")):
-            if value is not None:
-                raise click.BadParameter("icmp has no ports", param_hint=option)
-    elif dport is None:
-        raise click.BadParameter(f"required with --proto {proto}", param_hint="--dport")
-
-    host = _load(file)
-    classifier = Classifier(host)
-    packet = Flow5.of(src, dst, proto, sport or 0, dport or 0)
-    decision = classifier.decide(packet)
-    cached = decision_flow(packet, decision, host.classification)
-    why = ""
-    if decision.rule == UNROUTABLE:
-        wanted = {r.name: r.cls for r in classifier.rules}.get(decision.overruled,
-                                                              classifier.default.cls)
-        which = "the default" if decision.overruled == DEFAULT else f"rule {decision.overruled}"
-        why = f"{which} says {wanted}, but {_CLASS_REACH[wanted]}"
-    if as_json:
-        click.echo(json.dumps({
-            "packet": str(packet), "class": str(decision.cls), "rule": decision.rule,
-            "overruled": decision.overruled or None, "why": why or None,
-            "match": cache_match(packet, host.classification.granularity),
-            "flow": cached.ofctl()}, indent=2))
-        return
-    click.echo(f"{packet}: {decision.cls}")
-    click.echo(f"  decided by: {decision.rule}")
-    if why:
-        click.echo(f"  because:    {why}")
-    click.echo(f"  cached as:  {cached.ofctl()}")
 
 
 @main.command()
@@ -239,7 +147,7 @@ def run(file, ofp_listen, tls_key, tls_cert, tls_ca, metrics_listen, rest_listen
     and the same for vmbr0; socketnet tells them apart by name."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    host = _load(file)
+    host = load_or_exit(file)
     if ofp_listen:
         listen = _listen(ofp_listen, "--ofp-listen")
     else:
@@ -259,7 +167,7 @@ def run(file, ofp_listen, tls_key, tls_cert, tls_ca, metrics_listen, rest_listen
     from controller.runner import TLS, run as run_controller
 
     tls = TLS(tls_key, tls_cert, tls_ca) if tls_key else None
-    code = run_controller(host, listen[0], listen[1], tls)
+    code = run_controller(host, listen[0], listen[1], tls, config_path=file)
     # The apps are closed and the switches' connections with them. Skip the
     # interpreter's teardown, which under eventlet idles for about a second.
     logging.shutdown()
@@ -279,10 +187,18 @@ def demo(file, name):
     then the lab stays up until Ctrl-C. Needs root and Open vSwitch."""
     from topology.demo import run_demo
 
-    _load(file)  # refuse a bad config before building anything
+    load_or_exit(file)  # refuse a bad config before building anything
     run_demo(file, name)
 
 
 from topology.host_cli import host as host_group  # noqa: E402  (a group of its own)
 
 main.add_command(host_group)
+
+from controller.cli_api import COMMANDS as API_COMMANDS  # noqa: E402  (REST API commands)
+
+for _command in API_COMMANDS:  # `flows` and `classify` keep -c FILE (offline), add --api
+    main.add_command(_command)
+from topology.lab_cli import lab as lab_group  # noqa: E402
+
+main.add_command(lab_group)

@@ -32,9 +32,9 @@ from netaddr import IPSet
 from controller.flow import (ETH_TYPE_ARP, ETH_TYPE_IP, IPPROTO_TCP, IPPROTO_UDP,
                              OFPP_IN_PORT, Apply, Controller, Flow, Goto, Meter, Move, Output,
                              SetField, WriteMetadata)
-from controller.pipeline import (ADMIT, ARP, CLASSIFY, FORWARD, PACKET_IN_METER, TABLES, Purpose,
-                                 Zone, check_flow)
-from topology.model import Bridge, Host, Port, Role
+from controller.pipeline import (ADMIT, ARP, CLASSIFY, FORWARD, KNOWN_SOURCES_METER,
+                                 PACKET_IN_METER, TABLES, Purpose, Zone, check_flow)
+from topology.model import Bridge, Host, Port, Role, TrafficClass
 
 # Priorities, highest first within each table.
 P_FORGED = 300
@@ -45,6 +45,7 @@ P_BLOCKED = 250
 P_EXIT = 100
 P_RESPONDER = 300
 P_DIRECTED = 200
+P_KNOWN = 1  # table 1: undecided ingress from a known source, to its own meter
 P_MISS = 0
 
 # An Ethernet destination with the group bit clear: any unicast address.
@@ -96,16 +97,42 @@ def compile_bridge(host: Host, bridge_name: str, live: Mapping[str, SwitchPort])
     if bridge is host.mesh:
         flows = list(_mesh(host, ports))
         # Netmaker ingress nobody has decided yet: to the controller, capped by
-        # the meter; the decision comes back as a table-1 flow (controller.classifier).
+        # a meter; the decision comes back as a table-1 flow (controller.classifier).
         flows.append(Flow.make(CLASSIFY.id, P_MISS, {},
                                (Meter(PACKET_IN_METER), Apply((Controller(),))),
                                Purpose.CLASSIFY.cookie))
+        for cidr in _cidrs(known_sources(host)):
+            flows.append(Flow.make(CLASSIFY.id, P_KNOWN,
+                                   {"metadata": int(Zone.NETMAKER), "eth_type": ETH_TYPE_IP,
+                                    "ipv4_src": cidr},
+                                   (Meter(KNOWN_SOURCES_METER), Apply((Controller(),))),
+                                   Purpose.CLASSIFY.cookie))
     else:
         flows = list(_privacy(host, ports))
     flows += [Flow.make(t.id, P_MISS, {}, (), Purpose.DROP.cookie) for t in TABLES
               if not (bridge is host.mesh and t is CLASSIFY)]
     return tuple(sorted((check_flow(f) for f in flows),
                         key=lambda f: (f.table, -f.priority, f.match)))
+
+
+def known_sources(host: Host) -> IPSet:
+    """Netmaker-side sources the config names: other nodes' subnets and the
+    sources of privacy and management rules. Their undecided packets reach the
+    controller through a meter of their own."""
+    known = IPSet()
+    for node in host.nodes:
+        known.update(IPSet(node.subnets))
+    for rule in host.classification.rules:
+        if rule.src is not None and rule.cls is not TrafficClass.DROP:
+            known.update(rule.src)
+    return known
+
+
+def packet_in_meters(host: Host) -> dict:
+    """meter id -> (packets/s, burst) of the meters the mesh's table 1 uses."""
+    limits = host.classification.limits
+    lane = (limits.packet_in_rate, limits.packet_in_burst)
+    return {PACKET_IN_METER: lane, KNOWN_SOURCES_METER: lane}
 
 
 # --- building blocks --------------------------------------------------------

@@ -10,6 +10,9 @@ byte for byte, to what os-ken sends for the same flow (controller.ofmsg).
     pack_flow_mod(xid, flow, command=ADD) -> bytes   a table-1 (classify) flow
     pack_packet_out(xid, in_port, data, output=OFPP_TABLE) -> bytes
     pack_barrier(xid) -> bytes
+    unpack_packet_in(buf) -> PacketIn                the other way: a PACKET_IN,
+                                                     as os-ken would parse it, without
+                                                     building its OFPMatch (~11 µs)
 
 Only what table 1's flows use is encoded: the match fields the classify table
 declares (metadata, eth_type, ip_proto, IPv4 addresses, TCP/UDP ports, ICMP type
@@ -196,3 +199,57 @@ def pack_packet_out(xid: int, in_port: int, data: bytes, output: int = OFPP_TABL
 
 def pack_barrier(xid: int) -> bytes:
     return _BARRIER.pack(OFP_VERSION, OFPT_BARRIER_REQUEST, _BARRIER.size, xid)
+
+
+# --- the other way: PACKET_IN -------------------------------------------------
+
+_PACKET_IN_HEAD = Struct("!IHBBQHH")  # buffer_id total_len reason table_id cookie; match type, length
+_PACKET_IN_MATCH_AT = 24  # after ofp_header (8) and the fixed fields (16)
+_OXM_HEAD = Struct("!HBB")  # class, field << 1 | hasmask, length
+_OXM_BASIC = 0x8000
+_OXM_NAMES = {0: "in_port", 1: "in_phy_port", 2: "metadata"}
+
+
+class PacketInMatch(dict):
+    """The match of a PACKET_IN: the OXM fields socketnet reads (in_port,
+    in_phy_port, metadata; a masked one as (value, mask)), by os-ken's names.
+    `items()` answers as os-ken's OFPMatch does."""
+
+    def items(self):
+        return list(dict.items(self))
+
+
+class PacketIn:
+    """What unpack_packet_in reads: the fields of os-ken's OFPPacketIn."""
+    __slots__ = ("buffer_id", "total_len", "reason", "table_id", "cookie", "match", "data")
+
+    def __init__(self, buffer_id, total_len, reason, table_id, cookie, match, data):
+        self.buffer_id, self.total_len, self.reason = buffer_id, total_len, reason
+        self.table_id, self.cookie, self.match, self.data = table_id, cookie, match, data
+
+
+def unpack_packet_in(buf) -> PacketIn:
+    """A PACKET_IN message (header included) read with `struct`: the same
+    values os-ken's OFPPacketIn.parser gives, for the fields socketnet reads.
+    Raises struct.error or ValueError on a message too short for what it says."""
+    buffer_id, total_len, reason, table_id, cookie, _, match_len = \
+        _PACKET_IN_HEAD.unpack_from(buf, 8)
+    if match_len < 4:
+        raise ValueError(f"match length {match_len}")
+    fields = PacketInMatch()
+    at, end = _PACKET_IN_MATCH_AT + 4, _PACKET_IN_MATCH_AT + match_len
+    while at + 4 <= end:
+        oxm_class, field, length = _OXM_HEAD.unpack_from(buf, at)
+        name = _OXM_NAMES.get(field >> 1) if oxm_class == _OXM_BASIC else None
+        if name is not None:
+            width = length // 2 if field & 1 else length
+            value = int.from_bytes(buf[at + 4:at + 4 + width], "big")
+            if field & 1:
+                value = (value, int.from_bytes(buf[at + 4 + width:at + 4 + length], "big"))
+            fields[name] = value
+        at += 4 + length
+    data_at = _PACKET_IN_MATCH_AT + ((match_len + 7) // 8) * 8 + 2
+    data = buf[data_at:]
+    if total_len < len(data):
+        data = data[:total_len]  # padding for 8-byte alignment
+    return PacketIn(buffer_id, total_len, reason, table_id, cookie, fields, data)

@@ -61,8 +61,11 @@ class Zone(enum.IntEnum):
     WARP = 7             # arriving from the warp uplink (vmbr0)
 
 
-# The meter that caps packet-ins from table 1's miss (mesh).
+# The meters that cap packet-ins from table 1's miss (mesh): one for the sources
+# the config names (other nodes, sources of privacy and management rules), one for
+# everybody else, so that a flood from unknown sources cannot starve known ones.
 PACKET_IN_METER = 1
+KNOWN_SOURCES_METER = 2
 
 # Cookies: the high 32 bits say "socketnet", the low bits the purpose. Flows
 # whose cookie lacks the prefix are not socketnet's and are never touched.

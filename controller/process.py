@@ -42,9 +42,14 @@ class ControllerProcess:
         return f"tcp:127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> "ControllerProcess":
+        # Every listener on a port of its own, so that instances run side by side.
+        listeners = []
+        for option in ("--metrics-listen", "--rest-listen"):
+            if option not in self.extra_args:
+                listeners += [option, f"127.0.0.1:{free_port()}"]
         cmd = [sys.executable, "-c", "from controller.cli import main; main()", "run",
                "-c", self.config, "--ofp-listen", f"127.0.0.1:{self.port}",
-               "--log-level", self.log_level, *self.extra_args]
+               "--log-level", self.log_level, *listeners, *self.extra_args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, bufsize=1)
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from controller.reconcile import Plan
+from controller.telemetry import RECONCILE_BUCKETS, Buckets
 from topology.model import Host
 
 
@@ -25,6 +26,10 @@ class SwitchState:
     last_plan: Optional[Plan] = None
     last_sync: float = 0.0                # time.time() of the last confirmed sync
     last_error: str = ""
+    # Counted for /metrics (apps/metrics.py):
+    flow_mods: int = 0                    # flow-mods the syncs sent
+    sync_failures: int = 0
+    sync_seconds: Buckets = field(default_factory=lambda: Buckets(RECONCILE_BUCKETS))
 
     def port_names(self) -> dict:
         """Port number -> name, for printing flows the way ovs-ofctl --names does."""
@@ -44,18 +49,45 @@ class Runtime:
         self.host: Optional[Host] = None
         self.switches: dict = {}  # dpid -> SwitchState
         self.started = time.time()
+        self.config_path: Optional[str] = None  # the file `reload` reads
         self._on_host = []  # callables(host), told of every new host model
+        # The classifier app's DecisionCache, for the REST API's counts (None until it starts).
+        self.decision_cache = None
+        # Config loads, for /metrics: the first one and every reload.
+        self.config_loads = {"success": 0, "failure": 0}
+        self.config_loaded_at = 0.0  # time.time() the running config was taken on
+        self.config_error = ""  # why the last load was refused; "" if it was not
 
     def on_host_change(self, listener) -> None:
         """Call `listener(host)` whenever the running config is replaced."""
         self._on_host.append(listener)
 
+    def reload(self) -> list:
+        """Load the config file again: run it if valid, else keep the running one.
+        The issues of a refused file (empty when it was taken)."""
+        from topology.config import ConfigError, load_host
+
+        try:
+            host = load_host(self.config_path)
+        except ConfigError as exc:
+            self.config_refused(str(exc))
+            return list(exc.issues)
+        self.replace_host(host)
+        return []
+
     def replace_host(self, host: Host) -> None:
         """Run `host` from now on (a validated config reload): the apps
         recompile and re-sync, leaving unchanged flows untouched."""
         self.host = host
+        self.config_loads["success"] += 1
+        self.config_loaded_at, self.config_error = time.time(), ""
         for listener in self._on_host:
             listener(host)
+
+    def config_refused(self, error: str) -> None:
+        """A reload was refused (invalid config): the running one stays."""
+        self.config_loads["failure"] += 1
+        self.config_error = error
 
     def switch(self, dpid: int) -> SwitchState:
         if dpid not in self.switches:

@@ -68,6 +68,8 @@ Every key is optional.
 | openflow.listen              | "HOST:PORT" or "[IPv6]:PORT"     | 127.0.0.1:6653                 |
 | openflow.echo_interval       | seconds, > 0                     | 2                              |
 | openflow.echo_misses         | integer, >= 1                    | 3                              |
+| openflow.role                | primary or standby               | primary                        |
+| openflow.peer                | "HOST:PORT" (with standby)       | none                           |
 | reconcile_timeout            | seconds, > 0                     | 10                             |
 | netmaker_ranges              | list of IPv4 networks            | 10.101.0.0/16, 100.64.0.0/10   |
 | nodes[].name                 | string, one per node             | no nodes                       |
@@ -90,6 +92,10 @@ Every key is optional.
 - openflow.listen: where the controller accepts the bridges' OpenFlow connections.
 - openflow.echo_interval, echo_misses: a bridge that leaves echo_misses echo
   requests, sent every echo_interval seconds, unanswered counts as gone.
+- openflow.role, peer: two socketnet instances for one host, both set as the
+  bridges' controllers. The primary claims the OpenFlow master role; a standby
+  stays slave (it writes nothing) and claims master, with a newer generation id,
+  only while the primary's OpenFlow address (peer) does not answer.
 - reconcile_timeout: seconds allowed to bring a bridge's flow table to the
   desired state.
 - netmaker_ranges: where Netmaker peers live.
@@ -922,11 +928,20 @@ _CONTAINER_ROLE_NAMES = (Role.MANAGEMENT, Role.PRIVACY, Role.PRIVACY_PROXY)
 
 def _read_settings(f: _Reader, at: _At) -> Settings:
     openflow = at["openflow"]
-    f.table(openflow, ("listen", "echo_interval", "echo_misses"))
+    f.table(openflow, ("listen", "echo_interval", "echo_misses", "role", "peer"))
     changes = {}
     listen = f.listen(openflow["listen"])
     if listen:
         changes["ofp_listen_host"], changes["ofp_listen_port"] = listen
+    role = f.choice(openflow["role"], ("primary", "standby"))
+    if role:
+        changes["role"] = role
+    peer = f.listen(openflow["peer"])
+    if peer:
+        changes["peer"] = peer
+    if role == "standby" and not openflow["peer"].present:
+        f.error(openflow["role"], "a standby needs socketnet.openflow.peer: the primary's "
+                                  "OpenFlow address, to know when to take over")
     for key, value in (("echo_interval", f.seconds(openflow["echo_interval"])),
                        ("echo_misses", f.integer(openflow["echo_misses"], 1, 1000)),
                        ("reconcile_timeout", f.seconds(at["reconcile_timeout"]))):

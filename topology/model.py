@@ -127,6 +127,8 @@ class Settings:
     echo_interval: float = 2.0
     echo_misses: int = 3
     reconcile_timeout: float = 10.0
+    role: str = "primary"  # or "standby": takes over only while `peer` is gone
+    peer: Optional[tuple] = None  # (host, port): the other instance's OpenFlow listener
     metrics_listen_host: str = "127.0.0.1"
     metrics_listen_port: int = 9640
     stats_interval: float = 10.0  # seconds between flow/port/table stats polls
@@ -256,3 +258,33 @@ class Host:
     @property
     def xray_client(self) -> Port:
         return self.privacy.one(Role.PRIVACY_PROXY)
+
+
+def host_document(host: Host) -> dict:
+    """The host as socketnet understood it, as JSON-ready data (`socketnet
+    topology --json`, the REST API's config)."""
+    def port(p):
+        doc = {"name": p.name, "role": str(p.role), "kind": str(p.kind)}
+        if p.interface and p.interface != p.name:
+            doc["interface"] = p.interface
+        if p.address is not None:
+            doc["address"] = str(p.address)
+        if p.peer:
+            doc["peer"] = p.peer
+        if p.container is not None:
+            c = p.container
+            doc["container"] = {"id": c.id, "name": c.name, "address": str(c.network),
+                                "mac": c.mac,
+                                "services": [f"{s.protocol}/{s.port} ({s.name})"
+                                             for s in c.services]}
+        return doc
+
+    return {
+        "source": host.source,
+        "bridges": [{"name": b.name,
+                     "network": "mesh" if b is host.mesh else "privacy",
+                     "ports": [port(p) for p in b.ports]} for b in host.bridges],
+        "netmaker_ranges": [str(n) for n in host.netmaker_ranges],
+        "nodes": [{"name": n.name, "subnets": [str(s) for s in n.subnets]} for n in host.nodes],
+        "ignored": [{"name": name, "why": why} for name, why in host.ignored],
+    }

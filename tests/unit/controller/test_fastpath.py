@@ -1,6 +1,8 @@
 """controller.fastpath: the hand-packed FlowMod, PacketOut and barrier are, byte for
 byte, what os-ken serialises for the same flow (controller.ofmsg) and packet."""
 import pytest
+import struct
+
 from hypothesis import given, settings, strategies as st
 from netaddr import IPAddress
 from os_ken.ofproto import ofproto_parser, ofproto_v1_3 as ofp
@@ -210,3 +212,36 @@ def test_a_packet_in_frame_becomes_the_messages_os_ken_would_send(seed_host):
     assert decision == Decision(TrafficClass.PRIVACY, "droplet-to-xray")
     assert fastpath.pack_flow_mod(7, flow) == osken_flow_mod(7, flow)
     assert fastpath.pack_packet_out(8, 1, data) == osken_packet_out(8, 1, data)
+
+
+# --- PACKET_IN, read without os-ken's OFPMatch ---------------------------------------------
+
+def _packet_in_bytes(xid, buffer_id, total_len, reason, table_id, cookie, oxms, data):
+    """A PACKET_IN as a switch sends it: oxms is [(field, value bytes, mask bytes or b"")]."""
+    match = b"".join(struct.pack("!HBB", 0x8000, field << 1 | bool(mask), len(v) + len(mask))
+                     + v + mask for field, v, mask in oxms)
+    match_len = 4 + len(match)
+    match_bytes = struct.pack("!HH", 1, match_len) + match + b"\0" * (-match_len % 8)
+    body = struct.pack("!IHBBQ", buffer_id, total_len, reason, table_id, cookie) + match_bytes \
+        + b"\0\0" + data
+    return struct.pack("!BBHI", 4, 10, 8 + len(body), xid) + body
+
+
+@given(in_port=st.integers(1, 0xFFFFFF00), metadata=st.integers(0, 2**64 - 1),
+       masked=st.booleans(), cookie=st.integers(0, 2**64 - 1), table=st.integers(0, 254),
+       data=st.binary(max_size=200), pad=st.integers(0, 7))
+@settings(max_examples=200, deadline=None)
+def test_packet_ins_read_with_struct_equal_os_kens_parse(in_port, metadata, masked, cookie,
+                                                         table, data, pad):
+    from os_ken.ofproto import ofproto_parser
+    from controller.fastpath import unpack_packet_in
+
+    mask = (2**64 - 1).to_bytes(8, "big") if masked else b""
+    raw = _packet_in_bytes(9, 0xFFFFFFFF, len(data), 1, table, cookie,
+                           [(0, in_port.to_bytes(4, "big"), b""),
+                            (2, metadata.to_bytes(8, "big"), mask)], data + b"\0" * pad)
+    theirs = ofproto_parser.msg(_Datapath(), 4, 10, len(raw), 9, raw)
+    ours = unpack_packet_in(raw)
+    for field in ("buffer_id", "total_len", "reason", "table_id", "cookie", "data"):
+        assert getattr(ours, field) == getattr(theirs, field), field
+    assert ours.match.items() == theirs.match.items()
