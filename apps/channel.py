@@ -140,3 +140,43 @@ class Channel:
             lines = [f"{describe(i)}: {describe_error(err)}" for i, err in refused]
             raise ChannelError("switch refused " + "; ".join(lines))
         control(ofp.ONF_BCT_COMMIT_REQUEST, "commit")
+
+
+class Channels:
+    """An app's Channel for each connected switch: one opened on connect, closed
+    on disconnect (a late DEAD of a connection since replaced is ignored), and
+    each reply handed to the channel of the connection it came on."""
+
+    def __init__(self):
+        self._by_dpid = {}
+
+    def open(self, datapath, timeout: float) -> Channel:
+        channel = self._by_dpid[datapath.id] = Channel(datapath, timeout)
+        return channel
+
+    def close(self, datapath) -> bool:
+        """Forget `datapath`'s channel; whether it was the current connection."""
+        channel = self._by_dpid.get(datapath.id) if datapath.id is not None else None
+        if channel is None or channel.dp is not datapath:
+            return False
+        del self._by_dpid[datapath.id]
+        return True
+
+    def current(self, datapath):
+        """The channel of this very connection, or None."""
+        channel = self._by_dpid.get(datapath.id)
+        return channel if channel is not None and channel.dp is datapath else None
+
+    def deliver(self, msg) -> None:
+        channel = self.current(msg.datapath)
+        if channel is not None:
+            channel.deliver(msg)
+
+    def get(self, dpid: int):
+        return self._by_dpid.get(dpid)
+
+    def items(self):
+        return list(self._by_dpid.items())
+
+    def values(self):
+        return list(self._by_dpid.values())

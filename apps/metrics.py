@@ -41,7 +41,7 @@ from prometheus_client import make_wsgi_app
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily)
 
-from apps.channel import Channel, ChannelError
+from apps.channel import Channel, ChannelError, Channels
 from controller.pipeline import (CLASSIFY, KNOWN_SOURCES_METER, PACKET_IN_METER, TABLE_BY_ID,
                                  Purpose, purpose_of)
 from controller.switches import Runtime, SwitchState
@@ -123,7 +123,7 @@ class MetricsApp(app_manager.OSKenApp):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.runtime: Runtime = kwargs["runtime"]
-        self.channels = {}     # dpid -> Channel
+        self.channels = Channels()
         self.bridges = {}      # bridge name -> BridgeStats
         self._polled_classes = {}  # decision cache key -> TrafficClass, from the last poll
         self._inflight = None  # (request, on_reply): the poller's request waiting for replies
@@ -175,20 +175,17 @@ class MetricsApp(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def _on_features(self, ev):
         dp = ev.msg.datapath
-        self.channels[dp.id] = Channel(dp, self.runtime.host.settings.reconcile_timeout)
+        self.channels.open(dp, self.runtime.host.settings.reconcile_timeout)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
     def _on_dead(self, ev):
-        dp = ev.datapath
-        channel = self.channels.get(dp.id) if dp.id is not None else None
-        if channel is not None and channel.dp is dp:
-            del self.channels[dp.id]
+        self.channels.close(ev.datapath)
 
     @set_ev_cls(_REPLIES, MAIN_DISPATCHER)
     def _on_reply(self, ev):
         msg = ev.msg
-        channel = self.channels.get(msg.datapath.id)
-        if channel is None or channel.dp is not msg.datapath:
+        channel = self.channels.current(msg.datapath)
+        if channel is None:
             return
         inflight = self._inflight
         if (inflight is not None and inflight[0].xid == msg.xid
@@ -237,7 +234,7 @@ class MetricsApp(app_manager.OSKenApp):
     def _poll_loop(self):
         while True:
             hub.sleep(self.runtime.host.settings.stats_interval)
-            for dpid, channel in list(self.channels.items()):
+            for dpid, channel in self.channels.items():
                 state = self.runtime.switches.get(dpid)
                 if state is None or state.bridge is None or not state.connected:
                     continue

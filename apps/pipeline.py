@@ -22,7 +22,7 @@ from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_
 from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
-from apps.channel import Channel, ChannelError
+from apps.channel import ChannelError, Channels
 from controller import ofmsg
 from controller.compiler import SwitchPort, compile_bridge, packet_in_meters
 from controller.flow import FlowError
@@ -62,7 +62,7 @@ class PipelineApp(app_manager.OSKenApp):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.runtime: Runtime = kwargs["runtime"]
-        self.channels = {}   # dpid -> Channel
+        self.channels = Channels()
         self._dirty = {}     # dpid -> another sync is wanted after the running one
         self._syncing = set()
         self.runtime.on_host_change(self._on_host_change)
@@ -81,7 +81,7 @@ class PipelineApp(app_manager.OSKenApp):
 
     def _on_host_change(self, host):
         """A reloaded config: sync every known bridge (a diff, as on reconnect)."""
-        for channel in list(self.channels.values()):
+        for channel in self.channels.values():
             self._request_sync(channel.dp)
 
     # --- connection lifecycle ---------------------------------------------
@@ -92,7 +92,7 @@ class PipelineApp(app_manager.OSKenApp):
         state = self.runtime.switch(dp.id)
         state.connected = True
         state.connects += 1
-        self.channels[dp.id] = Channel(dp, self.runtime.host.settings.reconcile_timeout)
+        self.channels.open(dp, self.runtime.host.settings.reconcile_timeout)
         LOG.info("datapath %016x connected from %s (connect #%d)", dp.id, dp.address,
                  state.connects)
         self._request_sync(dp)
@@ -100,11 +100,8 @@ class PipelineApp(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
     def _on_dead(self, ev):
         dp = ev.datapath
-        if dp.id is None or self.channels.get(dp.id) is None:
-            return
-        if self.channels[dp.id].dp is not dp:
-            return  # a late DEAD of a connection that has since been replaced
-        del self.channels[dp.id]
+        if not self.channels.close(dp):
+            return  # unknown, or a late DEAD of a connection since replaced
         state = self.runtime.switch(dp.id)
         state.connected = False
         LOG.warning("datapath %016x (%s) disconnected; its flows stay (fail_mode=secure)",
@@ -129,11 +126,9 @@ class PipelineApp(app_manager.OSKenApp):
 
     @set_ev_cls(_REPLIES, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def _on_reply(self, ev):
-        channel = self.channels.get(ev.msg.datapath.id)
         if isinstance(ev.msg, ev.msg.datapath.ofproto_parser.OFPErrorMsg):
             LOG.debug("error from %016x xid %d", ev.msg.datapath.id, ev.msg.xid)
-        if channel is not None and channel.dp is ev.msg.datapath:
-            channel.deliver(ev.msg)
+        self.channels.deliver(ev.msg)
 
     # --- sync ----------------------------------------------------------------
 
@@ -254,12 +249,12 @@ class PipelineApp(app_manager.OSKenApp):
             if not self.active and misses >= PEER_MISSES:
                 self.active = True
                 LOG.warning("primary %s:%d does not answer: taking over as master", *peer)
-                for channel in list(self.channels.values()):
+                for channel in self.channels.values():
                     self._request_sync(channel.dp)
             elif self.active and alive:
                 self.active = False
                 LOG.warning("primary %s:%d answers again: back to standby", *peer)
-                for channel in list(self.channels.values()):
+                for channel in self.channels.values():
                     self._request_sync(channel.dp)
 
     def _read_flows(self, channel):

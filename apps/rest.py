@@ -19,7 +19,7 @@ from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_
 from os_ken.lib import hub, ofctl_v1_3
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
-from apps.channel import Channel, ChannelError
+from apps.channel import Channel, ChannelError, Channels
 from controller import audit as auditmod
 from controller import ofmsg
 from controller.api import Api, ApiError, FlowStat
@@ -62,7 +62,7 @@ class RestApp(app_manager.OSKenApp):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.runtime: Runtime = kwargs["runtime"]
-        self.channels = {}  # dpid -> Channel
+        self.channels = Channels()
         self.waiters = {}   # dpid -> {xid: (event, msgs)}: os-ken ofctl's requests
         self.vswitchd = Vswitchd()
         self.api = Api(self.runtime, self)
@@ -90,14 +90,12 @@ class RestApp(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def _on_features(self, ev):
         dp = ev.msg.datapath
-        self.channels[dp.id] = Channel(dp, self.runtime.host.settings.reconcile_timeout)
+        self.channels.open(dp, self.runtime.host.settings.reconcile_timeout)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
     def _on_dead(self, ev):
         dp = ev.datapath
-        channel = self.channels.get(dp.id) if dp.id is not None else None
-        if channel is not None and channel.dp is dp:
-            del self.channels[dp.id]
+        if self.channels.close(dp):
             self.waiters.pop(dp.id, None)
 
     @set_ev_cls(_REPLIES, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
@@ -112,9 +110,7 @@ class RestApp(app_manager.OSKenApp):
                 del waiting[msg.xid]
                 event.set()
             return
-        channel = self.channels.get(dp.id)
-        if channel is not None and channel.dp is dp:
-            channel.deliver(msg)
+        self.channels.deliver(msg)
 
     def _channel(self, dpid: int) -> Channel:
         channel = self.channels.get(dpid)

@@ -127,25 +127,8 @@ class Vswitchd:
                      max_hops: int = 4):
         """Trace and follow the packet over `links` ((bridge, port) -> (bridge, port)
         at the veth's other end): a topology.ovs.TracePath."""
-        from topology.ovs import TracePath
-        hops, exits, controller = [], [], []
-        queue, seen = [(bridge, flow)], set()
-        while queue:
-            br, fl = queue.pop(0)
-            if (br, fl) in seen:
-                continue
-            seen.add((br, fl))
-            result = self.trace(br, fl)
-            hops.append(result)
-            if result.controller:
-                controller.append(br)
-            for out in result.outputs:
-                peer = links.get((br, out.port))
-                if peer is not None and len(hops) < max_hops:
-                    queue.append((peer[0], out.as_ingress(peer[1])))
-                else:
-                    exits.append(out)
-        return TracePath(hops=tuple(hops), exits=tuple(exits), controller=tuple(controller))
+        from topology.ovs import follow_links
+        return follow_links(self.trace, bridge, flow, links, max_hops)
 
 
 def links_of(host) -> dict:

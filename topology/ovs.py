@@ -316,6 +316,33 @@ class TracePath:
         return " ; ".join(str(h) for h in self.hops)
 
 
+def follow_links(trace: Callable[[str, str], TraceResult], bridge: str, flow: str,
+                 links: Mapping[tuple, tuple], max_hops: int = 4) -> TracePath:
+    """Trace a packet with `trace(bridge, flow)` and follow it over veths between
+    bridges (a trace stops at a veth): `links` maps (bridge, port) to the (bridge,
+    port) at the veth's other end; a packet leaving by a linked port is traced again
+    entering the peer, with its modified header fields and no pipeline metadata.
+    After `max_hops` traces, outputs to linked ports count as exits."""
+    hops, exits, controller = [], [], []
+    queue, seen = [(bridge, flow)], set()
+    while queue:
+        br, fl = queue.pop(0)
+        if (br, fl) in seen:
+            continue
+        seen.add((br, fl))
+        result = trace(br, fl)
+        hops.append(result)
+        if result.controller:
+            controller.append(br)
+        for out in result.outputs:
+            peer = links.get((br, out.port))
+            if peer is not None and len(hops) < max_hops:
+                queue.append((peer[0], out.as_ingress(peer[1])))
+            else:
+                exits.append(out)
+    return TracePath(hops=tuple(hops), exits=tuple(exits), controller=tuple(controller))
+
+
 # --------------------------------------------------------------------------- instance
 
 
@@ -618,25 +645,8 @@ class OvsInstance:
         other end; a packet leaving by a linked port is traced again entering the
         peer, with its modified header fields and no pipeline metadata. After
         `max_hops` traces, outputs to linked ports count as exits (no endless loop)."""
-        hops, exits, controller = [], [], []
-        queue = [(bridge, flow)]
-        seen = set()
-        while queue:
-            br, fl = queue.pop(0)
-            if (br, fl) in seen:
-                continue
-            seen.add((br, fl))
-            result = self.trace(br, fl, ct_next=ct_next)
-            hops.append(result)
-            if result.controller:
-                controller.append(br)
-            for out in result.outputs:
-                peer = links.get((br, out.port))
-                if peer is not None and len(hops) < max_hops:
-                    queue.append((peer[0], out.as_ingress(peer[1])))
-                else:
-                    exits.append(out)
-        return TracePath(hops=tuple(hops), exits=tuple(exits), controller=tuple(controller))
+        return follow_links(lambda br, fl: self.trace(br, fl, ct_next=ct_next), bridge, flow,
+                            links, max_hops)
 
     # -- reaching a controller outside the netns -------------------------------
 
