@@ -14,26 +14,17 @@ import logging
 import signal
 import sys
 
-from controller.runner import _boot_hub
+from controller.runner import boot
 
 APPS = ["bench.simple_switch"]
 READY = "baseline listening"  # bench/processes.py waits for it
 
 
 def run(listen_host: str, listen_port: int) -> int:
-    _boot_hub()
-    from os_ken import cfg
-    from os_ken.base import app_manager  # noqa: F401  (before os_ken.controller)
-    from os_ken.controller import controller  # noqa: F401  (registers the options)
+    boot(listen_host, listen_port, echo_interval=2.0, echo_misses=3)
+    from os_ken.base import app_manager
     from os_ken.lib import hub
 
-    conf = cfg.CONF
-    conf(args=[], project="os_ken", default_config_files=[])
-    conf.set_override("ofp_listen_host", listen_host)
-    conf.set_override("ofp_tcp_listen_port", listen_port)
-    conf.set_override("ofp_ssl_listen_port", listen_port)
-    conf.set_override("echo_request_interval", 2.0)
-    conf.set_override("maximum_unreplied_echo_requests", 3)
     manager = app_manager.AppManager.get_instance()
     manager.load_apps(APPS)
     threads = manager.instantiate_apps(**manager.create_contexts())

@@ -53,27 +53,34 @@ def _boot_hub():
     eventlet.monkey_patch()
 
 
-def run(host: Host, listen_host: str, listen_port: int, tls: Optional[TLS] = None,
-        config_path: Optional[str] = None) -> int:
-    """Serve OpenFlow on listen_host:listen_port until SIGTERM or SIGINT;
-    SIGHUP reloads `config_path`."""
+def boot(listen_host: str, listen_port: int, echo_interval: float, echo_misses: int,
+         tls: Optional[TLS] = None) -> None:
+    """Steps 1-3: the hub, os-ken's import order, its options (this process only)."""
     _boot_hub()
     from os_ken import cfg
     from os_ken.base import app_manager  # noqa: F401  (before os_ken.controller)
     from os_ken.controller import controller  # noqa: F401  (registers the options)
-    from os_ken.lib import hub
 
     conf = cfg.CONF
     conf(args=[], project="os_ken", default_config_files=[])
     conf.set_override("ofp_listen_host", listen_host)
     conf.set_override("ofp_tcp_listen_port", listen_port)
     conf.set_override("ofp_ssl_listen_port", listen_port)
-    conf.set_override("echo_request_interval", host.settings.echo_interval)
-    conf.set_override("maximum_unreplied_echo_requests", host.settings.echo_misses)
+    conf.set_override("echo_request_interval", echo_interval)
+    conf.set_override("maximum_unreplied_echo_requests", echo_misses)
     if tls:
         conf.set_override("ctl_privkey", tls.private_key)
         conf.set_override("ctl_cert", tls.certificate)
         conf.set_override("ca_certs", tls.ca_certificates)
+
+
+def run(host: Host, listen_host: str, listen_port: int, tls: Optional[TLS] = None,
+        config_path: Optional[str] = None) -> int:
+    """Serve OpenFlow on listen_host:listen_port until SIGTERM or SIGINT;
+    SIGHUP reloads `config_path`."""
+    boot(listen_host, listen_port, host.settings.echo_interval, host.settings.echo_misses, tls)
+    from os_ken.base import app_manager
+    from os_ken.lib import hub
 
     manager = app_manager.AppManager.get_instance()
     manager.load_apps(APPS)
