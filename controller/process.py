@@ -35,18 +35,30 @@ class ControllerProcess:
         self.extra_args = tuple(extra_args)
         self.proc: Optional[subprocess.Popen] = None
         self.lines: list = []
+        self.listening: dict = {}  # --metrics-listen / --rest-listen -> HOST:PORT
         self._changed = threading.Condition()
 
     @property
     def target(self) -> str:
         return f"tcp:127.0.0.1:{self.port}"
 
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.listening['--metrics-listen']}/metrics"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.listening['--rest-listen']}"
+
     def start(self, timeout: float = 20.0) -> "ControllerProcess":
         # Every listener on a port of its own, so that instances run side by side.
         listeners = []
         for option in ("--metrics-listen", "--rest-listen"):
-            if option not in self.extra_args:
-                listeners += [option, f"127.0.0.1:{free_port()}"]
+            if option in self.extra_args:
+                self.listening[option] = self.extra_args[self.extra_args.index(option) + 1]
+            else:
+                self.listening[option] = f"127.0.0.1:{free_port()}"
+                listeners += [option, self.listening[option]]
         cmd = [sys.executable, "-c", "from controller.cli import main; main()", "run",
                "-c", self.config, "--ofp-listen", f"127.0.0.1:{self.port}",
                "--log-level", self.log_level, *listeners, *self.extra_args]
