@@ -16,7 +16,6 @@ each decision, and remembers the class of the newest decisions by their cache ke
 """
 from __future__ import annotations
 
-import collections
 import itertools
 import logging
 import time
@@ -32,7 +31,7 @@ from apps.channel import describe_error
 from apps.pipeline import EventPipelineSynced
 from controller import fastpath
 from controller.classifier import (Classifier, DecisionCache, DropReason, Verdict, cache_key,
-                                   decision_flow, parse_ipv4, source_block_flow)
+                                   parse_ipv4, source_block_flow)
 from controller.pipeline import CLASSIFY, Purpose
 from controller.switches import Runtime
 from controller.telemetry import CLASSIFICATION_BUCKETS, Buckets
@@ -73,6 +72,7 @@ class ClassifierApp(app_manager.OSKenApp):
         host = self.runtime.host
         self.classification = host.classification
         self.classifier = Classifier(host)
+        self.packer = fastpath.DecisionPacker(self.classification)
         self.cache = DecisionCache(self.classification)
         queue = self.classification.limits.queue
         self.events = hub.Queue(queue)  # os-ken's default is 128, waiting when full
@@ -80,7 +80,7 @@ class ClassifierApp(app_manager.OSKenApp):
         self.runtime.decision_cache = self.cache
         self.decided = {cls.value: 0 for cls in TrafficClass}
         self._xids = itertools.count(1)
-        self._sent = collections.OrderedDict()  # xid -> Flow5, the last RECENT_XIDS
+        self._sent = [None] * RECENT_XIDS  # (xid, Flow5) of the last decisions, by xid
         # For /metrics: counters, the decision latency, and the class of each of the
         # newest decisions (never more than the cache may hold).
         self.packet_ins = 0
@@ -94,6 +94,7 @@ class ClassifierApp(app_manager.OSKenApp):
         """New rules apply to new flows; decisions already cached run out."""
         self.classification = host.classification
         self.classifier = Classifier(host)
+        self.packer = fastpath.DecisionPacker(self.classification)
         self.cache.limits = host.classification.limits
 
     def _send_event(self, ev, state):
@@ -110,9 +111,7 @@ class ClassifierApp(app_manager.OSKenApp):
 
     def _xid(self, flow5) -> int:
         xid = next(self._xids) & 0xFFFFFFFF
-        self._sent[xid] = flow5
-        if len(self._sent) > RECENT_XIDS:
-            self._sent.popitem(last=False)
+        self._sent[xid % RECENT_XIDS] = (xid, flow5)
         return xid
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
@@ -140,8 +139,7 @@ class ClassifierApp(app_manager.OSKenApp):
             return
         decision = self.classifier.decide(flow5)
         self.decided[decision.cls.value] += 1
-        flow = decision_flow(flow5, decision, self.classification)
-        out = fastpath.pack_flow_mod(self._xid(flow5), flow)
+        out = self.packer.pack(self._xid(flow5), flow5, decision)
         if decision.cls is TrafficClass.DROP:
             cache.count_drop(decision.drop_reason)
         else:
@@ -162,9 +160,9 @@ class ClassifierApp(app_manager.OSKenApp):
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     def _on_error(self, ev):
-        flow5 = self._sent.get(ev.msg.xid)
-        if flow5 is not None:
-            LOG.error("switch refused the decision for %s: %s", flow5, describe_error(ev.msg))
+        sent = self._sent[ev.msg.xid % RECENT_XIDS]
+        if sent is not None and sent[0] == ev.msg.xid:
+            LOG.error("switch refused the decision for %s: %s", sent[1], describe_error(ev.msg))
 
     @set_ev_cls(EventPipelineSynced)
     def _on_synced(self, ev):

@@ -10,6 +10,11 @@ byte for byte, to what os-ken sends for the same flow (controller.ofmsg).
     pack_flow_mod(xid, flow, command=ADD) -> bytes   a table-1 (classify) flow
     pack_packet_out(xid, in_port, data, output=OFPP_TABLE) -> bytes
     pack_barrier(xid) -> bytes
+    DecisionPacker(classification).pack(xid, flow5, decision) -> bytes
+                                                     the FlowMod of a cached decision
+                                                     from a per-kind template: the same
+                                                     bytes as pack_flow_mod(xid,
+                                                     decision_flow(...)), ~8x faster
     unpack_packet_in(buf) -> PacketIn                the other way: a PACKET_IN,
                                                      as os-ken would parse it, without
                                                      building its OFPMatch (~11 µs)
@@ -197,12 +202,59 @@ def pack_packet_out(xid: int, in_port: int, data: bytes, output: int = OFPP_TABL
         _OUTPUT_ACTION_LEN, OFPAT_OUTPUT, _OUTPUT_ACTION_LEN, output, OFPCML_MAX) + data
 
 
+class DecisionPacker:
+    """The FlowMods of cached decisions, from templates: one per protocol (with
+    5-tuple granularity) and class, packed once by pack_flow_mod; each call
+    copies it and writes the xid, the addresses and the ports into their places."""
+
+    _XID = Struct("!I")
+    _ADDRESS = Struct("!I")
+    _PORT = Struct("!H")
+
+    def __init__(self, classification):
+        self.classification = classification
+        self._templates = {}  # (proto or None, class) -> (bytes, src at, dst at, sport at, dport at)
+
+    def pack(self, xid: int, flow5, decision) -> bytes:
+        from topology.model import Granularity
+        proto = flow5.proto if self.classification.granularity == Granularity.FIVE_TUPLE \
+            else None
+        key = (proto, decision.cls)
+        template = self._templates.get(key)
+        if template is None:
+            template = self._templates[key] = self._template(flow5, decision)
+        raw, src_at, dst_at, sport_at, dport_at = template
+        buf = bytearray(raw)
+        self._XID.pack_into(buf, 4, xid)
+        self._ADDRESS.pack_into(buf, src_at, flow5.src)
+        self._ADDRESS.pack_into(buf, dst_at, flow5.dst)
+        if sport_at:
+            self._PORT.pack_into(buf, sport_at, flow5.sport)
+            self._PORT.pack_into(buf, dport_at, flow5.dport)
+        return bytes(buf)
+
+    def _template(self, flow5, decision) -> tuple:
+        from controller.classifier import decision_flow
+        raw = pack_flow_mod(0, decision_flow(flow5, decision, self.classification))
+        at = {}  # OXM field number -> where its value starts
+        offset, end = _FLOW_MOD_FIXED + 4, _FLOW_MOD_FIXED + _MATCH_HEAD.unpack_from(raw, 50)[0]
+        while offset < end:
+            oxm_class, field, length = _OXM_HEAD.unpack_from(raw, offset)
+            at[field >> 1] = offset + 4
+            offset += 4 + length
+        ports = [n for n in (13, 15) if n in at]  # tcp_src or udp_src
+        sport_at = at[ports[0]] if ports else 0
+        dport_at = at[ports[0] + 1] if ports else 0
+        return raw, at[11], at[12], sport_at, dport_at
+
+
 def pack_barrier(xid: int) -> bytes:
     return _BARRIER.pack(OFP_VERSION, OFPT_BARRIER_REQUEST, _BARRIER.size, xid)
 
 
 # --- the other way: PACKET_IN -------------------------------------------------
 
+_MATCH_HEAD = Struct("!H")  # a match's length, after its type
 _PACKET_IN_HEAD = Struct("!IHBBQHH")  # buffer_id total_len reason table_id cookie; match type, length
 _PACKET_IN_MATCH_AT = 24  # after ofp_header (8) and the fixed fields (16)
 _OXM_HEAD = Struct("!HBB")  # class, field << 1 | hasmask, length

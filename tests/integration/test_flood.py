@@ -1,5 +1,5 @@
 """A packet-in flood from the Netmaker side: 30 s of first packets from random
-sources and ports, as fast as the lab takes them. The controller stays responsive,
+sources and ports, at 30 times the packet-in meter's rate. The controller stays responsive,
 its memory stays bounded, a privacy connection from a known source (the droplet)
 started mid-flood is classified within a second, and the drops show in the metrics.
 """
@@ -21,13 +21,19 @@ from tests.integration.test_classification import (DROPLET, XRAY, XRAY_PORT, con
                                                    netmaker_side, serve)
 
 FLOOD_SECONDS = 30
+# New flows per second: 30 times what the packet-in meter lets through, and what
+# this lab's userspace datapath still takes in. Unthrottled (about 300k/s here)
+# ovs-vswitchd drops frames at the port's receive queue before any table, the
+# droplet's among them: no controller can help there; the host must police
+# Netmaker ingress before the adapter.
+FLOOD_RATE = 30_000
 
 # SYNs from random sources in 100.64.0.0/10 (a Netmaker range, never the droplet)
 # and random ports to the xray client, sent into the mesh adapter as the host
-# would forward them; prints how many it sent.
+# would forward them, RATE a second; prints how many it sent.
 FLOOD = textwrap.dedent("""
     import os, random, socket, struct, sys, time
-    ifname, src_mac, dst_mac, dst, seconds = sys.argv[1:6]
+    ifname, src_mac, dst_mac, dst, seconds, rate = sys.argv[1:7]
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     s.bind((ifname, 0))
     eth = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", "")) \\
@@ -37,9 +43,13 @@ FLOOD = textwrap.dedent("""
         t = sum(struct.unpack("!10H", b))
         t = (t & 0xFFFF) + (t >> 16)
         return ~((t & 0xFFFF) + (t >> 16)) & 0xFFFF
-    sent, until = 0, time.monotonic() + float(seconds)
+    started = time.monotonic()
+    sent, until, rate = 0, started + float(seconds), float(rate)
     while time.monotonic() < until:
-        for _ in range(256):
+        ahead = sent / rate - (time.monotonic() - started)
+        if ahead > 0:
+            time.sleep(ahead)
+        for _ in range(100):
             src = struct.pack("!I", (100 << 24 | 64 << 16) + random.randrange(1, 1 << 22))
             ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0x4000, 64, 6, 0, src, dst_ip)
             ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
@@ -89,7 +99,7 @@ def test_under_a_packet_in_flood_the_controller_stays_responsive_and_bounded(
     rss_before = rss_kb(ctl.proc.pid)
 
     flood = lab.popen(HOST, "python3", "-c", FLOOD, "mesh-gw", adapter_mac, xray_mac, XRAY,
-                      str(FLOOD_SECONDS), stdout=subprocess.PIPE, text=True)
+                      str(FLOOD_SECONDS), str(FLOOD_RATE), stdout=subprocess.PIPE, text=True)
     health, stop = [], threading.Event()
 
     def ask_health():

@@ -245,3 +245,29 @@ def test_packet_ins_read_with_struct_equal_os_kens_parse(in_port, metadata, mask
     for field in ("buffer_id", "total_len", "reason", "table_id", "cookie", "data"):
         assert getattr(ours, field) == getattr(theirs, field), field
     assert ours.match.items() == theirs.match.items()
+
+
+# --- cached decisions from templates ------------------------------------------------------
+
+@given(src=st.integers(0, 2**32 - 1), dst=st.integers(0, 2**32 - 1),
+       proto=st.sampled_from([1, 6, 17]), sport=st.integers(0, 65535),
+       dport=st.integers(0, 65535), cls=st.sampled_from(["privacy", "management", "drop"]),
+       granularity=st.sampled_from(["5-tuple", "host-pair"]), xid=st.integers(0, 2**32 - 1))
+@settings(max_examples=300, deadline=None)
+def test_decision_templates_pack_the_same_bytes_as_pack_flow_mod(src, dst, proto, sport, dport,
+                                                                  cls, granularity, xid):
+    import dataclasses
+    from controller.classifier import Decision, Flow5, decision_flow
+    from controller.fastpath import DecisionPacker, pack_flow_mod
+    from topology.model import Classification, Granularity, TrafficClass
+
+    classification = Classification(granularity=Granularity(granularity))
+    packer = DecisionPacker(classification)
+    ported = proto in (6, 17)
+    # The template is made from one flow and then used for another of its kind.
+    first = Flow5(dst ^ 0xFFFF, src ^ 0xFF, proto, 1 if ported else 0, 2 if ported else 0)
+    decision = Decision(TrafficClass(cls), "rule")
+    packer.pack(1, first, decision)
+    flow5 = Flow5(src, dst, proto, sport if ported else 0, dport if ported else 0)
+    assert packer.pack(xid, flow5, decision) == \
+        pack_flow_mod(xid, decision_flow(flow5, decision, classification))
