@@ -37,6 +37,7 @@ from urllib.parse import parse_qs
 
 from controller.classifier import (DEFAULT, UNROUTABLE, Classifier, Flow5, address_int,
                                    cache_match, decision_flow)
+from controller.compiler import own_mac
 from controller.flow import Apply, Flow, Output, WriteMetadata
 from controller.pipeline import Purpose, Zone, purpose_of
 from controller.switches import Runtime, SwitchState
@@ -865,17 +866,8 @@ def trace_flow(host: Host, bridge_name: str, body: dict, state: Optional[SwitchS
                 raise bad(name, f"{proto} has no ports")
 
     def mac_of_port(name):
-        try:
-            port = bridge.port(name)
-        except KeyError:
-            port = None
-        if port is not None and port.container is not None:
-            return port.container.mac
-        if port is not None and port.mac:
-            return port.mac.lower()
-        lookup = bridge_name if name == "LOCAL" else name
-        sp = live.get(lookup)
-        return sp.mac if sp is not None else None
+        sp = live.get(bridge_name if name == "LOCAL" else name)
+        return own_mac(bridge, name, sp.mac if sp is not None else None)
 
     src_default = None
     try:

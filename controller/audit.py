@@ -34,6 +34,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Callable, Mapping, NamedTuple, Optional
 
+from controller.compiler import own_mac
 from topology.model import Host, Role
 
 INTERNET = "203.0.113.10"
@@ -116,15 +117,7 @@ class Matrix:
         self.targets.append(("internet host", INTERNET, None, None, ()))
 
     def port_mac(self, bridge: str, name: str) -> Optional[str]:
-        try:
-            port = self.host.bridge(bridge).port(name)
-        except KeyError:
-            port = None
-        if port is not None and port.container is not None:
-            return port.container.mac
-        if port is not None and port.mac:
-            return port.mac.lower()
-        return self.macs.get(name)
+        return own_mac(self.host.bridge(bridge), name, self.macs.get(name))
 
     def _uplink(self, bridge):
         return next((p for p in bridge.ports if p.address is not None

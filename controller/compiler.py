@@ -25,7 +25,7 @@ How each W-rule of the isolation promise is carried (zones: `pipeline.Zone`):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Optional
 
 from netaddr import IPSet
 
@@ -60,6 +60,20 @@ class SwitchPort:
     mac: str
 
 
+def own_mac(bridge: Bridge, name: str, learned: Optional[str]) -> Optional[str]:
+    """The MAC of the host behind port `name`: its container's, else the one the
+    config gives, else `learned` (what the switch reports: an adapter's)."""
+    try:
+        port = bridge.port(name)
+    except KeyError:
+        port = None
+    if port is not None and port.container is not None:
+        return port.container.mac
+    if port is not None and port.mac:
+        return port.mac.lower()
+    return learned.lower() if learned else None
+
+
 class _Ports:
     """The bridge's configured ports that the switch has right now."""
 
@@ -72,13 +86,8 @@ class _Ports:
         return sp.number if sp else None
 
     def mac(self, port: Port) -> str | None:
-        """A port's own MAC: configured, or the one the switch reports (adapters)."""
-        if port.container is not None:
-            return port.container.mac
-        if port.mac:
-            return port.mac
         sp = self._live.get(port.name)
-        return sp.mac.lower() if sp else None
+        return own_mac(self.bridge, port.name, sp.mac if sp else None)
 
     def present(self, role: Role) -> list:
         return [p for p in self.bridge.with_role(role) if self.number(p) is not None]

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -671,7 +672,7 @@ class OvsInstance:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, start_new_session=True)
         self._relays[port] = (inner, outer)
-        wait_until(lambda: _listening_unix(outer.pid, sock) and _listening_tcp(inner.pid, port)
+        wait_until(lambda: _listening_unix(outer.pid, sock) and listening_tcp(inner.pid, port)
                    or inner.poll() is not None or outer.poll() is not None,
                    timeout, f"loopback relay for port {port} in {self.netns}")
         if inner.poll() is not None or outer.poll() is not None:
@@ -686,9 +687,9 @@ class OvsInstance:
             proc.wait()
 
 
-def _listening_tcp(pid: int, port: int) -> bool:
-    """A TCP socket listens on 127.0.0.1:PORT in the netns of `pid`."""
-    want = f"0100007F:{port:04X}"
+def listening_tcp(pid: int, port: int, address: str = "127.0.0.1") -> bool:
+    """A TCP socket listens on address:port in the network namespace of `pid`."""
+    want = f"{socket.inet_aton(address)[::-1].hex().upper()}:{port:04X}"
     try:
         with open(f"/proc/{pid}/net/tcp") as f:
             return any(cols[1] == want and cols[3] == "0A"

@@ -62,7 +62,8 @@ from topology.host import plan
 from topology.host_apply import HostSystem, apply, read_state
 from topology.lab import HOST, Lab
 from topology.model import Host, Role
-from topology.ovs import binary, process_alive, process_cmdline, stop_process, wait_until
+from topology.ovs import (binary, listening_tcp, process_alive, process_cmdline, stop_process,
+                          wait_until)
 from topology.wireguard import MeshMember, WgEnd, WireGuardLink, WireGuardMesh, control_socket
 
 STATE_ROOT = "/run/socketnet/labs"
@@ -101,13 +102,7 @@ def in_netns(ns: str, cmd: Sequence[str]) -> list:
 
 def listening(pid: int, address: str, port: int) -> bool:
     """A TCP socket listens on address:port in the network namespace of `pid`."""
-    want = f"{socket.inet_aton(address)[::-1].hex().upper()}:{port:04X}"
-    try:
-        with open(f"/proc/{pid}/net/tcp") as f:
-            return any(cols[1] == want and cols[3] == "0A"
-                       for cols in (line.split() for line in f.readlines()[1:]))
-    except OSError:
-        return False
+    return listening_tcp(pid, port, address)
 
 
 # --------------------------------------------------------------------------- controller
