@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from controller.reconcile import Plan
 from controller.telemetry import RECONCILE_BUCKETS, Buckets
 from topology.model import Host
+
+if TYPE_CHECKING:  # the compiler imports nothing from here; no cycle at run time
+    from controller.compiler import SwitchPort
 
 
 @dataclass

@@ -8,8 +8,6 @@ as the host's `iif nm-privacy` table would give it. So a connection from
 the host resolves 10.0.0.102 through mesh's ARP responder, the first packet goes
 to socketnet, and the decision comes back as a table-1 flow.
 """
-import dataclasses
-import re
 import textwrap
 
 import pytest

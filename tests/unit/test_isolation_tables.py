@@ -28,12 +28,11 @@ from typing import Callable
 
 import pytest
 
-from controller.classifier import Classifier, Flow5, decision_flow
 from controller.compiler import compile_bridge
 from controller.flow import (ETH_TYPE_ARP, ETH_TYPE_IP, OFPP_IN_PORT, OFPP_LOCAL, Apply,
-                             Controller, Flow, Goto, Meter, Output, SetField, WriteMetadata)
-from controller.pipeline import CLASSIFY, FORWARD, PACKET_IN_METER, TABLES, Purpose, Zone
-from topology.model import Host, Role, TrafficClass
+                             Controller, Flow, Goto, Meter, Output, SetField)
+from controller.pipeline import CLASSIFY, PACKET_IN_METER, TABLES, Purpose
+from topology.model import Host, Role
 
 from tests.isolation.decisions import decisions, refused_by_config
 from tests.isolation.fake_switch import (OFPP_ALL, OFPP_FLOOD, OFPP_NORMAL, AmbiguousMatch,

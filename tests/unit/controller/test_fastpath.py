@@ -256,7 +256,6 @@ def test_packet_ins_read_with_struct_equal_os_kens_parse(in_port, metadata, mask
 @settings(max_examples=300, deadline=None)
 def test_decision_templates_pack_the_same_bytes_as_pack_flow_mod(src, dst, proto, sport, dport,
                                                                   cls, granularity, xid):
-    import dataclasses
     from controller.classifier import Decision, Flow5, decision_flow
     from controller.fastpath import DecisionPacker, pack_flow_mod
     from topology.model import Classification, Granularity, TrafficClass
