@@ -34,7 +34,7 @@ from controller.flow import (ETH_TYPE_ARP, ETH_TYPE_IP, IPPROTO_TCP, IPPROTO_UDP
                              SetField, WriteMetadata)
 from controller.pipeline import (ADMIT, ARP, CLASSIFY, FORWARD, KNOWN_SOURCES_METER,
                                  PACKET_IN_METER, TABLES, Purpose, Zone, check_flow)
-from topology.model import Bridge, Host, Port, Role, TrafficClass
+from topology.model import Bridge, Host, Port, Role
 
 # Priorities, highest first within each table.
 P_FORGED = 300
@@ -110,7 +110,7 @@ def compile_bridge(host: Host, bridge_name: str, live: Mapping[str, SwitchPort])
         flows.append(Flow.make(CLASSIFY.id, P_MISS, {},
                                (Meter(PACKET_IN_METER), Apply((Controller(),))),
                                Purpose.CLASSIFY.cookie))
-        for cidr in _cidrs(known_sources(host)):
+        for cidr in _cidrs(host.known_sources):
             flows.append(Flow.make(CLASSIFY.id, P_KNOWN,
                                    {"metadata": int(Zone.NETMAKER), "eth_type": ETH_TYPE_IP,
                                     "ipv4_src": cidr},
@@ -122,19 +122,6 @@ def compile_bridge(host: Host, bridge_name: str, live: Mapping[str, SwitchPort])
               if not (bridge is host.mesh and t is CLASSIFY)]
     return tuple(sorted((check_flow(f) for f in flows),
                         key=lambda f: (f.table, -f.priority, f.match)))
-
-
-def known_sources(host: Host) -> IPSet:
-    """Netmaker-side sources the config names: other nodes' subnets and the
-    sources of privacy and management rules. Their undecided packets reach the
-    controller through a meter of their own."""
-    known = IPSet()
-    for node in host.nodes:
-        known.update(IPSet(node.subnets))
-    for rule in host.classification.rules:
-        if rule.src is not None and rule.cls is not TrafficClass.DROP:
-            known.update(rule.src)
-    return known
 
 
 def packet_in_meters(host: Host) -> dict:

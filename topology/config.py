@@ -144,6 +144,8 @@ switch as a table-1 flow with these timeouts. Every key is optional.
 | limits.queue                 | packet-ins, 1..1000000                         | 1024    |
 | limits.over_limit.action     | drop                                           | drop    |
 | limits.over_limit.seconds    | seconds, 1..65535                              | 30      |
+| limits.ingress_rate          | new flows/s, 0..10000000 (0: off)              | 10000   |
+| limits.ingress_per_source    | new flows/s, 0..10000000 (0: off)              | 200     |
 
 - The first rule that matches decides; then, with seed_services, the seed's own
   services: a service of the xray client is privacy, a service of a management
@@ -160,6 +162,13 @@ switch as a table-1 flow with these timeouts. Every key is optional.
   switch; a source over its cap is dropped in the switch for
   over_limit.seconds. packet_in_rate and packet_in_burst are the meter in front
   of the controller; queue bounds the packet-ins waiting to be decided.
+- ingress_rate and ingress_per_source police new Netmaker-ingress flows in
+  the host's nftables (`socketnet host apply`), before they reach the mesh
+  adapter: known sources (other nodes, sources of privacy and management
+  rules) get ingress_rate of their own; every other source at most
+  ingress_per_source, and all of them together ingress_rate. A flood is cut
+  there, where it is cheap, and cannot fill the switch's receive queue, where
+  a known source's first packet would be lost with it.
 """
 from __future__ import annotations
 
@@ -974,7 +983,7 @@ _CLASSIFICATION_KEYS = ("default", "granularity", "idle_timeout", "hard_timeout"
                         "seed_services", "rules", "limits")
 _RULE_KEYS = ("name", "class", "src", "dst", "protocol", "src_ports", "dst_ports")
 _LIMIT_KEYS = ("cached_total", "cached_per_source", "packet_in_rate", "packet_in_burst",
-               "queue", "over_limit")
+               "queue", "over_limit", "ingress_rate", "ingress_per_source")
 _OVER_LIMIT_KEYS = ("action", "seconds")
 _OVER_LIMIT_ACTIONS = ("drop",)
 _RESERVED_RULE_NAMES = ("default", "unroutable")
@@ -1049,7 +1058,9 @@ def _read_limits(f: _Reader, at: _At) -> ClassificationLimits:
                            ("cached_per_source", 1, 10_000_000),
                            ("packet_in_rate", 1, 10_000_000),
                            ("packet_in_burst", 0, 10_000_000),
-                           ("queue", 1, 1_000_000)):
+                           ("queue", 1, 1_000_000),
+                           ("ingress_rate", 0, 10_000_000),
+                           ("ingress_per_source", 0, 10_000_000)):
         value = f.integer(at[key], low, high)
         if value is not None:
             changes[key] = value

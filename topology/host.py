@@ -816,7 +816,15 @@ def nft_script(host: Host, warp_address: str = DEFAULT_WARP_ADDRESS) -> tuple:
         inp.append(f"iifname {_names(ours)} fib daddr . iif type != "
                    "{ local, broadcast, multicast } drop "
                    'comment "no weak host: only the incoming interface\'s own addresses"')
+    objects, policing = [], []
     if nm is not None:
+        objects, policing = _ingress_policing(host)
+        if policing:
+            # Past the replies rule: new connections, and what conntrack calls
+            # invalid (a bad checksum, out of window) that W1 would still let in.
+            forward.append(f'iifname "{nm.interface}" oifname "{nm.name}" '
+                           'jump netmaker_new comment "police Netmaker ingress that is '
+                           'no known connection"')
         xray = host.xray_client.container
         for service in xray.services:
             forward.append(
@@ -845,14 +853,20 @@ def nft_script(host: Host, warp_address: str = DEFAULT_WARP_ADDRESS) -> tuple:
     def chain(cname, hook_line, rules):
         if not rules:
             return []
-        return [f"\tchain {cname} {{", f"\t\t{hook_line}", *(f"\t\t{r}" for r in rules),
-                "\t}"]
+        return chain_body(cname, [hook_line, *rules])
+
+    def chain_body(cname, lines):
+        if not lines:
+            return []
+        return [f"\tchain {cname} {{", *(f"\t\t{r}" for r in lines), "\t}"]
 
     inet = [*chain("prerouting", "type filter hook prerouting priority raw; policy accept;",
                    pre)]
     if ours:  # the forward policy is imposed only where something is routed
-        inet += [*chain("forward", "type filter hook forward priority filter; policy drop;",
+        inet += [*objects,
+                 *chain("forward", "type filter hook forward priority filter; policy drop;",
                         forward),
+                 *chain_body("netmaker_new", policing),
                  *chain("input", "type filter hook input priority filter; policy accept;",
                         inp),
                  *chain("postrouting",
@@ -866,6 +880,47 @@ def nft_script(host: Host, warp_address: str = DEFAULT_WARP_ADDRESS) -> tuple:
     text = text.replace('comment "', f'comment "{NFT_DIGEST_PREFIX}{digest}: ', 1)
     reset = "".join(f"table {f} {n} {{}}\ndelete table {f} {n}\n" for f, n in NFT_TABLES)
     return reset + text, digest
+
+
+def _ingress_policing(host: Host) -> tuple:
+    """(objects, rules): the `netmaker_new` chain, which the forward chain jumps to
+    for every packet from the Netmaker uplink to the mesh adapter that is not part
+    of a known connection (new, or invalid to conntrack), and the named
+    counters and the per-source set it uses (`limits.ingress_rate`,
+    `ingress_per_source`; see topology.config). Known sources have a lane of their
+    own; a source that is not known is limited alone, then with all the others.
+    With the per-source set full (a flood of many sources), a new source is
+    limited only with all the others."""
+    limits = host.classification.limits
+    rate, per_source = limits.ingress_rate, limits.ingress_per_source
+    known = [str(c) for c in host.known_sources.iter_cidrs()]
+    objects, rules = [], []
+    if not (rate or per_source):
+        return [], []
+
+    def over(name, limit, burst, why):
+        objects.append(f"\tcounter {name} {{}}")
+        return (f"limit rate over {limit}/second burst {burst} packets "
+                f'counter name "{name}" drop comment "{why}"')
+
+    if known and rate:
+        rules.append(f"ip saddr {_nets(known)} "
+                     + over("ingress_known_over", rate, max(rate // 10, 1),
+                            f"known sources: over {rate} new flows/s"))
+    if known:
+        rules.append(f"ip saddr {_nets(known)} return "
+                     'comment "known sources: their own lane"')
+    if per_source:
+        objects.append("\tset ingress_sources {\n\t\ttype ipv4_addr; size 65535; "
+                       "flags dynamic,timeout; timeout 60s;\n\t}")
+        rules.append("update @ingress_sources { ip saddr "
+                     + over("ingress_source_over", per_source, per_source,
+                            f"one source: over {per_source} new flows/s")
+                     .replace(" counter", " } counter", 1))
+    if rate:
+        rules.append(over("ingress_over", rate, max(rate // 10, 1),
+                          f"all other sources: over {rate} new flows/s"))
+    return objects, rules
 
 
 def _rule_count(script: str) -> int:

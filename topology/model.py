@@ -189,6 +189,11 @@ class ClassificationLimits:
     queue: int = 1024  # packet-ins waiting in the controller; more are dropped
     over_limit_action: str = "drop"  # what a source over its cap gets
     over_limit_seconds: int = 30  # for how long (a hard timeout in the switch)
+    # The host's nftables, before the mesh adapter: new Netmaker-ingress flows
+    # a second, known sources and the others each (a lane of their own), and
+    # what one other source may open; 0 turns that limit off.
+    ingress_rate: int = 10_000
+    ingress_per_source: int = 200
 
 
 @dataclass(frozen=True)
@@ -254,6 +259,19 @@ class Host:
         for node in self.nodes:
             nets.extend(node.subnets)
         return IPSet(nets)
+
+    @property
+    def known_sources(self) -> IPSet:
+        """Netmaker-side sources the config names: other nodes' subnets and the
+        sources of privacy and management rules. Their new flows have a lane of
+        their own, in the host's ingress policing and in front of the controller."""
+        known = IPSet()
+        for node in self.nodes:
+            known.update(IPSet(node.subnets))
+        for rule in self.classification.rules:
+            if rule.src is not None and rule.cls is not TrafficClass.DROP:
+                known.update(rule.src)
+        return known
 
     @property
     def xray_client(self) -> Port:

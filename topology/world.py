@@ -19,7 +19,10 @@ counters, the VPS's connection log). The parts, all in namespaces named
   answer with who they are and whom they hear, then echo;
 - **Netmaker** (`topology.wireguard.WireGuardMesh`): nm-privacy on the host, a
   peer each on the DO droplet (`sn-<name>-drop`, 10.101.0.5: the external user
-  enters there), node2 and the VPS (10.101.0.10);
+  enters there), node2, the VPS (10.101.0.10), and a relay (`sn-<name>-ext`,
+  10.101.0.20: a Netmaker ext-client gateway whose peers own the upper half of
+  the first Netmaker range, 10.101.128.0/17: where a flood of many Netmaker
+  sources can come from, as WireGuard accepts only a peer's own addresses);
 - **node2** (the config's first `socketnet.nodes` entry): a Lab of its own
   (`sn-<name>-n2-*`, its own Open vSwitch), its own config generated from the
   seed's shape (`node2_config`), its own socketnet, host apply, and a vector-DB
@@ -77,7 +80,7 @@ VPS = "203.0.113.10"            # the VPS, on the internet (TEST-NET-3)
 VPS_PORT = 443                  # its xray server
 GATEWAY_PORT = 3128             # the gateway container's listener (the seed names none)
 VECTOR_DB_PORT = 6333
-NETMAKER_HOSTS = {"host": 1, "node2": 2, "droplet": 5, "vps": 10}  # index in the range
+NETMAKER_HOSTS = {"host": 1, "node2": 2, "droplet": 5, "vps": 10, "relay": 20}  # index in the range
 LISTEN_TIMEOUT = 10.0
 SYNC_TIMEOUT = 30.0
 
@@ -117,6 +120,8 @@ class Controller:
         self.config = config
         self.log = log
         self.port = port or free_port()
+        self.metrics_port = free_port()
+        self.rest_port = free_port()
         self.proc: Optional[subprocess.Popen] = None
 
     @property
@@ -130,6 +135,14 @@ class Controller:
     @property
     def pid(self) -> Optional[int]:
         return self.proc.pid if self.proc else None
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
 
     def mark(self) -> int:
         try:
@@ -149,8 +162,8 @@ class Controller:
         after = self.mark()
         cmd = [sys.executable, "-c", "from controller.cli import main; main()", "run",
                "-c", self.config, "--ofp-listen", f"127.0.0.1:{self.port}",
-               "--metrics-listen", f"127.0.0.1:{free_port()}",
-               "--rest-listen", f"127.0.0.1:{free_port()}"]
+               "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
+               "--rest-listen", f"127.0.0.1:{self.rest_port}"]
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True,
@@ -279,6 +292,7 @@ class World:
         self.droplet = f"sn-{name}-drop"
         self.warp = f"sn-{name}-warp"
         self.vps = f"sn-{name}-vps"
+        self.relay = f"sn-{name}-ext"
         self.controllers: dict = {}  # "host" / "node2" -> Controller
         self.netmaker: Optional[WireGuardMesh] = None
         self.warp_link: Optional[WireGuardLink] = None
@@ -288,6 +302,9 @@ class World:
         nm = self.host.netmaker_ranges[0]
         self.nm_address = {k: str(nm[i]) for k, i in NETMAKER_HOSTS.items()}
         self.nm_prefix = nm.prefixlen
+        # The relay's clients: the upper half of the first Netmaker range (the
+        # members' addresses are all in the lower half).
+        self.clients = list(nm.subnet(nm.prefixlen + 1))[1]
 
     # -- names -------------------------------------------------------------------
 
@@ -298,8 +315,9 @@ class World:
     def ns(self, where: str) -> str:
         """A netns by role: "host", a host container id ("200"), "droplet", "warp",
         "vps", "node2" (node2's host) or "node2:<id>" (a node2 container)."""
-        if where in ("droplet", "warp", "vps"):
-            return {"droplet": self.droplet, "warp": self.warp, "vps": self.vps}[where]
+        if where in ("droplet", "warp", "vps", "relay"):
+            return {"droplet": self.droplet, "warp": self.warp, "vps": self.vps,
+                    "relay": self.relay}[where]
         if where == "node2":
             return self.node2.ns(HOST)
         if where.startswith("node2:"):
@@ -370,7 +388,7 @@ class World:
             self.node2 = Lab(self.node2_host, f"{self.name}-n2")
             self.node2.up()
             self.save()
-        for ns in (self.droplet, self.warp, self.vps):
+        for ns in (self.droplet, self.warp, self.vps, self.relay):
             if ns in netns.listnetns():
                 raise WorldError(f"netns {ns} exists: a stale world named {self.name}?")
             netns.create(ns)
@@ -449,6 +467,9 @@ class World:
                                   routes=(*mgmt, *privacy, *node2_routes), label="droplet"))
         members.append(MeshMember(self.vps, "netmaker", f"{a['vps']}/{p}", [f"{a['vps']}/32"],
                                   routes=(*mgmt, *node2_routes), label="vps"))
+        members.append(MeshMember(self.relay, "netmaker", f"{a['relay']}/{p}",
+                                  [f"{a['relay']}/32", str(self.clients)],
+                                  routes=(*mgmt, *privacy), label="relay"))
         self.netmaker = WireGuardMesh(f"{self.name}-nm", members, log_dir=self.dir).up()
         for where, ifaces in _COUNTED.items():
             self._counters(where, "prerouting", [

@@ -161,7 +161,7 @@ def test_the_world_is_up_within_seconds_and_attached(world):
     assert world.up_seconds < 30
     record = world.record
     assert {"host", "node2"} <= set(record["controllers"])
-    assert len(record["namespaces"]) == 11
+    assert len(record["namespaces"]) == 12
     assert not [f for _, f in world.findings if f.level == "error"]
 
 

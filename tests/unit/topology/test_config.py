@@ -833,7 +833,8 @@ def test_without_a_classification_block_the_defaults_apply(tmp_path, seed):
     assert c == Classification()
     assert (c.default, c.granularity, c.idle_timeout, c.hard_timeout, c.seed_services,
             c.rules) == (TrafficClass.DROP, Granularity.FIVE_TUPLE, 60, 3600, True, ())
-    assert c.limits == ClassificationLimits(100000, 1000, 1000, 200, 1024, "drop", 30)
+    assert c.limits == ClassificationLimits(100000, 1000, 1000, 200, 1024, "drop", 30,
+                                            10000, 200)
 
 
 def test_every_classification_key_is_read(tmp_path, seed):
@@ -842,7 +843,8 @@ def test_every_classification_key_is_read(tmp_path, seed):
         "hard_timeout": 0, "seed_services": False,
         "limits": {"cached_total": 10, "cached_per_source": 2, "packet_in_rate": 50,
                    "packet_in_burst": 0, "queue": 8,
-                   "over_limit": {"action": "drop", "seconds": 7}}})
+                   "over_limit": {"action": "drop", "seconds": 7},
+                   "ingress_rate": 0, "ingress_per_source": 30}})
     classification(seed)["rules"] = [
         {"name": "mgmt", "class": "management", "dst": ["10.1.0.0/24"]},
         {"name": "quiet", "class": "drop", "src": ["10.101.0.7", "100.64.0.0/10"],
@@ -851,7 +853,7 @@ def test_every_classification_key_is_read(tmp_path, seed):
     c = load_host(write(tmp_path, seed)).classification
     assert (c.default, c.granularity, c.idle_timeout, c.hard_timeout, c.seed_services) == (
         TrafficClass.MANAGEMENT, Granularity.HOST_PAIR, 5, 0, False)
-    assert c.limits == ClassificationLimits(10, 2, 50, 0, 8, "drop", 7)
+    assert c.limits == ClassificationLimits(10, 2, 50, 0, 8, "drop", 7, 0, 30)
     assert c.rules == (
         ClassRule("mgmt", TrafficClass.MANAGEMENT, None, IPSet(["10.1.0.0/24"])),
         ClassRule("quiet", TrafficClass.DROP, IPSet(["10.101.0.7/32", "100.64.0.0/10"]), None,
@@ -918,6 +920,10 @@ def test_a_rule_may_name_single_addresses_and_the_whole_management_subnet(tmp_pa
      "socketnet.classification.limits.over_limit.action", "must be one of drop"),
     (("limits", "over_limit", "seconds"), 0,
      "socketnet.classification.limits.over_limit.seconds", "not in 1..65535"),
+    (("limits", "ingress_rate"), -1, "socketnet.classification.limits.ingress_rate",
+     "not in 0..10000000"),
+    (("limits", "ingress_per_source"), "fast",
+     "socketnet.classification.limits.ingress_per_source", "expected an integer"),
     (("limits", "burst"), 5, "socketnet.classification.limits.burst", "unknown key"),
     (("cache",), 5, "socketnet.classification.cache", "unknown key"),
 ])

@@ -243,6 +243,64 @@ def test_nft_forward_policy_drop_with_the_allow_list(seed_host):
     assert 'iifname "vmbr0-gw" oifname "mesh-gw"' not in script
 
 
+def chain(script, name) -> list:
+    body = script.split(f"\tchain {name} {{\n", 1)[1].split("\n\t}", 1)[0]
+    return [line.strip() for line in body.splitlines()]
+
+
+def test_netmaker_ingress_is_policed_before_the_mesh_adapter(seed_host):
+    """What is not a known connection jumps to netmaker_new before W1 and W5 may
+    accept it: known sources (node2's subnet, the droplet's rule) have their own
+    lane; any other source is limited alone, then with all the others."""
+    script, _ = nft_script(seed_host)
+    forward = chain(script, "forward")
+    jump = next(i for i, r in enumerate(forward) if "jump netmaker_new" in r)
+    assert forward[jump].startswith('iifname "nm-privacy" oifname "mesh-gw" jump netmaker_new')
+    assert "ct state" not in forward[jump]  # invalid packets are policed too
+    assert jump > next(i for i, r in enumerate(forward) if "established,related accept" in r)
+    assert jump < min(i for i, r in enumerate(forward) if r.startswith(("iifname", "ip"))
+                      and " accept " in r and "W" in r)
+    rules = chain(script, "netmaker_new")
+    known = "ip saddr { 10.2.0.0/24, 10.101.0.5/32 }"
+    assert rules[0].startswith(f"{known} limit rate over 10000/second burst 1000 packets "
+                               'counter name "ingress_known_over" drop')
+    assert rules[1].startswith(f"{known} return")
+    assert rules[2].startswith("update @ingress_sources { ip saddr limit rate over 200/second "
+                               'burst 200 packets } counter name "ingress_source_over" drop')
+    assert rules[3].startswith('limit rate over 10000/second burst 1000 packets '
+                               'counter name "ingress_over" drop')
+    assert len(rules) == 4
+    for name in ("ingress_known_over", "ingress_source_over", "ingress_over"):
+        assert f"\tcounter {name} {{}}" in script
+    assert "set ingress_sources {" in script and "flags dynamic,timeout;" in script
+
+
+@pytest.mark.parametrize("rate, per_source, expect", [
+    (0, 200, ["return", "update @ingress_sources"]),
+    (5000, 0, ["ingress_known_over", "return", "ingress_over"]),
+    (0, 0, []),
+])
+def test_ingress_limits_of_zero_are_off(seed_host, rate, per_source, expect):
+    limits = replace(seed_host.classification.limits, ingress_rate=rate,
+                     ingress_per_source=per_source)
+    host = replace(seed_host, classification=replace(seed_host.classification, limits=limits))
+    script, _ = nft_script(host)
+    if not expect:
+        assert "netmaker_new" not in script and "ingress_" not in script
+        return
+    rules = chain(script, "netmaker_new")
+    assert [next(word for word in expect if word in r) for r in rules] == expect
+    if rate:
+        assert f"over {rate}/second" in script
+
+
+def test_with_no_known_sources_every_source_shares_one_lane(seed_host):
+    c = replace(seed_host.classification, rules=())
+    host = replace(seed_host, nodes=(), classification=c)
+    rules = chain(nft_script(host)[0], "netmaker_new")
+    assert len(rules) == 2 and rules[0].startswith("update @ingress_sources")
+
+
 def test_nft_snat_mss_clamp_and_no_weak_host(seed_host):
     script, _ = nft_script(seed_host, warp_address="172.16.0.9")
     assert 'oifname "warp0" snat ip to 172.16.0.9' in script
