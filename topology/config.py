@@ -144,7 +144,7 @@ switch as a table-1 flow with these timeouts. Every key is optional.
 | limits.queue                 | packet-ins, 1..1000000                         | 1024    |
 | limits.over_limit.action     | drop                                           | drop    |
 | limits.over_limit.seconds    | seconds, 1..65535                              | 30      |
-| limits.ingress_rate          | new flows/s, 0..10000000 (0: off)              | 10000   |
+| limits.ingress_rate          | new flows/s, 0..10000000 (0: off)              | 2000    |
 | limits.ingress_per_source    | new flows/s, 0..10000000 (0: off)              | 200     |
 
 - The first rule that matches decides; then, with seed_services, the seed's own

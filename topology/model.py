@@ -192,7 +192,7 @@ class ClassificationLimits:
     # The host's nftables, before the mesh adapter: new Netmaker-ingress flows
     # a second, known sources and the others each (a lane of their own), and
     # what one other source may open; 0 turns that limit off.
-    ingress_rate: int = 10_000
+    ingress_rate: int = 2_000
     ingress_per_source: int = 200
 
 

@@ -834,7 +834,7 @@ def test_without_a_classification_block_the_defaults_apply(tmp_path, seed):
     assert (c.default, c.granularity, c.idle_timeout, c.hard_timeout, c.seed_services,
             c.rules) == (TrafficClass.DROP, Granularity.FIVE_TUPLE, 60, 3600, True, ())
     assert c.limits == ClassificationLimits(100000, 1000, 1000, 200, 1024, "drop", 30,
-                                            10000, 200)
+                                            2000, 200)
 
 
 def test_every_classification_key_is_read(tmp_path, seed):

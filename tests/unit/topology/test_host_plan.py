@@ -262,12 +262,12 @@ def test_netmaker_ingress_is_policed_before_the_mesh_adapter(seed_host):
                       and " accept " in r and "W" in r)
     rules = chain(script, "netmaker_new")
     known = "ip saddr { 10.2.0.0/24, 10.101.0.5/32 }"
-    assert rules[0].startswith(f"{known} limit rate over 10000/second burst 1000 packets "
+    assert rules[0].startswith(f"{known} limit rate over 2000/second burst 200 packets "
                                'counter name "ingress_known_over" drop')
     assert rules[1].startswith(f"{known} return")
     assert rules[2].startswith("update @ingress_sources { ip saddr limit rate over 200/second "
                                'burst 200 packets } counter name "ingress_source_over" drop')
-    assert rules[3].startswith('limit rate over 10000/second burst 1000 packets '
+    assert rules[3].startswith('limit rate over 2000/second burst 200 packets '
                                'counter name "ingress_over" drop')
     assert len(rules) == 4
     for name in ("ingress_known_over", "ingress_source_over", "ingress_over"):
