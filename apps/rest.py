@@ -64,7 +64,7 @@ class RestApp(app_manager.OSKenApp):
         self.runtime: Runtime = kwargs["runtime"]
         self.channels = Channels()
         self.waiters = {}   # dpid -> {xid: (event, msgs)}: os-ken ofctl's requests
-        self.vswitchd = Vswitchd()
+        self.vswitchd = Vswitchd(lambda: self.runtime.host.settings.rest_ovs_ctl)
         self.api = Api(self.runtime, self)
         settings = self.runtime.host.settings
         where = (settings.rest_listen_host, settings.rest_listen_port)

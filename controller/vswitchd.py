@@ -5,7 +5,8 @@ ovs-vswitchd's unixctl control socket and run `ofproto/trace` (no packet is
 sent) through the `ovs` package's JSON-RPC client (~0.1 ms a trace). A trace
 stops at a veth; `trace_across` follows the packet over the inter-bridge link.
 
-Where the socket is: `$SOCKETNET_OVS_CTL` (the socket's path), else in
+Where the socket is: the config's `socketnet.rest.ovs_ctl`, else
+`$SOCKETNET_OVS_CTL` (the socket's path), else in
 `$OVS_RUNDIR` (Open vSwitch's own variable; default /var/run/openvswitch):
 `ovs-vswitchd.ctl`, or `ovs-vswitchd.<pid>.ctl` by `ovs-vswitchd.pid`. When it
 cannot be reached, `VswitchdUnreachable` says why (the REST API answers 503).
@@ -18,7 +19,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 DEFAULT_RUNDIR = "/var/run/openvswitch"
 
@@ -27,13 +28,15 @@ class VswitchdUnreachable(RuntimeError):
     """ovs-vswitchd's control socket cannot be found or does not answer."""
 
 
-def locate() -> str:
-    """The control socket's path; VswitchdUnreachable naming where it looked."""
-    explicit = os.environ.get("SOCKETNET_OVS_CTL")
-    if explicit:
-        if os.path.exists(explicit):
-            return explicit
-        raise VswitchdUnreachable(f"SOCKETNET_OVS_CTL={explicit}: no such socket")
+def locate(configured: Optional[str] = None) -> str:
+    """The control socket's path; VswitchdUnreachable naming where it looked.
+    `configured`: the config's socketnet.rest.ovs_ctl."""
+    for name, explicit in (("socketnet.rest.ovs_ctl", configured),
+                           ("SOCKETNET_OVS_CTL", os.environ.get("SOCKETNET_OVS_CTL"))):
+        if explicit:
+            if os.path.exists(explicit):
+                return explicit
+            raise VswitchdUnreachable(f"{name} = {explicit}: no such socket")
     rundir = os.environ.get("OVS_RUNDIR") or DEFAULT_RUNDIR
     plain = os.path.join(rundir, "ovs-vswitchd.ctl")
     if os.path.exists(plain):
@@ -51,9 +54,13 @@ def locate() -> str:
 
 
 class Vswitchd:
-    """One kept-open unixctl connection, reopened when it breaks."""
+    """One kept-open unixctl connection, reopened when it breaks. `configured`
+    answers the configured socket path (None: look for it), asked at each
+    (re)connect, so that a reload that changes it takes effect."""
 
-    def __init__(self):
+    def __init__(self, configured: Callable[[], Optional[str]] = lambda: None):
+        self._configured = configured
+        self._wanted: Optional[str] = None
         self._client = None
         self._path: Optional[str] = None
         self._lock = threading.Lock()
@@ -81,8 +88,12 @@ class Vswitchd:
         return result
 
     def _connect(self):
+        if self._client is not None and self._wanted != self._configured():
+            self._client.close()  # a reload named another socket
+            self._client = None
         if self._client is None:
-            path = locate()
+            self._wanted = self._configured()
+            path = locate(self._wanted)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # `ovs` imports eventlet, which warns
                 from ovs.unixctl.client import UnixctlClient

@@ -88,6 +88,7 @@ Every key is optional.
 | rest.token_env               | environment variable name        | SOCKETNET_TOKEN                |
 | rest.token_file              | path of a file holding the token | none                           |
 | rest.open_reads              | true or false                    | false                          |
+| rest.ovs_ctl                 | path of ovs-vswitchd's control socket | found in $OVS_RUNDIR      |
 
 - openflow.listen: where the controller accepts the bridges' OpenFlow connections.
 - openflow.echo_interval, echo_misses: a bridge that leaves echo_misses echo
@@ -113,7 +114,9 @@ Every key is optional.
 - rest: the flow-debug API. Every endpoint needs `Authorization: Bearer TOKEN`
   (the token from token_file, else from the environment variable token_env);
   with open_reads, reading endpoints need none. No token configured: only the
-  open endpoints answer.
+  open endpoints answer. ovs_ctl: where trace and audit reach ovs-vswitchd
+  (else $SOCKETNET_OVS_CTL, else ovs-vswitchd.ctl or ovs-vswitchd.<pid>.ctl in
+  $OVS_RUNDIR, default /var/run/openvswitch).
 
 The management and privacy subnets may not overlap each other, the Netmaker
 ranges or the nodes' subnets.
@@ -967,13 +970,14 @@ def _read_settings(f: _Reader, at: _At) -> Settings:
         changes["stats_interval"] = interval
 
     rest = at["rest"]
-    f.table(rest, ("listen", "token_env", "token_file", "open_reads"))
+    f.table(rest, ("listen", "token_env", "token_file", "open_reads", "ovs_ctl"))
     listen = f.listen(rest["listen"])
     if listen:
         changes["rest_listen_host"], changes["rest_listen_port"] = listen
     for key, value in (("rest_token_env", f.identifier(rest["token_env"])),
                        ("rest_token_file", f.text(rest["token_file"])),
-                       ("rest_open_reads", f.flag(rest["open_reads"]))):
+                       ("rest_open_reads", f.flag(rest["open_reads"])),
+                       ("rest_ovs_ctl", f.text(rest["ovs_ctl"]))):
         if value is not None:
             changes[key] = value
     return replace(Settings(), **changes)

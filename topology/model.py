@@ -137,6 +137,7 @@ class Settings:
     rest_token_env: str = "SOCKETNET_TOKEN"  # environment variable holding the bearer token
     rest_token_file: Optional[str] = None  # or a file holding it (first line)
     rest_open_reads: bool = False  # read endpoints without the token
+    rest_ovs_ctl: Optional[str] = None  # ovs-vswitchd's control socket (trace, audit)
 
 
 class TrafficClass(str, enum.Enum):

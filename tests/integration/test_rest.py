@@ -9,6 +9,7 @@ import json
 
 import pytest
 import requests
+import yaml
 
 from controller.classifier import Classifier, Flow5, decision_flow
 from controller.process import ControllerProcess, free_port
@@ -27,14 +28,18 @@ def live(seed_host, integration_prerequisites, tmp_path_factory):
     """(lab, controller, API base URL); the controller runs a copy of the seed's
     config (`controller.config`), which reload tests may break and restore."""
     from topology.lab import Lab
-    config = tmp_path_factory.mktemp("rest") / "host.yaml"
-    config.write_text(SEED_YAML.read_text())
     lab = Lab(seed_host, unique_lab_name()).up()
+    # Where this lab's ovs-vswitchd listens, as the config says it (rest.ovs_ctl).
+    data = yaml.safe_load(SEED_YAML.read_text())
+    data["socketnet"]["rest"] = {"ovs_ctl": lab.ovs.vswitchd_ctl}
+    config = tmp_path_factory.mktemp("rest") / "host.yaml"
+    config.write_text(yaml.safe_dump(data))
     port = free_port()
     mp = pytest.MonkeyPatch()
-    # The child inherits these: the token, and where this lab's ovs-vswitchd listens.
+    # The child inherits the token, and no other way to find ovs-vswitchd.
     mp.setenv("SOCKETNET_TOKEN", TOKEN)
-    mp.setenv("OVS_RUNDIR", lab.ovs.dir)
+    mp.delenv("OVS_RUNDIR", raising=False)
+    mp.delenv("SOCKETNET_OVS_CTL", raising=False)
     ctl = None
     try:
         ctl = ControllerProcess(str(config), extra_args=("--rest-listen", f"127.0.0.1:{port}"))

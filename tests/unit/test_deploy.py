@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 UNIT = Path(__file__).parents[2] / "deploy" / "socketnet.service"
+TRACE = Path(__file__).parents[2] / "deploy" / "socketnet.service.d" / "ovs-trace.conf"
 
 
 @pytest.fixture
@@ -20,6 +21,23 @@ def analyzable(tmp_path):
     unit = tmp_path / UNIT.name
     unit.write_text(UNIT.read_text().replace("/usr/local/bin/socketnet", "/bin/true"))
     return unit
+
+
+def test_the_trace_drop_in_only_changes_the_user_and_stays_sandboxed(analyzable):
+    """With ovs-trace.conf socketnet runs as root (ovs-vswitchd's socket is root's)
+    without capabilities; read after the unit, as systemd reads a drop-in."""
+    settings = [line for line in TRACE.read_text().splitlines()
+                if line and not line.startswith("#")]
+    assert settings == ["[Service]", "DynamicUser=no", "User=root"]
+    analyzable.write_text(analyzable.read_text() + "\n" + TRACE.read_text())
+    result = subprocess.run(["systemd-analyze", "verify", str(analyzable)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+    result = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(analyzable)],
+                            capture_output=True, text=True)
+    exposure = re.search(r"Overall exposure level for \S+: ([\d.]+)", result.stdout)
+    assert exposure and float(exposure.group(1)) <= 3.0, result.stdout
+    assert "CapabilityBoundingSet=\n" in analyzable.read_text()
 
 
 def test_the_unit_verifies(analyzable):

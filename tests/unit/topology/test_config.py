@@ -1038,7 +1038,8 @@ def test_every_bad_address_and_port_of_a_rule_is_reported(tmp_path, seed):
 def test_metrics_and_rest_settings_are_read_and_checked(tmp_path, seed):
     seed["socketnet"]["metrics"] = {"listen": "127.0.0.1:19640", "stats_interval": 2}
     seed["socketnet"]["rest"] = {"listen": "0.0.0.0:19641", "open_reads": True,
-                                 "token_file": "/etc/socketnet/token"}
+                                 "token_file": "/etc/socketnet/token",
+                                 "ovs_ctl": "/run/openvswitch/ovs-vswitchd.ctl"}
     path = tmp_path / "host.yaml"
     path.write_text(yaml.safe_dump(seed))
     settings = load_host(str(path)).settings
@@ -1047,7 +1048,9 @@ def test_metrics_and_rest_settings_are_read_and_checked(tmp_path, seed):
     assert (settings.rest_listen_host, settings.rest_listen_port) == ("0.0.0.0", 19641)
     assert settings.rest_open_reads is True
     assert settings.rest_token_file == "/etc/socketnet/token"
-    seed["socketnet"]["rest"] = {"listen": "nowhere", "open_reads": "yes"}
+    assert settings.rest_ovs_ctl == "/run/openvswitch/ovs-vswitchd.ctl"
+    seed["socketnet"]["rest"] = {"listen": "nowhere", "open_reads": "yes", "ovs_ctl": 7}
     file, issues = errors(tmp_path, seed)
+    assert_issue(file, issues, "socketnet.rest.ovs_ctl", 7, "")
     assert_issue(file, issues, "socketnet.rest.listen", "nowhere", "")
     assert_issue(file, issues, "socketnet.rest.open_reads", "yes", "")
