@@ -19,15 +19,20 @@ inside the OVS netns and is reached on its 127.0.0.1, as on a real host (no rela
    would (the same decision, struct-packed, no os-ken; bench/traffic.py --answer):
    Open vSwitch's ceiling for whole setups (packet-in, FlowMod, PacketOut, both
    bridges) with a controller that costs next to nothing.
-4. baseline: bench/simple_switch.py on mesh alone. It learns the MCP container's
+4. untimed: phase 3 with decisions that carry no idle and hard timeout (the
+   throughput run only). Open vSwitch walks every flow that has a timeout after
+   each revalidation round, and each FlowMod starts one: this is what the
+   timeouts issue #4 asks of a cached decision cost the switch.
+5. baseline: bench/simple_switch.py on mesh alone. It learns the MCP container's
    MAC (one ARP from it), the traffic is addressed to that MAC, and a setup is a
    first packet delivered to the MCP container's eth0 (its kernel drops it: not
    its address). One bridge, not two: Open vSwitch has less to do per setup.
 
-Each phase (but 2): an open-loop run at 5,000 new flows/s (send stamp -> capture:
+Each phase (but 2 and 4): an open-loop run at 5,000 new flows/s (send stamp -> capture:
 first-packet latency p50/p99), then a closed-loop run with a window of packets in
 flight (delivered/s, the first half second left out). Phase 2 is that closed loop
-only, a packet-in at the sink counting as delivered.
+only, a packet-in at the sink counting as delivered; phase 4 that closed loop
+only.
 """
 from __future__ import annotations
 
@@ -254,6 +259,21 @@ class OvsBench:
             results["minimal"] = self._phase(xray.mac, lab.ns(xray.id),
                                              sink=("--sink-port", port, "--answer", self.config),
                                              keep=(ctl.port,))
+
+        with self._fresh_lab() as lab:
+            ctl = self._socketnet_synced()
+            self._controllers(mesh, [ctl.port, processes.free_port()])
+            ctl.stop()
+            port = processes.free_port()
+            actor = self._actor("window", self.seconds, xray.mac, "--receive-netns",
+                                lab.ns(xray.id), "--sink-port", str(port), "--answer",
+                                self.config, "--untimed")
+            self._controllers(mesh, [ctl.port, port])
+            actor.expect("connected")
+            r = self._run(actor)
+            results["untimed"] = Phase(per_second=r["delivered"] / r["seconds"],
+                                       window=self.window, lost=r["lost"],
+                                       p50_window=_percentile(r["latencies"], 50), cpu=r["cpu"])
 
         with self._fresh_lab() as lab:
             base = self._start(processes.baseline(netns=lab.ns(HOST)))

@@ -13,7 +13,8 @@ and sees each one come out at the other end:
 - `--sink-port P --answer CONFIG --receive-netns NS`: the sink answers each
   packet-in with socketnet's decision (its pure core, struct-packed; no os-ken),
   and a packet counts when delivered: Open vSwitch's ceiling for whole setups
-  with a controller that costs next to nothing.
+  with a controller that costs next to nothing; with `--untimed`, its decisions
+  carry no idle and hard timeout (what those timeouts cost Open vSwitch).
 
 Two modes: `window` keeps W packets in flight (sent, not yet seen; after 0.5 s
 unseen a packet is lost and replaced): the rate a path sustains, closed loop,
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import json
 import os
 import select
@@ -95,8 +97,9 @@ class _Sink:
     socketnet's own decision (controller.classifier's pure core, packed by
     controller.fastpath), with no os-ken and no bookkeeping around it."""
 
-    def __init__(self, port: int, config: str = None, timeout: float = 20.0):
-        self.decide = _minimal_controller(config) if config else None
+    def __init__(self, port: int, config: str = None, timeout: float = 20.0,
+                 untimed: bool = False):
+        self.decide = _minimal_controller(config, untimed) if config else None
         self.server = socket.socket()
         self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.server.bind(("127.0.0.1", port))
@@ -142,8 +145,9 @@ class _Sink:
         self.sock.setblocking(False)
 
 
-def _minimal_controller(config: str):
-    """data, in_port -> the FlowMod + PacketOut socketnet's classifier app sends."""
+def _minimal_controller(config: str, untimed: bool = False):
+    """data, in_port -> the FlowMod + PacketOut socketnet's classifier app sends;
+    `untimed`: its flow without idle and hard timeout (what those cost the switch)."""
     from controller import fastpath
     from controller.classifier import Classifier, decision_flow, parse_ipv4
     from topology.config import load_host
@@ -155,19 +159,22 @@ def _minimal_controller(config: str):
     def decide(data: bytes, in_port: int) -> bytes:
         flow5 = parse_ipv4(data)
         flow = decision_flow(flow5, classifier.decide(flow5), classification)
+        if untimed:
+            flow = dataclasses.replace(flow, idle_timeout=0, hard_timeout=0)
         return (fastpath.pack_flow_mod(next(xids), flow)
                 + fastpath.pack_packet_out(next(xids), in_port, data))
     return decide
 
 
 def run(ifname, src_mac, dst_mac, dst_ip, dport, mode, window, rate, seconds, first,
-        receive_netns=None, receive_ifname=None, sink_port=None, answer=None) -> dict:
+        receive_netns=None, receive_ifname=None, sink_port=None, answer=None,
+        untimed=False) -> dict:
     count = int(rate * seconds) if mode == "rate" else 1 << 40
     make = frames.syn_frame  # ~2 us: built as sent
     tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     tx.bind((ifname, 0))
     tx.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
-    sink = _Sink(sink_port, answer) if sink_port else None
+    sink = _Sink(sink_port, answer, untimed=untimed) if sink_port else None
     if sink is None or answer:
         end = _Capture(_in_netns(receive_netns, lambda: _capture(receive_ifname)))
     print("ready", flush=True)
@@ -256,6 +263,8 @@ def main(argv=None) -> int:
     parser.add_argument("--answer", metavar="CONFIG",
                         help="the sink answers as socketnet's core would, for this config "
                              "(needs --receive-netns: delivered packets count)")
+    parser.add_argument("--untimed", action="store_true",
+                        help="with --answer: decisions without idle and hard timeout")
     args = parser.parse_args(argv)
     if not args.receive_netns and not (args.sink_port and not args.answer):
         parser.error("--receive-netns, or --sink-port without --answer")
