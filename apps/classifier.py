@@ -73,7 +73,7 @@ class ClassifierApp(app_manager.OSKenApp):
         self.classification = host.classification
         self.classifier = Classifier(host)
         self.packer = fastpath.DecisionPacker(self.classification)
-        self.cache = DecisionCache(self.classification)
+        self.cache = DecisionCache(self.classification, host.known_sources)
         queue = self.classification.limits.queue
         self.events = hub.Queue(queue)  # os-ken's default is 128, waiting when full
         self._events_sem = hub.BoundedSemaphore(queue)
@@ -95,7 +95,7 @@ class ClassifierApp(app_manager.OSKenApp):
         self.classification = host.classification
         self.classifier = Classifier(host)
         self.packer = fastpath.DecisionPacker(self.classification)
-        self.cache.limits = host.classification.limits
+        self.cache.reconfigure(host.classification, host.known_sources)
 
     def _send_event(self, ev, state):
         """Packet-ins wait in a queue of `limits.queue`; one that finds it full is

@@ -526,6 +526,12 @@ class MetricsApp(app_manager.OSKenApp):
         yield GaugeMetricFamily("socketnet_classifier_cache_limit",
                                 "classification.limits.cached_total.",
                                 value=classifier.cache.limits.cached_total)
+        yield GaugeMetricFamily("socketnet_classifier_cached_unknown_decisions",
+                                "Cached decisions of sources the config does not name.",
+                                value=classifier.cache.unknown)
+        yield GaugeMetricFamily("socketnet_classifier_unknown_limit",
+                                "classification.limits.cached_unknown.",
+                                value=classifier.cache.limits.cached_unknown)
         latency = HistogramMetricFamily(
             "socketnet_classification_duration_seconds",
             "Time from a packet-in to its decision sent to the switch (flow-mod and "

@@ -16,9 +16,9 @@ same run.
     the baseline; each in a fresh lab.
 
 socketnet runs the seed's config (examples/seed.yaml) with the classification
-limits raised (cached_total and cached_per_source 10,000,000, the packet-in meter
-10,000,000/s) so that neither a cap nor the meter shapes the result; the baseline
-has no config. It prints one table; targets are reported, never asserted. Needs root (the labs);
+limits raised (cached_total, cached_per_source and cached_unknown 10,000,000, the
+packet-in meter 10,000,000/s) so that neither a cap nor the meter shapes the
+result; the baseline has no config. It prints one table; targets are reported, never asserted. Needs root (the labs);
 with --skip-ovs it runs without.
 """
 from __future__ import annotations
@@ -42,6 +42,7 @@ from topology.config import load_host
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "examples" / "seed.yaml"
 LIMITS = {"cached_total": 10_000_000, "cached_per_source": 10_000_000,
+          "cached_unknown": 10_000_000,
           "packet_in_rate": 10_000_000, "packet_in_burst": 100_000}
 RSS_FLOWS = 100_000
 FIXED_RATE = 5_000

@@ -145,6 +145,7 @@ class DropReason(str, enum.Enum):
     SOURCE_BLOCKED = "source-blocked"  # its source is blocked for going over its cap
     SOURCE_CAP = "source-cap"          # its source just went over cached_per_source
     TOTAL_CAP = "total-cap"            # the switch holds cached_total decisions already
+    UNKNOWN_CAP = "unknown-cap"        # it holds cached_unknown of sources not known
     RULE = "rule"                      # a rule, or the default, decided drop
     UNROUTABLE = "unroutable"          # a rule decided a class the destination cannot have
 
@@ -369,6 +370,7 @@ class Verdict(str, enum.Enum):
     SOURCE_BLOCKED = "source-blocked"  # drop; the source is blocked already
     SOURCE_OVER_CAP = "source-cap"     # drop; install source_block_flow for the source
     TOTAL_OVER_CAP = "total-cap"       # drop; cache nothing
+    UNKNOWN_OVER_CAP = "unknown-cap"   # drop; cache nothing
 
     @property
     def admitted(self) -> bool:
@@ -403,18 +405,43 @@ def _key_of_match(match: Mapping) -> Optional[tuple]:
 
 
 class DecisionCache:
-    """The decisions cached in the switch, counted per source and in all, and
-    the sources blocked for going over their cap. Pure bookkeeping: the caller
-    passes the time (`now`, seconds on a monotonic clock) and sends the flows."""
+    """The decisions cached in the switch, counted per source, for sources that
+    are not `known` (Host.known_sources: a flood's random sources are never
+    known) and in all, and the sources blocked for going over their cap. Pure
+    bookkeeping: the caller passes the time (`now`, seconds on a monotonic
+    clock) and sends the flows.
 
-    def __init__(self, classification: Classification):
+    Why a cap of its own for sources that are not known (`cached_unknown`): each
+    decision is a flow with timeouts, and Open vSwitch walks all such flows after
+    every change to its tables (bench/README.md, "What bounds (a)"). A flood of
+    random sources that fills the switch with decisions slows it down for
+    everyone; at the cap the flood's packet-ins are dropped here, without a
+    FlowMod, while known sources go on being decided up to cached_total."""
+
+    def __init__(self, classification: Classification, known: Optional[IPSet] = None):
         self.limits = classification.limits
         self.granularity = classification.granularity
         self.hard_timeout = classification.hard_timeout
+        self._known = _address_ranges(known or IPSet())
         self._entries: OrderedDict = OrderedDict()  # cache key -> when admitted, oldest first
         self._per_source: dict = {}  # source address -> cached decisions
+        self._unknown = 0  # cached decisions of sources that are not known
         self._blocked: dict = {}  # source address -> blocked until
         self.drops = {reason.value: 0 for reason in DropReason}
+
+    def reconfigure(self, classification: Classification, known: Optional[IPSet]) -> None:
+        """New limits and known sources (a reload); decisions already cached stay."""
+        self.limits = classification.limits
+        self._known = _address_ranges(known or IPSet())
+        self._unknown = sum(n for src, n in self._per_source.items() if not self.known(src))
+
+    def known(self, src: int) -> bool:
+        return _within(self._known, src)
+
+    @property
+    def unknown(self) -> int:
+        """Cached decisions of sources that are not known."""
+        return self._unknown
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -447,8 +474,14 @@ class DecisionCache:
         if len(entries) >= self.limits.cached_total:
             self.drops[DropReason.TOTAL_CAP.value] += 1
             return Verdict.TOTAL_OVER_CAP
+        known = self.known(src)
+        if not known and self._unknown >= self.limits.cached_unknown:
+            self.drops[DropReason.UNKNOWN_CAP.value] += 1
+            return Verdict.UNKNOWN_OVER_CAP
         entries[key] = now
         self._per_source[src] = count + 1
+        if not known:
+            self._unknown += 1
         return Verdict.ADMITTED
 
     def removed(self, match: Mapping) -> bool:
@@ -486,13 +519,18 @@ class DecisionCache:
         table-1 flows with the CLASSIFIED cookie), e.g. after a controller restart."""
         self._entries.clear()
         self._per_source.clear()
+        self._unknown = 0
         for match in matches:
             key = _key_of_match(match)
             if key is not None and key not in self._entries:
                 self._entries[key] = now
                 self._per_source[key[0]] = self._per_source.get(key[0], 0) + 1
+                if not self.known(key[0]):
+                    self._unknown += 1
 
     def _forget_source(self, src: int) -> None:
+        if not self.known(src):
+            self._unknown -= 1
         left = self._per_source[src] - 1
         if left:
             self._per_source[src] = left

@@ -142,6 +142,7 @@ switch as a table-1 flow with these timeouts. Every key is optional.
 | rules[].src_ports, dst_ports | list of ports and "low-high" ranges (tcp, udp) | any     |
 | limits.cached_total          | integer, 1..10000000                           | 100000  |
 | limits.cached_per_source     | integer, 1..cached_total                       | 1000    |
+| limits.cached_unknown        | integer, 1..cached_total                       | 20000 (at most cached_total) |
 | limits.packet_in_rate        | packets/s, 1..10000000                         | 1000    |
 | limits.packet_in_burst       | packets, 0..10000000                           | 200     |
 | limits.queue                 | packet-ins, 1..1000000                         | 1024    |
@@ -163,7 +164,10 @@ switch as a table-1 flow with these timeouts. Every key is optional.
 - Rule names "default", "unroutable" and "service:..." are socketnet's own.
 - limits: cached_total and cached_per_source cap the decisions cached in the
   switch; a source over its cap is dropped in the switch for
-  over_limit.seconds. packet_in_rate and packet_in_burst are the meter in front
+  over_limit.seconds. cached_unknown caps the decisions of sources that are
+  not known (other nodes, sources of privacy and management rules): a flood of
+  random sources fills that share and no more, and known sources go on being
+  decided (each decision is a flow Open vSwitch walks after every change). packet_in_rate and packet_in_burst are the meter in front
   of the controller; queue bounds the packet-ins waiting to be decided.
 - ingress_rate and ingress_per_source police new Netmaker-ingress flows in
   the host's nftables (`socketnet host apply`), before they reach the mesh
@@ -986,8 +990,8 @@ def _read_settings(f: _Reader, at: _At) -> Settings:
 _CLASSIFICATION_KEYS = ("default", "granularity", "idle_timeout", "hard_timeout",
                         "seed_services", "rules", "limits")
 _RULE_KEYS = ("name", "class", "src", "dst", "protocol", "src_ports", "dst_ports")
-_LIMIT_KEYS = ("cached_total", "cached_per_source", "packet_in_rate", "packet_in_burst",
-               "queue", "over_limit", "ingress_rate", "ingress_per_source")
+_LIMIT_KEYS = ("cached_total", "cached_per_source", "cached_unknown", "packet_in_rate",
+               "packet_in_burst", "queue", "over_limit", "ingress_rate", "ingress_per_source")
 _OVER_LIMIT_KEYS = ("action", "seconds")
 _OVER_LIMIT_ACTIONS = ("drop",)
 _RESERVED_RULE_NAMES = ("default", "unroutable")
@@ -1060,6 +1064,7 @@ def _read_limits(f: _Reader, at: _At) -> ClassificationLimits:
     changes = {}
     for key, low, high in (("cached_total", 1, 10_000_000),
                            ("cached_per_source", 1, 10_000_000),
+                           ("cached_unknown", 1, 10_000_000),
                            ("packet_in_rate", 1, 10_000_000),
                            ("packet_in_burst", 0, 10_000_000),
                            ("queue", 1, 1_000_000),
@@ -1076,11 +1081,16 @@ def _read_limits(f: _Reader, at: _At) -> ClassificationLimits:
             changes["over_limit_action"] = action
         if seconds is not None:
             changes["over_limit_seconds"] = seconds
+    if "cached_unknown" not in changes:  # the default, within a smaller cached_total
+        changes["cached_unknown"] = min(ClassificationLimits.cached_unknown,
+                                        changes.get("cached_total",
+                                                    ClassificationLimits.cached_total))
     limits = replace(ClassificationLimits(), **changes)
-    if limits.cached_per_source > limits.cached_total:
-        which = at["cached_per_source"] if at["cached_per_source"].present else at["cached_total"]
-        f.error(which, f"cached_per_source ({limits.cached_per_source}) is more than "
-                       f"cached_total ({limits.cached_total})")
+    for key in ("cached_per_source", "cached_unknown"):
+        if getattr(limits, key) > limits.cached_total:
+            which = at[key] if at[key].present else at["cached_total"]
+            f.error(which, f"{key} ({getattr(limits, key)}) is more than "
+                           f"cached_total ({limits.cached_total})")
     return limits
 
 

@@ -195,6 +195,9 @@ class ClassificationLimits:
     # what one other source may open; 0 turns that limit off.
     ingress_rate: int = 2_000
     ingress_per_source: int = 200
+    # Cached decisions of sources that are not known (Host.known_sources): a
+    # flood's share of the switch (controller.classifier.DecisionCache).
+    cached_unknown: int = 20_000
 
 
 @dataclass(frozen=True)

@@ -497,6 +497,37 @@ def test_the_total_cap_refuses_new_decisions_of_any_source():
     assert not c.blocked(address_int("10.101.0.6"), 0.0)
 
 
+def test_sources_not_known_share_cached_unknown_and_known_ones_go_on():
+    """A flood of random sources fills its share of the switch and no more: each
+    decision is a timed flow Open vSwitch walks after every change."""
+    known = IPSet([DROPLET + "/32"])
+    c = DecisionCache(Classification(limits=ClassificationLimits(cached_unknown=2)), known)
+    assert c.admit(tcp(src="10.101.7.1"), 0.0) is Verdict.ADMITTED
+    assert c.admit(tcp(src="10.101.7.2"), 0.0) is Verdict.ADMITTED
+    assert c.admit(tcp(src="10.101.7.3"), 0.0) is Verdict.UNKNOWN_OVER_CAP
+    assert not Verdict.UNKNOWN_OVER_CAP.admitted
+    assert [c.admit(tcp(src=DROPLET, sport=p), 0.0) for p in (1, 2, 3)] == [
+        Verdict.ADMITTED] * 3
+    assert c.unknown == 2 and len(c) == 5 and c.drops["unknown-cap"] == 1
+    assert not c.blocked(address_int("10.101.7.3"), 0.0)  # dropped, not blocked
+    assert c.removed(cache_match(tcp(src="10.101.7.1"), Granularity.FIVE_TUPLE))
+    assert c.removed(cache_match(tcp(src=DROPLET, sport=1), Granularity.FIVE_TUPLE))
+    assert c.unknown == 1
+    assert c.admit(tcp(src="10.101.7.3"), 1.0) is Verdict.ADMITTED
+
+
+def test_the_unknown_count_follows_resync_expiry_and_a_new_known_set():
+    classification = Classification(hard_timeout=10, limits=ClassificationLimits(
+        cached_unknown=3))
+    c = DecisionCache(classification, IPSet([DROPLET + "/32"]))
+    c.resync([cache_match(tcp(src=s), Granularity.FIVE_TUPLE)
+              for s in ("10.101.7.1", "10.101.7.2", DROPLET)], 0.0)
+    assert c.unknown == 2 and len(c) == 3
+    c.reconfigure(classification, IPSet(["10.101.7.0/24"]))  # a reload names them
+    assert c.unknown == 1
+    assert c.expire(10 + 11.0) == 3 and c.unknown == 0 and len(c) == 0
+
+
 def test_flow_removed_frees_the_decision_by_its_match():
     c = cache()
     c.admit(tcp(sport=1), 0.0)
