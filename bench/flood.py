@@ -2,8 +2,8 @@
 
     sudo .venv/bin/python -m bench.flood [--seconds 20] [--tries 12]
 
-Builds the seed's whole world (topology/world.py) once, then runs the same flood
-twice, first with host apply's `netmaker_new` chain emptied (ingress_rate and
+Runs the same flood twice, each in a fresh world of the seed (topology/world.py),
+first with host apply's `netmaker_new` chain emptied (ingress_rate and
 ingress_per_source 0: what a host without the policing has), then with the
 config's policing. Each run: the relay sends TCP SYNs from random sources of its
 clients' range and random ports to the xray client, unthrottled (one core of
@@ -277,9 +277,10 @@ def main(argv=None) -> int:
         config = os.path.join(tmp, "seed.yaml")
         with open(config, "w") as f:
             yaml.safe_dump(data, f)
-        with World(config, f"flood{os.getpid()}", state_root=os.path.join(tmp, "labs")) as w:
-            results = {}
-            for on in (False, True):
+        results = {}
+        for on in (False, True):  # each in a world of its own: nothing carried over
+            with World(config, f"flood{os.getpid()}{int(on)}",
+                       state_root=os.path.join(tmp, "labs")) as w:
                 policing(w, on)
                 print(f"[{time.monotonic() - started:5.1f}s] flood, policing "
                       f"{'on' if on else 'off'}", file=sys.stderr, flush=True)
