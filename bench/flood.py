@@ -1,11 +1,14 @@
-"""A flood of Netmaker sources with and without the host's ingress policing.
+"""A flood of Netmaker sources, with and without each of socketnet's two defences.
 
-    sudo .venv/bin/python -m bench.flood [--seconds 20] [--tries 12]
+    sudo .venv/bin/python -m bench.flood [--seconds 20] [--tries 12] [--compare policing|share]
 
-Runs the same flood twice, each in a fresh world of the seed (topology/world.py),
-first with host apply's `netmaker_new` chain emptied (ingress_rate and
-ingress_per_source 0: what a host without the policing has), then with the
-config's policing. Each run: the relay sends TCP SYNs from random sources of its
+Runs the same flood twice, each in a fresh world of the seed (topology/world.py).
+`--compare policing` (the default): first with host apply's `netmaker_new` chain
+emptied (ingress_rate and ingress_per_source 0: what a host without the policing
+has), then with the config's policing. `--compare share`: policing on both
+times, first with the decisions of sources that are not known as good as
+uncapped (cached_unknown 10,000,000), then with the seed's cached_unknown: run it
+longer than cached_unknown / packet_in_rate seconds (--seconds 60 --tries 110). Each run: the relay sends TCP SYNs from random sources of its
 clients' range and random ports to the xray client, unthrottled (one core of
 Python, then real WireGuard, decide the rate); after 3 s the droplet, a known
 source, opens a connection to the xray client every half second (each given 1 s);
@@ -229,7 +232,9 @@ def _ms(value) -> str:
     return "-" if value is None else f"{value * 1000:.1f}"
 
 
-def report(off: dict, on: dict) -> str:
+def report(without: tuple, with_: tuple) -> str:
+    """The two runs side by side: (column name, run) each."""
+    (off_label, off), (on_label, on) = without, with_
     def ratio(a, b):
         return "-" if not a or b is None else f"{b / a:.2f}x"
     rows = [
@@ -254,12 +259,33 @@ def report(off: dict, on: dict) -> str:
         ("controller VmRSS MB, before -> after",
          "{:.0f} -> {:.0f}".format(*off["rss_mb"]), "{:.0f} -> {:.0f}".format(*on["rss_mb"]), ""),
     ]
-    head = ("measure", "policing off", "policing on", "on/off")
+    head = ("measure", off_label, on_label, "ratio")
     widths = [max(len(str(r[i])) for r in (head, *rows)) for i in range(4)]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(head, widths)),
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
     return "\n".join(lines)
+
+
+# What a comparison varies: (column name, policing on, cached_unknown or None for
+# the seed's) for the run without, then the run with.
+COMPARISONS = {
+    "policing": (("policing off", False, None), ("policing on", True, None)),
+    "share": (("no share cap", True, 10_000_000), ("cached_unknown", True, None)),
+}
+
+
+def config_file(directory: str, cached_unknown: Optional[int]) -> str:
+    data = yaml.safe_load(SEED.read_text())
+    data["socketnet"]["metrics"] = {"stats_interval": 1}
+    if cached_unknown is not None:
+        limits = data["socketnet"]["classification"]["limits"]
+        limits["cached_unknown"] = cached_unknown
+        limits["cached_total"] = max(limits["cached_total"], cached_unknown)
+    path = os.path.join(directory, f"seed-{cached_unknown}.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(data, f)
+    return path
 
 
 def main(argv=None) -> int:
@@ -268,24 +294,24 @@ def main(argv=None) -> int:
                         help="length of each flood (default 20)")
     parser.add_argument("--tries", type=int, default=12,
                         help="droplet connections per flood, one every 0.5 s (default 12)")
+    parser.add_argument("--compare", choices=sorted(COMPARISONS), default="policing",
+                        help="policing: the host's ingress policing off, then on (default); "
+                             "share: policing on, decisions of sources not known uncapped, "
+                             "then capped at the seed's cached_unknown")
     args = parser.parse_args(argv)
     from topology.world import World
     started = time.monotonic()
+    results = []
     with tempfile.TemporaryDirectory(prefix="snflood-") as tmp:
-        data = yaml.safe_load(SEED.read_text())
-        data["socketnet"]["metrics"] = {"stats_interval": 1}
-        config = os.path.join(tmp, "seed.yaml")
-        with open(config, "w") as f:
-            yaml.safe_dump(data, f)
-        results = {}
-        for on in (False, True):  # each in a world of its own: nothing carried over
-            with World(config, f"flood{os.getpid()}{int(on)}",
+        for i, (label, on, cached_unknown) in enumerate(COMPARISONS[args.compare]):
+            # each in a world of its own: nothing carried over
+            with World(config_file(tmp, cached_unknown), f"flood{os.getpid()}{i}",
                        state_root=os.path.join(tmp, "labs")) as w:
                 policing(w, on)
-                print(f"[{time.monotonic() - started:5.1f}s] flood, policing "
-                      f"{'on' if on else 'off'}", file=sys.stderr, flush=True)
-                results[on] = run(w, args.seconds, args.tries)
-    print(report(results[False], results[True]))
+                print(f"[{time.monotonic() - started:5.1f}s] flood, {label}", file=sys.stderr,
+                      flush=True)
+                results.append((label, run(w, args.seconds, args.tries)))
+    print(report(*results))
     print(f"machine: {os.cpu_count()} cores; bench took {time.monotonic() - started:.0f} s")
     return 0
 
