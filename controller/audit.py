@@ -26,8 +26,10 @@ client, replies from its service port. Exits are judged by the sender's origin:
     N6  broadcast, multicast or unknown unicast: across the link
     N9  any bridge's LOCAL port
     W1  what is privacy ingress: anything but the xray client on vmbr0
-
-Forged sources (N8) are left to the test suite's matrix.
+    N8  the same packets (one conversation each) and ARP from a forged source:
+        a management container claiming each privacy container's address, a
+        privacy container claiming each management container's, the Netmaker
+        uplink claiming every container's; judged by the real origin's rules
 """
 from __future__ import annotations
 
@@ -224,11 +226,26 @@ class Matrix:
                        "broadcast, multicast or unknown unicast crosses the link")
         return out
 
+    def forgers(self) -> list:
+        """N8: the senders again, each claiming an address that is not its own."""
+        containers = [(b.name, str(p.container.address)) for b in self.host.bridges
+                      for p in b.ports if p.container is not None]
+        claims = {"management": [a for b, a in containers if b == self.vmbr0],
+                  "xray": [a for b, a in containers if b == self.mesh],
+                  "privacy": [a for b, a in containers if b == self.mesh],
+                  "netmaker": [a for _, a in containers]}
+        return [s._replace(address=claim) for s in self.senders() if s.port != "LOCAL"
+                for claim in claims.get(s.origin, ()) if claim != s.address]
+
     # --- the probes --------------------------------------------------------------
 
     def probes(self) -> list:
+        out = self._probes(self.senders(), forged=False)
+        return out + self._probes(self.forgers(), forged=True)
+
+    def _probes(self, senders, forged: bool) -> list:
         out = []
-        for s in self.senders():
+        for s in senders:
             for label, address, bridge, mac, services in self.targets:
                 if address == s.address:
                     continue
@@ -246,13 +263,22 @@ class Matrix:
                 convs += [("udp", EPHEMERAL, 53), ("icmp", None, None)]
                 if s.origin in ("xray", "from-vmbr0"):
                     convs += [(svc.protocol, svc.port, EPHEMERAL) for svc in self.xray_services]
+                if forged:  # one conversation: table 0 judges the source, not the rest
+                    dl_dsts, convs = dl_dsts[:1], convs[:1]
                 for dl_dst in dl_dsts:
                     for proto, sport, dport in convs:
                         out.append(self._probe(s, label, dl_dst, proto, address, sport, dport))
                 proto, sport, dport = convs[0]
-                for dl_dst in (BROADCAST, MULTICAST, UNKNOWN):
-                    out.append(self._probe(s, label, dl_dst, proto, address, sport, dport))
+                if not forged:
+                    for dl_dst in (BROADCAST, MULTICAST, UNKNOWN):
+                        out.append(self._probe(s, label, dl_dst, proto, address, sport,
+                                               dport))
                 out.append(self._arp(s, label, address))
+        if forged:
+            out = [p._replace(name=f"{p.name}, forged source",
+                              forbidden={pt: ("N8", f"from a forged source, {why} ({rule})")
+                                         for pt, (rule, why) in p.forbidden.items()})
+                   for p in out]
         return out
 
     def _probe(self, s, label, dl_dst, proto, dst, sport, dport) -> Probe:

@@ -76,9 +76,33 @@ def test_the_seeds_mesh_to_privacy_flow_is_caught_as_n4(seed_host, macs):
     assert "N4" in result["rules"]
 
 
+def test_a_flow_that_lets_a_forged_source_across_is_caught_as_n8(seed_host, macs):
+    """MCP's port claiming the xray client's address, sent across by a flow behind
+    socketnet's back: only forged packets take it, so only N8 can see it."""
+    mesh = seed_host.mesh
+    numbers = {p.name: i for i, p in enumerate(mesh.ports, start=1)}
+    forged = Flow(0, 65000, (("in_port", numbers["veth200"]), ("eth_type", 0x0800),
+                             ("ipv4_src", "10.0.0.102")),
+                  (Apply((Output(numbers["to-privacy"]),)),), 0)
+    switches = HostSwitches.compile(seed_host, macs, extra_flows={"mesh": [forged]})
+    result = audit(seed_host, macs, simulated(switches, seed_host))
+    assert result["rules"] == ["N8"], result["violations"][:3]
+    assert all(v["in_port"] == "veth200" and "nw_src=10.0.0.102" in v["flow"]
+               and "(N1)" in v["why"] for v in result["violations"])
+
+
+def test_forgers_claim_what_isolation_md_names(seed_host, macs):
+    claims = {(s.port, s.address) for s in Matrix(seed_host, macs).forgers()}
+    assert ("veth200", "10.0.0.102") in claims and ("veth200", "10.0.0.100") in claims
+    assert ("veth102", "10.1.0.200") in claims and ("veth100", "10.1.0.201") in claims
+    assert ("mesh-gw", "10.1.0.200") in claims and ("mesh-gw", "10.0.0.102") in claims
+    assert not any(port in ("vmbr0-gw", "to-privacy", "from-mesh") for port, _ in claims)
+
+
 def test_each_origin_forbids_what_isolation_md_says(seed_host, macs):
     matrix = Matrix(seed_host, macs)
-    probes = {(p.bridge, p.in_port): p for p in matrix.probes()}
+    probes = {(p.bridge, p.in_port): p for p in matrix.probes()
+              if not p.name.endswith("forged source")}
     management = probes[("mesh", "veth200")].forbidden
     assert management[("vmbr0", "veth102")][0] == "N1"
     warp = probes[("vmbr0", "vmbr0-gw")].forbidden
