@@ -2,7 +2,7 @@
 socketnet's packet-in path, against a plain os-ken learning switch measured in the
 same run.
 
-    sudo .venv/bin/python -m bench.classifier                 everything, about 70 s
+    sudo .venv/bin/python -m bench.classifier                 everything, about 90 s
     sudo .venv/bin/python -m bench.classifier --skip-ovs      (b) and (c) only
     sudo .venv/bin/python -m bench.classifier --profile DIR   and py-spy both controllers
 
@@ -13,7 +13,8 @@ same run.
 (a) real Open vSwitch (bench/real_ovs.py): socketnet, OVS's own packet-in ceiling
     (a do-nothing sink), OVS's setup ceiling (a minimal controller: socketnet's
     pure core without os-ken), the same with decisions that have no timeouts,
-    the baseline; each in a fresh lab.
+    the baseline; each in a fresh lab. socketnet and the minimal controller run
+    --repeat times each, in turn; the medians are reported.
 
 socketnet runs the seed's config (examples/seed.yaml) with the classification
 limits raised (cached_total, cached_per_source and cached_unknown 10,000,000, the
@@ -195,10 +196,12 @@ def report(b: dict, rss: dict, ovs: dict) -> str:
                      f">= {OVS_CEILING_SHARE:.0%} of ceiling "
                      f"({so.per_second / ce.per_second:.0%})" if ce.per_second else "",
                      _verdict(so.per_second >= OVS_CEILING_SHARE * ce.per_second)))
+        shares = sorted(ovs.get("shares") or [])
         rows.append(("(a) OVS setups/s: share of the setup ceiling",
                      f"{so.per_second / mi.per_second:.0%}" if mi.per_second else "-",
                      f"{bo.per_second / mi.per_second:.0%}" if mi.per_second else "-",
-                     "", "", ""))
+                     "", f"(each run: {', '.join(f'{x:.0%}' for x in shares)})"
+                     if len(shares) > 1 else "", ""))
         rows.append((f"(a) OVS first-packet p50/p99 ms at {FIXED_RATE:,}/s",
                      f"{_ms(so.p50)} / {_ms(so.p99)}", f"{_ms(bo.p50)} / {_ms(bo.p99)}",
                      _ratio(bo.p99, so.p99) + " lower p99" if so.p99 and bo.p99 else "",
@@ -223,6 +226,9 @@ def main(argv=None) -> int:
                         help="length of each measured run (default 3)")
     parser.add_argument("--ovs-window", type=int, default=128,
                         help="packets in flight in the OVS throughput runs (default 128)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of socketnet and of the minimal controller on Open vSwitch, "
+                             "taken in turn; the median is reported (default 3)")
     parser.add_argument("--skip-ovs", action="store_true", help="no Open vSwitch part (a)")
     parser.add_argument("--skip-rss", action="store_true", help="no 100,000-decision RSS run (c)")
     parser.add_argument("--profile", metavar="DIR",
@@ -250,7 +256,7 @@ def main(argv=None) -> int:
             say("(a) real Open vSwitch: socketnet, ceiling, baseline")
             ovs = OvsBench(host, config, f"bench{os.getpid()}", seconds=args.seconds,
                            window=args.ovs_window, latency_rate=FIXED_RATE,
-                           latency_seconds=args.seconds).run()
+                           latency_seconds=args.seconds, repeat=args.repeat).run()
         say("done")
     print(report(b, rss, ovs))
     print(f"machine: {os.cpu_count()} cores; load average (1 min) {load_before:.2f} before, "

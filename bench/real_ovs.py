@@ -28,6 +28,7 @@ inside the OVS netns and is reached on its 127.0.0.1, as on a real host (no rela
    first packet delivered to the MCP container's eth0 (its kernel drops it: not
    its address). One bridge, not two: Open vSwitch has less to do per setup.
 
+Phases 1 and 3 run `repeat` times, in turn (1, 3, 1, 3, ...), then 2, 4 and 5.
 Each phase (but 2 and 4): an open-loop run at 5,000 new flows/s (send stamp -> capture:
 first-packet latency p50/p99), then a closed-loop run with a window of packets in
 flight (delivered/s, the first half second left out). Phase 2 is that closed loop
@@ -115,10 +116,11 @@ class OvsBench:
     named `name`-N (labs are torn down whatever happens)."""
 
     def __init__(self, host: Host, config: str, name: str, seconds: float, window: int,
-                 latency_rate: float, latency_seconds: float):
+                 latency_rate: float, latency_seconds: float, repeat: int = 1):
         self.host, self.config, self.name = host, config, name
         self.seconds, self.window = seconds, window
         self.latency_rate, self.latency_seconds = latency_rate, latency_seconds
+        self.repeat = repeat
         self.uplink = host.mesh.one(Role.NETMAKER_UPLINK).name
         self.next_flow = 0
         self.lab: Optional[Lab] = None
@@ -229,12 +231,43 @@ class OvsBench:
     # --- the phases ------------------------------------------------------------------
 
     def run(self) -> dict:
+        """{phase: Phase}; with `repeat`, socketnet and minimal run that many times,
+        one after the other, their median throughput run kept, and "shares" holds
+        each pair's socketnet/minimal ratio."""
+        runs = {"socketnet": [], "minimal": []}
+        for _ in range(self.repeat):
+            runs["socketnet"].append(self._socketnet_phase())
+            runs["minimal"].append(self._minimal_phase())
+        results = {name: sorted(phases, key=lambda p: p.per_second)[len(phases) // 2]
+                   for name, phases in runs.items()}
+        results["shares"] = [s.per_second / m.per_second
+                             for s, m in zip(runs["socketnet"], runs["minimal"])
+                             if m.per_second]
+        results.update(self._other_phases())
+        return results
+
+    def _socketnet_phase(self) -> Phase:
+        xray = self.host.xray_client.container
+        with self._fresh_lab() as lab:
+            ctl = self._socketnet_synced()
+            return self._phase(xray.mac, lab.ns(xray.id), ctl)
+
+    def _minimal_phase(self) -> Phase:
+        mesh = self.host.mesh.name
+        xray = self.host.xray_client.container
+        with self._fresh_lab() as lab:
+            ctl = self._socketnet_synced()
+            self._controllers(mesh, [ctl.port, processes.free_port()])
+            ctl.stop()
+            port = str(processes.free_port())
+            return self._phase(xray.mac, lab.ns(xray.id),
+                               sink=("--sink-port", port, "--answer", self.config),
+                               keep=(ctl.port,))
+
+    def _other_phases(self) -> dict:
         mesh = self.host.mesh.name
         xray = self.host.xray_client.container
         results = {}
-        with self._fresh_lab() as lab:
-            ctl = self._socketnet_synced()
-            results["socketnet"] = self._phase(xray.mac, lab.ns(xray.id), ctl)
 
         with self._fresh_lab() as lab:
             # socketnet installs the pipeline, then hands mesh to the sink: 1 -> 2
@@ -250,15 +283,6 @@ class OvsBench:
             results["ceiling"] = Phase(per_second=r["delivered"] / r["seconds"],
                                        window=self.window, lost=r["lost"],
                                        p50_window=_percentile(r["latencies"], 50), cpu=r["cpu"])
-
-        with self._fresh_lab() as lab:
-            ctl = self._socketnet_synced()
-            self._controllers(mesh, [ctl.port, processes.free_port()])
-            ctl.stop()
-            port = str(processes.free_port())
-            results["minimal"] = self._phase(xray.mac, lab.ns(xray.id),
-                                             sink=("--sink-port", port, "--answer", self.config),
-                                             keep=(ctl.port,))
 
         with self._fresh_lab() as lab:
             ctl = self._socketnet_synced()
