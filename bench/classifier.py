@@ -197,7 +197,7 @@ def report(b: dict, rss: dict, ovs: dict) -> str:
                      f"({so.per_second / ce.per_second:.0%})" if ce.per_second else "",
                      _verdict(so.per_second >= OVS_CEILING_SHARE * ce.per_second)))
         shares = sorted(ovs.get("shares") or [])
-        rows.append(("(a) OVS setups/s: share of the setup ceiling",
+        rows.append(("(a) OVS setups/s: share of the setup ceiling (medians)",
                      f"{so.per_second / mi.per_second:.0%}" if mi.per_second else "-",
                      f"{bo.per_second / mi.per_second:.0%}" if mi.per_second else "-",
                      "", f"(each run: {', '.join(f'{x:.0%}' for x in shares)})"
@@ -235,6 +235,8 @@ def main(argv=None) -> int:
                         help="py-spy (raw, collapsed stacks) of both controllers during (b) "
                              "throughput, into DIR")
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error(f"--repeat {args.repeat}: at least 1")
     started = time.monotonic()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="snbench-") as tmp:

@@ -13,6 +13,9 @@ import argparse
 import collections
 import re
 import sys
+from pathlib import Path
+
+ROOT = str(Path(__file__).resolve().parents[1])  # the checkout: frames name files under it
 
 # py-spy's frame: "function (file.py:line)"; the line is dropped so that a
 # function's samples add up.
@@ -24,7 +27,7 @@ def _function(frame: str) -> str:
     if not m:
         return frame.strip()
     path = m["file"]
-    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+    for marker in ("site-packages/", f"{ROOT}/", "lib/python3.11/"):
         if marker in path:
             path = path.split(marker, 1)[1]
     return f"{m['name']} ({path})"

@@ -268,6 +268,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not args.receive_netns and not (args.sink_port and not args.answer):
         parser.error("--receive-netns, or --sink-port without --answer")
+    if args.untimed and not args.answer:
+        parser.error("--untimed: only with --answer")
     print(json.dumps(run(**vars(args))), flush=True)
     return 0
 

@@ -224,7 +224,7 @@ ROUTES = (
                                    "controller": {"type": "array"},
                                    "drop": {"type": "boolean"}}}),
     Route("GET", "/v1/audit", "audit", "read",
-          "The isolation matrix (ISOLATION.md) traced on the live bridges; violations",
+          "The isolation matrix (the README\'s N-rules) traced on the live bridges; violations",
           response={"type": "object", "required": ["ok", "violations"],
                     "properties": {"ok": {"type": "boolean"}, "packets": {"type": "integer"},
                                    "violations": {"type": "array"}}}),

@@ -1,4 +1,4 @@
-"""The isolation audit: ISOLATION.md's N-rules checked against the live bridges.
+"""The isolation audit: the isolation promise's N-rules (README) checked against the live bridges.
 
 `audit(host, macs, trace)` sends (by `ofproto/trace`, no packet on the wire)
 a matrix of packet classes into every port of both bridges and reports each
@@ -27,9 +27,9 @@ client, replies from its service port. Exits are judged by the sender's origin:
     N9  any bridge's LOCAL port
     W1  what is privacy ingress: anything but the xray client on vmbr0
     N8  the same packets (one conversation each) and ARP from a forged source:
-        a management container claiming each privacy container's address, a
-        privacy container claiming each management container's, the Netmaker
-        uplink claiming every container's; judged by the real origin's rules
+        every container claiming every other container's address, judged by
+        the rules of its own origin and of the origin it claims; the Netmaker
+        and warp uplinks claiming any container's address, which may go nowhere
 """
 from __future__ import annotations
 
@@ -226,16 +226,37 @@ class Matrix:
                        "broadcast, multicast or unknown unicast crosses the link")
         return out
 
+    def owners(self) -> dict:
+        """Each container's address -> its origin (management, xray, privacy)."""
+        origin = {Role.MANAGEMENT: "management", Role.PRIVACY_PROXY: "xray",
+                  Role.PRIVACY: "privacy"}
+        return {str(p.container.address): origin[p.role] for b in self.host.bridges
+                for p in b.ports if p.container is not None}
+
     def forgers(self) -> list:
-        """N8: the senders again, each claiming an address that is not its own."""
-        containers = [(b.name, str(p.container.address)) for b in self.host.bridges
-                      for p in b.ports if p.container is not None]
-        claims = {"management": [a for b, a in containers if b == self.vmbr0],
-                  "xray": [a for b, a in containers if b == self.mesh],
-                  "privacy": [a for b, a in containers if b == self.mesh],
-                  "netmaker": [a for _, a in containers]}
-        return [s._replace(address=claim) for s in self.senders() if s.port != "LOCAL"
-                for claim in claims.get(s.origin, ()) if claim != s.address]
+        """N8: the containers and the uplinks again, each claiming a container's
+        address that is not its own."""
+        forging = ("management", "xray", "privacy", "netmaker", "warp")
+        return [s._replace(address=claim) for s in self.senders()
+                if s.port != "LOCAL" and s.origin in forging
+                for claim in self.owners() if claim != s.address]
+
+    def forged(self, s: Sender, dl_dst: str, proto: str, dst: str, sport, dport) -> dict:
+        """Where a packet of a forged source may not go: from a container, what its
+        own origin may not reach and what the origin it claims may not; from
+        outside, anywhere."""
+        if s.origin in ("netmaker", "warp"):
+            return {pt: ("N8", f"{s.origin} ingress claiming a container's address "
+                               "goes nowhere") for pt in self.points}
+        out = {}
+        claimed = s._replace(origin=self.owners()[s.address])
+        for sender, as_what in ((s, "its own origin"), (claimed, f"the {claimed.origin} "
+                                                                   "it claims to be")):
+            for pt, (rule, why) in self.forbidden(sender, dl_dst, proto, dst, sport,
+                                                  dport).items():
+                out.setdefault(pt, ("N8", f"from a forged source, as {as_what}: {why} "
+                                          f"({rule})"))
+        return out
 
     # --- the probes --------------------------------------------------------------
 
@@ -267,21 +288,17 @@ class Matrix:
                     dl_dsts, convs = dl_dsts[:1], convs[:1]
                 for dl_dst in dl_dsts:
                     for proto, sport, dport in convs:
-                        out.append(self._probe(s, label, dl_dst, proto, address, sport, dport))
+                        out.append(self._probe(s, label, dl_dst, proto, address, sport, dport,
+                                               forged))
                 proto, sport, dport = convs[0]
                 if not forged:
                     for dl_dst in (BROADCAST, MULTICAST, UNKNOWN):
                         out.append(self._probe(s, label, dl_dst, proto, address, sport,
                                                dport))
-                out.append(self._arp(s, label, address))
-        if forged:
-            out = [p._replace(name=f"{p.name}, forged source",
-                              forbidden={pt: ("N8", f"from a forged source, {why} ({rule})")
-                                         for pt, (rule, why) in p.forbidden.items()})
-                   for p in out]
+                out.append(self._arp(s, label, address, forged))
         return out
 
-    def _probe(self, s, label, dl_dst, proto, dst, sport, dport) -> Probe:
+    def _probe(self, s, label, dl_dst, proto, dst, sport, dport, forged=False) -> Probe:
         parts = [f"in_port={s.port}", proto, f"dl_src={s.mac}", f"dl_dst={dl_dst}",
                  f"nw_src={s.address}", f"nw_dst={dst}"]
         if proto in ("tcp", "udp"):
@@ -290,16 +307,18 @@ class Matrix:
         else:
             parts += ["icmp_type=8", "icmp_code=0"]
             what = f"icmp {s.address} -> {dst}"
-        name = f"{what} ({label}) to {dl_dst}"
+        name = f"{what} ({label}) to {dl_dst}" + (", forged source" if forged else "")
+        judge = self.forged if forged else self.forbidden
         return Probe(name, s.bridge, s.port, ",".join(parts),
-                     self.forbidden(s, dl_dst, proto, dst, sport, dport))
+                     judge(s, dl_dst, proto, dst, sport, dport))
 
-    def _arp(self, s, label, dst) -> Probe:
+    def _arp(self, s, label, dst, forged=False) -> Probe:
         flow = ",".join([f"in_port={s.port}", "arp", f"dl_src={s.mac}", f"dl_dst={BROADCAST}",
                          "arp_op=1", f"arp_spa={s.address}", f"arp_tpa={dst}",
                          f"arp_sha={s.mac}", "arp_tha=00:00:00:00:00:00"])
-        return Probe(f"ARP who-has {dst} ({label})", s.bridge, s.port, flow,
-                     self.forbidden(s, BROADCAST, "arp", dst, None, None))
+        judge = self.forged if forged else self.forbidden
+        return Probe(f"ARP who-has {dst} ({label})" + (", forged source" if forged else ""),
+                     s.bridge, s.port, flow, judge(s, BROADCAST, "arp", dst, None, None))
 
 
 def audit(host: Host, macs: Mapping[str, str], trace: Callable[[str, str], object]) -> dict:

@@ -430,8 +430,12 @@ class DecisionCache:
         self.drops = {reason.value: 0 for reason in DropReason}
 
     def reconfigure(self, classification: Classification, known: Optional[IPSet]) -> None:
-        """New limits and known sources (a reload); decisions already cached stay."""
+        """New limits, granularity, hard timeout and known sources (a reload);
+        decisions already cached stay (a flow-removed finds its entry by the
+        flow's match, whatever the granularity was)."""
         self.limits = classification.limits
+        self.granularity = classification.granularity
+        self.hard_timeout = classification.hard_timeout
         self._known = _address_ranges(known or IPSet())
         self._unknown = sum(n for src, n in self._per_source.items() if not self.known(src))
 

@@ -238,7 +238,7 @@ def trace(bridge, in_port, proto, src, dst, sport, dport, eth_src, eth_dst, api_
 @click.command()
 @api_options
 def audit(api_url, token, as_json):
-    """Check the isolation promise (ISOLATION.md) on the live bridges; exit 1 on
+    """Check the isolation promise (README: N1-N9) on the live bridges; exit 1 on
     any violation."""
     doc = _ask(_client(api_url, token), "GET", "/v1/audit")
     if as_json:

@@ -46,7 +46,8 @@ def locate(configured: Optional[str] = None) -> str:
             pid = int(f.read().strip())
     except (OSError, ValueError):
         raise VswitchdUnreachable(f"no ovs-vswitchd control socket in {rundir} (set "
-                                  "OVS_RUNDIR or SOCKETNET_OVS_CTL)") from None
+                                  "socketnet.rest.ovs_ctl, SOCKETNET_OVS_CTL or "
+                                  "OVS_RUNDIR)") from None
     path = os.path.join(rundir, f"ovs-vswitchd.{pid}.ctl")
     if not os.path.exists(path):
         raise VswitchdUnreachable(f"{path} does not exist (is ovs-vswitchd running?)")
@@ -89,8 +90,9 @@ class Vswitchd:
 
     def _connect(self):
         if self._client is not None and self._wanted != self._configured():
-            self._client.close()  # a reload named another socket
+            self._client.close()  # a reload named another socket: another switch
             self._client = None
+            self._dp_names = None
         if self._client is None:
             self._wanted = self._configured()
             path = locate(self._wanted)

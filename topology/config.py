@@ -170,8 +170,8 @@ switch as a table-1 flow with these timeouts. Every key is optional.
   decided (each decision is a flow Open vSwitch walks after every change). packet_in_rate and packet_in_burst are the meter in front
   of the controller; queue bounds the packet-ins waiting to be decided.
 - ingress_rate and ingress_per_source police new Netmaker-ingress flows in
-  the host's nftables (`socketnet host apply`), before they reach the mesh
-  adapter: known sources (other nodes, sources of privacy and management
+  the host's nftables (`socketnet host apply`; run it again after changing
+  them or the known sources), before they reach the mesh adapter: known sources (other nodes, sources of privacy and management
   rules) get ingress_rate of their own; every other source at most
   ingress_per_source, and all of them together ingress_rate. A flood is cut
   there, where it is cheap, and cannot fill the switch's receive queue, where

@@ -6,7 +6,7 @@ actions that make the host match the config, and the findings a human must see.
 An empty `HostState()` is a fresh host; a state that already matches gives an
 empty plan, which is what makes `socketnet host apply` idempotent.
 
-What the host gets (FIELD-NOTES "A routed design that carried the seed's traffic"):
+What the host gets (the routed design: the WireGuard interfaces stay outside the bridges):
 
 - both bridges: `datapath_type` (an argument: "system" on a host, "netdev" in a
   lab), `fail_mode=secure`, `protocols=OpenFlow13`, `other-config:disable-in-band=true`,
@@ -32,7 +32,10 @@ What the host gets (FIELD-NOTES "A routed design that carried the seed's traffic
   the xray client's services only, W5 both ways, privacy -> warp, established
   replies), MSS clamp, SNAT out of warp to the WARP address, an input rule
   dropping packets for a local address of another interface (Linux's weak host
-  model), and the host's IP stack kept off the switch ports;
+  model), the host's IP stack kept off the switch ports, and Netmaker ingress
+  policed before the mesh adapter (`limits.ingress_rate`, `ingress_per_source`:
+  known sources in a lane of their own) when the Netmaker uplink is routed
+  through the adapter;
 - `net.ipv4.ip_forward=1`, last: nothing is forwarded before the filter is there.
 
 Order of the actions: the safe parts first (an enslaved l3 interface released, the
@@ -467,8 +470,9 @@ class _Planner:
         script, digest = nft_script(self.host, self.warp_address)
         current = self.state.nft
         if current is None or current.digest != digest or current.rules != _rule_count(script):
-            self.act(LoadNft(script, why="nftables: forward allow-list, MSS clamp, SNAT to "
-                                         "WARP, no weak-host access"))
+            self.act(LoadNft(script, why="nftables: forward allow-list, Netmaker ingress "
+                                         "policing, MSS clamp, SNAT to WARP, no weak-host "
+                                         "access"))
 
     # -- bridges -----------------------------------------------------------------
 

@@ -13,7 +13,7 @@ Owns the I/O half of `socketnet host apply`; the decisions are `topology.host.pl
 Links, addresses, routes and rules go through pyroute2 (netlink), bridges through
 ovs-vsctl, sysctls and nftables through `sysctl` and `nft` run in the namespace.
 Never import this into the controller process: pyroute2 does not work under
-eventlet's monkey-patching (FIELD-NOTES).
+eventlet's monkey-patching (its green `select` has no `poll`).
 """
 from __future__ import annotations
 

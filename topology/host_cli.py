@@ -14,7 +14,7 @@ stderr with their fix. Exit: 0 done (or nothing to do), 1 a command failed,
 2 invalid config or a finding of level error.
 
 This runs as its own command, never inside the controller process: pyroute2 and
-eventlet's monkey-patching do not mix (FIELD-NOTES).
+eventlet's monkey-patching do not mix (measured).
 """
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ Owns the one rule, and reading it from the kernel two ways:
 
 The rule: ARP hardware type 65534 (ARPHRD_NONE: WireGuard, tun) or no hardware
 address at all is l3; anything else is l2. OVS cannot switch an l3 interface
-(FIELD-NOTES "WireGuard ports are layer 3"): it must reach its bridge through an
-adapter port, never be enslaved. The config can force a kind
+(the userspace datapath reads its raw IP as Ethernet; no datapath sends Ethernet
+to it): it must reach its bridge through an adapter port, never be enslaved. The config can force a kind
 (`socketnet.ports.<iface>.kind`); this says what the kernel has.
 """
 from __future__ import annotations

@@ -11,7 +11,7 @@ things on their ports, and tearing them down again:
   OpenFlow 1.3 only, in-band control off; port numbers fixed with `ofport_request`
   (Bridge.ports order, from 1);
 - a netns per container (`sn-<lab>-c<id>`) holding `eth0` with the container's MAC,
-  address, default route via its gateway, and tx checksum offload off (FIELD-NOTES:
+  address, default route via its gateway, and tx checksum offload off (measured:
   with it on, TCP through the netdev datapath silently dies);
 - the inter-bridge link: a veth whose two ends, named as the two inter-bridge ports,
   both live in the OVS netns.
@@ -260,7 +260,7 @@ class Lab:
         A `tcp:`/`ssl:` target on 127.0.0.1 means the caller's loopback: a relay
         makes it reachable from the OVS netns (`OvsInstance.forward_loopback`).
         `inactivity_probe` is in ms (OVS default 5000). Going from 0 controllers to 1
-        flushes the bridge's flows (FIELD-NOTES). OVS retries a lost controller
+        flushes the bridge's flows (measured). OVS retries a lost controller
         after 1, 2, 4, then every 8 s (Controller.max_backoff is not honoured by
         OVS 3.1, measured): wait up to ~10 s for a reconnect."""
         targets = [target] if isinstance(target, str) else list(target)

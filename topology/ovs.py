@@ -8,7 +8,7 @@ packet, asked through ovs-vswitchd's control socket without sending one.
 
 Why a netns per instance: a netdev ovs-vswitchd creates a tap named `ovs-netdev`
 (and one tap per bridge and internal port), so only one can run per network
-namespace (FIELD-NOTES). Everything else an instance makes (database, sockets,
+namespace (a second fails creating its tap devices). Everything else an instance makes (database, sockets,
 pidfiles, logs) lives in one temporary directory, so two instances never meet.
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@ The seed writes one `ovs-ofctl` flow list per bridge under
 compiles its own pipeline from the port roles. This module reads them anyway,
 so that a config whose flows are broken is rejected like any other broken
 config, and so that `assess` can say, for each line, what socketnet does
-instead and which rule of ISOLATION.md the literal flow would break.
+instead and which rule of the isolation promise (README) the literal flow would break.
 `topology.config.check_file` reports those sentences as warnings.
 
     parse(bridge, text) -> SeedFlow       syntax only; raises SeedFlowError

@@ -17,7 +17,7 @@ a pipe, so a tunnel outlives the process that made it (`socketnet lab up`).
 
 Why two names per interface: wireguard-go's control socket is
 `/var/run/wireguard/<interface>.sock`, one directory for every network namespace,
-so two labs that both want a `warp0` would collide (FIELD-NOTES). Each interface is
+so two labs that both want a `warp0` would collide. Each interface is
 therefore born with a name unique on the machine (`swg<hash of tag><a|b>`, which
 names its control socket for its whole life: `wg show swg...a`), configured, then
 renamed inside its namespace to the name the config knows (`warp0`, `nm-privacy`).

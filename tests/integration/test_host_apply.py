@@ -1,6 +1,6 @@
 """`socketnet host apply` against a scratch network namespace and a private Open
 vSwitch (topology.ovs.OvsInstance): the first apply builds the seed host, a second
-changes nothing, --dry-run changes nothing, and the glue routes as FIELD-NOTES says.
+changes nothing, --dry-run changes nothing, and the glue routes as the routed design needs.
 
 nm-privacy and warp0 are tun devices here (layer 3, like WireGuard, no process
 behind them); test_wireguard.py has real WireGuard.

@@ -1,6 +1,6 @@
 """The isolation promise on the live switch's tables: every packet class at every
 port of both bridges, traced with ofproto/trace across the inter-bridge link, judged
-by the oracle (ISOLATION.md as code). Once with socketnet attached, and again after
+by the oracle (the promise as code). Once with socketnet attached, and again after
 the controller was killed (N7: fail_mode=secure keeps the flows, nothing else passes).
 """
 import pytest

@@ -1,4 +1,4 @@
-"""ISOLATION.md as code: where a packet must never go, and where it must arrive.
+"""The promise (README, W1-W6 and N1-N9) as code: where a packet must never go, and where it must arrive.
 
 `Oracle(host, macs).judge(packet)` answers, for a packet entering one port of
 one bridge (packets.py), with a `Verdict`:
@@ -13,8 +13,8 @@ An egress point is (bridge, port name), LOCAL included, over both bridges: a
 packet leaving mesh by the inter-bridge link goes on into vmbr0 and can reach
 vmbr0's ports (and back), so every rule speaks of the whole host.
 
-This file is written from ISOLATION.md, SEED-architecture.md and the routed
-design of FIELD-NOTES.md; never from the compiler's flows. The readings it
+This file is written from the promise, the seed's architecture and the routed
+design (topology/host.py); never from the compiler's flows. The readings it
 takes where the text leaves room, each in one place below:
 
   - A packet is judged by who sent it: the role of the port it entered by.

@@ -23,12 +23,18 @@ def analyzable(tmp_path):
     return unit
 
 
-def test_the_trace_drop_in_only_changes_the_user_and_stays_sandboxed(analyzable):
+def test_the_trace_drop_in_runs_as_root_in_a_narrower_sandbox(analyzable):
     """With ovs-trace.conf socketnet runs as root (ovs-vswitchd's socket is root's)
-    without capabilities; read after the unit, as systemd reads a drop-in."""
+    without capabilities, and without the rest of /run; read after the unit, as
+    systemd reads a drop-in."""
     settings = [line for line in TRACE.read_text().splitlines()
                 if line and not line.startswith("#")]
-    assert settings == ["[Service]", "DynamicUser=no", "User=root"]
+    assert settings[:3] == ["[Service]", "DynamicUser=no", "User=root"]
+    # what root could reach that the dynamic user could not, taken away
+    assert "TemporaryFileSystem=/run" in settings
+    assert "BindReadOnlyPaths=/run/openvswitch" in settings
+    assert "InaccessiblePaths=-/run/openvswitch/db.sock" in settings
+    assert "InaccessiblePaths=-/etc/shadow -/etc/gshadow" in settings
     analyzable.write_text(analyzable.read_text() + "\n" + TRACE.read_text())
     result = subprocess.run(["systemd-analyze", "verify", str(analyzable)],
                             capture_output=True, text=True)

@@ -1,9 +1,9 @@
-"""The isolation promise (ISOLATION.md) holds on the compiler's flow tables.
+"""The isolation promise (README, W1-W6 and N1-N9) holds on the compiler's flow tables.
 
 Every packet class of tests/isolation/packets.py enters every port of the seed
 host's two bridges and runs through fake switches holding `compile_bridge`'s
 flows, across the inter-bridge link (tests/isolation/fake_switch.py). The oracle
-(tests/isolation/oracle.py, ISOLATION.md as code) judges where it went:
+(tests/isolation/oracle.py, the promise as code) judges where it went:
 
   - it never reaches an egress point an N-rule forbids: with every port present,
     with a privacy classification decision installed on mesh, and with ports

@@ -91,15 +91,37 @@ def test_a_flow_that_lets_a_forged_source_across_is_caught_as_n8(seed_host, macs
                and "(N1)" in v["why"] for v in result["violations"])
 
 
-def test_forgers_claim_what_isolation_md_names(seed_host, macs):
-    claims = {(s.port, s.address) for s in Matrix(seed_host, macs).forgers()}
-    assert ("veth200", "10.0.0.102") in claims and ("veth200", "10.0.0.100") in claims
-    assert ("veth102", "10.1.0.200") in claims and ("veth100", "10.1.0.201") in claims
-    assert ("mesh-gw", "10.1.0.200") in claims and ("mesh-gw", "10.0.0.102") in claims
-    assert not any(port in ("vmbr0-gw", "to-privacy", "from-mesh") for port, _ in claims)
+def test_every_container_and_uplink_claims_every_other_containers_address(seed_host, macs):
+    matrix = Matrix(seed_host, macs)
+    claims = {(s.port, s.address) for s in matrix.forgers()}
+    containers = set(matrix.owners())
+    assert containers == {"10.1.0.200", "10.1.0.201", "10.0.0.100", "10.0.0.102"}
+    for port, own in (("veth200", "10.1.0.200"), ("veth201", "10.1.0.201"),
+                      ("veth100", "10.0.0.100"), ("veth102", "10.0.0.102"),
+                      ("mesh-gw", None), ("vmbr0-gw", None)):
+        assert {a for p, a in claims if p == port} == containers - {own}, port
+    assert not any(port in ("to-privacy", "from-mesh") for port, _ in claims)
 
 
-def test_each_origin_forbids_what_isolation_md_says(seed_host, macs):
+def test_a_forged_packet_is_judged_as_what_it_claims_to_be_too(seed_host, macs):
+    """MCP claiming the xray client's address may not reach op-dbus-api, which MCP
+    itself may (W5) but the xray client may not (N5); Netmaker ingress claiming
+    a container's address may go nowhere at all."""
+    matrix = Matrix(seed_host, macs)
+    forged = {(p.in_port, p.name): p for p in matrix.probes() if "forged" in p.name}
+    as_xray = next(p for (port, name), p in forged.items()
+                   if port == "veth200" and name.startswith("tcp 10.0.0.102:")
+                   and "-> 10.1.0.201:" in name)
+    assert as_xray.forbidden[("mesh", "veth201")][0] == "N8"
+    assert "as the xray it claims to be" in as_xray.forbidden[("mesh", "veth201")][1]
+    honest = next(p for p in matrix.probes() if p.in_port == "veth200"
+                  and p.name.startswith("tcp 10.1.0.200:") and "-> 10.1.0.201:" in p.name)
+    assert ("mesh", "veth201") not in honest.forbidden
+    from_netmaker = next(p for (port, _), p in forged.items() if port == "mesh-gw")
+    assert set(from_netmaker.forbidden) == set(matrix.points)
+
+
+def test_each_origin_forbids_what_the_promise_says(seed_host, macs):
     matrix = Matrix(seed_host, macs)
     probes = {(p.bridge, p.in_port): p for p in matrix.probes()
               if not p.name.endswith("forged source")}

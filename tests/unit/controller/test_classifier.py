@@ -528,6 +528,19 @@ def test_the_unknown_count_follows_resync_expiry_and_a_new_known_set():
     assert c.expire(10 + 11.0) == 3 and c.unknown == 0 and len(c) == 0
 
 
+def test_a_reload_brings_its_granularity_and_hard_timeout_to_the_cache():
+    c = cache()
+    c.admit(tcp(sport=1), 0.0)
+    c.reconfigure(Classification(granularity=Granularity.HOST_PAIR, hard_timeout=5), None)
+    assert c.admit(tcp(sport=2), 1.0) is Verdict.ADMITTED
+    assert c.admit(tcp(sport=3), 1.0) is Verdict.PENDING  # one decision per pair now
+    assert c.removed(cache_match(tcp(sport=2), Granularity.HOST_PAIR))
+    assert c.removed(cache_match(tcp(sport=1), Granularity.FIVE_TUPLE))  # the old one
+    assert len(c) == 0
+    c.admit(tcp(sport=4), 2.0)
+    assert c.expire(2.0 + 5 + EXPIRY_GRACE + 0.1) == 1
+
+
 def test_flow_removed_frees_the_decision_by_its_match():
     c = cache()
     c.admit(tcp(sport=1), 0.0)

@@ -3,6 +3,7 @@ the config's rest.ovs_ctl, then $SOCKETNET_OVS_CTL, then $OVS_RUNDIR."""
 from __future__ import annotations
 
 import socket
+import warnings
 
 import pytest
 
@@ -51,3 +52,28 @@ def test_nothing_found_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("OVS_RUNDIR", str(tmp_path))
     with pytest.raises(VswitchdUnreachable, match=str(tmp_path)):
         locate()
+
+
+def test_a_reload_that_names_another_socket_reconnects_there(sockets, monkeypatch):
+    from controller.vswitchd import Vswitchd
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # `ovs` imports eventlet, which warns
+        from ovs.unixctl import client as unixctl
+
+    class Client:
+        def __init__(self, path):
+            self.path, self.closed = path, False
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(unixctl.UnixctlClient, "create",
+                        staticmethod(lambda path: (0, Client(path))))
+    configured = [sockets["configured.ctl"]]
+    v = Vswitchd(lambda: configured[0])
+    first = v._connect()
+    v._dp_names = {1: "mesh-gw"}
+    assert v._connect() is first and first.path == sockets["configured.ctl"]
+    configured[0] = sockets["env.ctl"]
+    second = v._connect()
+    assert first.closed and second.path == sockets["env.ctl"] and v._dp_names is None
