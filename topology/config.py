@@ -150,6 +150,8 @@ switch as a table-1 flow with these timeouts. Every key is optional.
 | limits.over_limit.seconds    | seconds, 1..65535                              | 30      |
 | limits.ingress_rate          | new flows/s, 0..10000000 (0: off)              | 2000    |
 | limits.ingress_per_source    | new flows/s, 0..10000000 (0: off)              | 200     |
+| limits.ingress_peer_rate     | datagrams/s, 0..100000000 (0: off)             | 100000  |
+| limits.ingress_wireguard_port | UDP port, 1..65535                            | 51821   |
 
 - The first rule that matches decides; then, with seed_services, the seed's own
   services: a service of the xray client is privacy, a service of a management
@@ -176,6 +178,12 @@ switch as a table-1 flow with these timeouts. Every key is optional.
   ingress_per_source, and all of them together ingress_rate. A flood is cut
   there, where it is cheap, and cannot fill the switch's receive queue, where
   a known source's first packet would be lost with it.
+- ingress_peer_rate: WireGuard datagrams a second that one Netmaker peer (by
+  its endpoint address and port) may send to the uplink's UDP port
+  (ingress_wireguard_port, Netmaker's 51821), dropped in nftables before
+  WireGuard decrypts them: one flooding peer cannot fill the WireGuard
+  receiver's queue, where every other peer's packets would be lost with its
+  own. Set it below what the host's WireGuard decrypts in all.
 """
 from __future__ import annotations
 
@@ -991,7 +999,8 @@ _CLASSIFICATION_KEYS = ("default", "granularity", "idle_timeout", "hard_timeout"
                         "seed_services", "rules", "limits")
 _RULE_KEYS = ("name", "class", "src", "dst", "protocol", "src_ports", "dst_ports")
 _LIMIT_KEYS = ("cached_total", "cached_per_source", "cached_unknown", "packet_in_rate",
-               "packet_in_burst", "queue", "over_limit", "ingress_rate", "ingress_per_source")
+               "packet_in_burst", "queue", "over_limit", "ingress_rate", "ingress_per_source",
+               "ingress_peer_rate", "ingress_wireguard_port")
 _OVER_LIMIT_KEYS = ("action", "seconds")
 _OVER_LIMIT_ACTIONS = ("drop",)
 _RESERVED_RULE_NAMES = ("default", "unroutable")
@@ -1069,7 +1078,9 @@ def _read_limits(f: _Reader, at: _At) -> ClassificationLimits:
                            ("packet_in_burst", 0, 10_000_000),
                            ("queue", 1, 1_000_000),
                            ("ingress_rate", 0, 10_000_000),
-                           ("ingress_per_source", 0, 10_000_000)):
+                           ("ingress_per_source", 0, 10_000_000),
+                           ("ingress_peer_rate", 0, 100_000_000),
+                           ("ingress_wireguard_port", 1, 65535)):
         value = f.integer(at[key], low, high)
         if value is not None:
             changes[key] = value

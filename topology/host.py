@@ -823,6 +823,9 @@ def nft_script(host: Host, warp_address: str = DEFAULT_WARP_ADDRESS) -> tuple:
     objects, policing = [], []
     if nm is not None:
         objects, policing = _ingress_policing(host)
+        peer_objects, peer_rule = _peer_policing(host)
+        objects += peer_objects
+        pre += peer_rule
         if policing:
             # Past the replies rule: new connections, and what conntrack calls
             # invalid (a bad checksum, out of window) that W1 would still let in.
@@ -864,11 +867,11 @@ def nft_script(host: Host, warp_address: str = DEFAULT_WARP_ADDRESS) -> tuple:
             return []
         return [f"\tchain {cname} {{", *(f"\t\t{r}" for r in lines), "\t}"]
 
-    inet = [*chain("prerouting", "type filter hook prerouting priority raw; policy accept;",
+    inet = [*(objects if ours else []),
+            *chain("prerouting", "type filter hook prerouting priority raw; policy accept;",
                    pre)]
     if ours:  # the forward policy is imposed only where something is routed
-        inet += [*objects,
-                 *chain("forward", "type filter hook forward priority filter; policy drop;",
+        inet += [*chain("forward", "type filter hook forward priority filter; policy drop;",
                         forward),
                  *chain_body("netmaker_new", policing),
                  *chain("input", "type filter hook input priority filter; policy accept;",
@@ -925,6 +928,24 @@ def _ingress_policing(host: Host) -> tuple:
         rules.append(over("ingress_over", rate, max(rate // 10, 1),
                           f"all other sources: over {rate} new flows/s"))
     return objects, rules
+
+
+def _peer_policing(host: Host) -> tuple:
+    """(objects, rules) for the prerouting chain: WireGuard datagrams to the
+    Netmaker uplink's port, per peer endpoint, over `limits.ingress_peer_rate`
+    a second are dropped before conntrack and before WireGuard decrypts them."""
+    limits = host.classification.limits
+    rate, port = limits.ingress_peer_rate, limits.ingress_wireguard_port
+    if not rate:
+        return [], []
+    objects = ["\tcounter netmaker_peer_over {}",
+               "\tset netmaker_peers {\n\t\ttype ipv4_addr . inet_service; size 65535; "
+               "flags dynamic,timeout; timeout 60s;\n\t}"]
+    rule = (f"udp dport {port} fib daddr type local update @netmaker_peers "
+            f"{{ ip saddr . udp sport limit rate over {rate}/second burst "
+            f"{max(rate // 100, 10)} packets }} counter name \"netmaker_peer_over\" drop "
+            f'comment "one Netmaker peer: over {rate} WireGuard datagrams/s"')
+    return objects, [rule]
 
 
 def _rule_count(script: str) -> int:

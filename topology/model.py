@@ -195,6 +195,11 @@ class ClassificationLimits:
     # what one other source may open; 0 turns that limit off.
     ingress_rate: int = 2_000
     ingress_per_source: int = 200
+    # WireGuard datagrams a second one Netmaker peer (its endpoint) may send to
+    # the uplink's port (ingress_wireguard_port), before they are decrypted: one
+    # flooding peer cannot take the WireGuard receiver from the others. 0: off.
+    ingress_peer_rate: int = 100_000
+    ingress_wireguard_port: int = 51821
     # Cached decisions of sources that are not known (Host.known_sources): a
     # flood's share of the switch (controller.classifier.DecisionCache).
     cached_unknown: int = 20_000

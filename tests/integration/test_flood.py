@@ -13,7 +13,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from bench.flood import HealthAsker, connect, flood, host_counters, metric, rss_kb
+from bench.flood import (LAB_PEER_RATE, HealthAsker, connect, flood, host_counters, metric,
+                         rss_kb)
 from topology.ovs import wait_until
 
 from tests.integration.conftest import SEED_YAML, require, unique_lab_name
@@ -32,6 +33,8 @@ def world(tmp_path_factory):
     # The flood's share of the switch, filled within the flood (the meter lets
     # 1,000 packet-ins a second through).
     data["socketnet"]["classification"]["limits"]["cached_unknown"] = UNKNOWN_CAP
+    # One peer's WireGuard datagrams, below what this lab's wireguard-go decrypts.
+    data["socketnet"]["classification"]["limits"]["ingress_peer_rate"] = LAB_PEER_RATE
     path = tmp_path_factory.mktemp("flood") / "seed.yaml"
     path.write_text(yaml.safe_dump(data))
     w = World(str(path), unique_lab_name(), state_root=str(tmp_path_factory.mktemp("labs")))
@@ -85,6 +88,8 @@ def test_a_flood_of_netmaker_sources_is_policed_before_the_switch_and_the_drople
     policed = after["ingress_over"] - before["ingress_over"] \
         + after["ingress_source_over"] - before["ingress_source_over"]
     assert policed > 0
+    # ... and the relay's WireGuard datagrams over its peer rate, before decryption.
+    assert after["netmaker_peer_over"] > before["netmaker_peer_over"]
     # The droplet is a known source: its lane was never cut.
     assert after["ingress_known_over"] == before["ingress_known_over"] == during[
         "ingress_known_over"]

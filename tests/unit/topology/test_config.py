@@ -834,7 +834,7 @@ def test_without_a_classification_block_the_defaults_apply(tmp_path, seed):
     assert (c.default, c.granularity, c.idle_timeout, c.hard_timeout, c.seed_services,
             c.rules) == (TrafficClass.DROP, Granularity.FIVE_TUPLE, 60, 3600, True, ())
     assert c.limits == ClassificationLimits(100000, 1000, 1000, 200, 1024, "drop", 30,
-                                            2000, 200, 20000)
+                                            2000, 200, 100000, 51821, 20000)
 
 
 def test_every_classification_key_is_read(tmp_path, seed):
@@ -844,7 +844,8 @@ def test_every_classification_key_is_read(tmp_path, seed):
         "limits": {"cached_total": 10, "cached_per_source": 2, "packet_in_rate": 50,
                    "packet_in_burst": 0, "queue": 8,
                    "over_limit": {"action": "drop", "seconds": 7},
-                   "ingress_rate": 0, "ingress_per_source": 30}})
+                   "ingress_rate": 0, "ingress_per_source": 30,
+                   "ingress_peer_rate": 5000, "ingress_wireguard_port": 51820}})
     classification(seed)["rules"] = [
         {"name": "mgmt", "class": "management", "dst": ["10.1.0.0/24"]},
         {"name": "quiet", "class": "drop", "src": ["10.101.0.7", "100.64.0.0/10"],
@@ -853,7 +854,7 @@ def test_every_classification_key_is_read(tmp_path, seed):
     c = load_host(write(tmp_path, seed)).classification
     assert (c.default, c.granularity, c.idle_timeout, c.hard_timeout, c.seed_services) == (
         TrafficClass.MANAGEMENT, Granularity.HOST_PAIR, 5, 0, False)
-    assert c.limits == ClassificationLimits(10, 2, 50, 0, 8, "drop", 7, 0, 30, 10)
+    assert c.limits == ClassificationLimits(10, 2, 50, 0, 8, "drop", 7, 0, 30, 5000, 51820, 10)
     assert c.rules == (
         ClassRule("mgmt", TrafficClass.MANAGEMENT, None, IPSet(["10.1.0.0/24"])),
         ClassRule("quiet", TrafficClass.DROP, IPSet(["10.101.0.7/32", "100.64.0.0/10"]), None,
@@ -925,6 +926,10 @@ def test_a_rule_may_name_single_addresses_and_the_whole_management_subnet(tmp_pa
      "cached_unknown (100001) is more than cached_total (100000)"),
     (("limits", "ingress_rate"), -1, "socketnet.classification.limits.ingress_rate",
      "not in 0..10000000"),
+    (("limits", "ingress_wireguard_port"), 0,
+     "socketnet.classification.limits.ingress_wireguard_port", "not in 1..65535"),
+    (("limits", "ingress_peer_rate"), 100_000_001,
+     "socketnet.classification.limits.ingress_peer_rate", "not in 0..100000000"),
     (("limits", "ingress_per_source"), "fast",
      "socketnet.classification.limits.ingress_per_source", "expected an integer"),
     (("limits", "burst"), 5, "socketnet.classification.limits.burst", "unknown key"),
