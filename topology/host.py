@@ -932,20 +932,23 @@ def _ingress_policing(host: Host) -> tuple:
 
 def _peer_policing(host: Host) -> tuple:
     """(objects, rules) for the prerouting chain: WireGuard datagrams to the
-    Netmaker uplink's port, per peer endpoint, over `limits.ingress_peer_rate`
-    a second are dropped before conntrack and before WireGuard decrypts them."""
+    Netmaker uplink's port, per peer endpoint (IPv4 or IPv6), over
+    `limits.ingress_peer_rate` a second are dropped before conntrack and before
+    WireGuard decrypts them."""
     limits = host.classification.limits
     rate, port = limits.ingress_peer_rate, limits.ingress_wireguard_port
     if not rate:
         return [], []
-    objects = ["\tcounter netmaker_peer_over {}",
-               "\tset netmaker_peers {\n\t\ttype ipv4_addr . inet_service; size 65535; "
-               "flags dynamic,timeout; timeout 60s;\n\t}"]
-    rule = (f"udp dport {port} fib daddr type local update @netmaker_peers "
-            f"{{ ip saddr . udp sport limit rate over {rate}/second burst "
-            f"{max(rate // 100, 10)} packets }} counter name \"netmaker_peer_over\" drop "
-            f'comment "one Netmaker peer: over {rate} WireGuard datagrams/s"')
-    return objects, [rule]
+    objects, rules = ["\tcounter netmaker_peer_over {}"], []
+    for family, address, suffix in (("ip", "ipv4_addr", ""), ("ip6", "ipv6_addr", "6")):
+        objects.append(f"\tset netmaker_peers{suffix} {{\n\t\ttype {address} . inet_service; "
+                       "size 65535; flags dynamic,timeout; timeout 60s;\n\t}")
+        rules.append(f"udp dport {port} fib daddr type local update @netmaker_peers{suffix} "
+                     f"{{ {family} saddr . udp sport limit rate over {rate}/second burst "
+                     f"{max(rate // 100, 10)} packets }} counter name \"netmaker_peer_over\" "
+                     f'drop comment "one Netmaker peer ({family}): over {rate} WireGuard '
+                     'datagrams/s"')
+    return objects, rules
 
 
 def _rule_count(script: str) -> int:

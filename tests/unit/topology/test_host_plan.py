@@ -279,11 +279,15 @@ def test_one_netmaker_peer_is_policed_before_wireguard_decrypts(seed_host):
     """Per peer endpoint, at the uplink's UDP port, in the raw prerouting chain:
     before conntrack, before the WireGuard receiver's queue."""
     script, _ = nft_script(seed_host)
-    rule = next(r for r in chain(script, "prerouting") if "netmaker_peers" in r)
-    assert rule.startswith("udp dport 51821 fib daddr type local update @netmaker_peers "
-                           "{ ip saddr . udp sport limit rate over 100000/second burst "
-                           '1000 packets } counter name "netmaker_peer_over" drop')
+    v4, v6 = [r for r in chain(script, "prerouting") if "netmaker_peers" in r]
+    assert v4.startswith("udp dport 51821 fib daddr type local update @netmaker_peers "
+                         "{ ip saddr . udp sport limit rate over 100000/second burst "
+                         '1000 packets } counter name "netmaker_peer_over" drop')
+    assert v6.startswith("udp dport 51821 fib daddr type local update @netmaker_peers6 "
+                         "{ ip6 saddr . udp sport limit rate over 100000/second burst "
+                         '1000 packets } counter name "netmaker_peer_over" drop')
     assert "type ipv4_addr . inet_service;" in script
+    assert "type ipv6_addr . inet_service;" in script
     assert script.index("set netmaker_peers {") < script.index("chain prerouting {")
     limits = replace(seed_host.classification.limits, ingress_peer_rate=0)
     off = replace(seed_host, classification=replace(seed_host.classification, limits=limits))
