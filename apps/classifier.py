@@ -70,10 +70,8 @@ class ClassifierApp(app_manager.OSKenApp):
         super().__init__(*args, **kwargs)
         self.runtime: Runtime = kwargs["runtime"]
         host = self.runtime.host
-        self.classification = host.classification
-        self.classifier = Classifier(host)
-        self.packer = fastpath.DecisionPacker(self.classification)
-        self.cache = DecisionCache(self.classification, host.known_sources)
+        self.cache = DecisionCache(host.classification, host.known_sources)
+        self._on_host_change(host)
         queue = self.classification.limits.queue
         self.events = hub.Queue(queue)  # os-ken's default is 128, waiting when full
         self._events_sem = hub.BoundedSemaphore(queue)

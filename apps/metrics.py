@@ -42,10 +42,11 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily)
 
 from apps.channel import Channel, ChannelError, Channels
+from controller.classifier import key_of_match
 from controller.pipeline import (CLASSIFY, KNOWN_SOURCES_METER, PACKET_IN_METER, TABLE_BY_ID,
                                  Purpose, purpose_of)
 from controller.switches import Runtime, SwitchState
-from controller.telemetry import Totals, class_of, decision_key
+from controller.telemetry import Totals, class_of
 from topology.model import TrafficClass
 
 LOG = logging.getLogger("socketnet.metrics")
@@ -162,9 +163,6 @@ class MetricsApp(app_manager.OSKenApp):
     def _classifier(self):
         return app_manager.lookup_service_brick("ClassifierApp")
 
-    def _granularity(self):
-        return self.runtime.host.classification.granularity
-
     def _stats(self, bridge: str) -> BridgeStats:
         if bridge not in self.bridges:
             self.bridges[bridge] = BridgeStats()
@@ -221,7 +219,7 @@ class MetricsApp(app_manager.OSKenApp):
         if purpose is not Purpose.CLASSIFIED:
             return
         classifier = self._classifier()
-        key = decision_key(dict(msg.match.items()), self._granularity())
+        key = key_of_match(dict(msg.match.items()))
         cls = classifier.classes.get(key) if classifier is not None else None
         cls = cls or self._polled_classes.get(key)
         if cls is None:
@@ -297,7 +295,6 @@ class MetricsApp(app_manager.OSKenApp):
                                          Purpose.CLASSIFIED.cookie, ALL_ONES, parser.OFPMatch())
         live = {cls: [0, 0] for cls in TrafficClass}
         seen = {}
-        granularity = self._granularity()
 
         def on_reply(reply):
             for i, stat in enumerate(reply.body, 1):
@@ -310,7 +307,7 @@ class MetricsApp(app_manager.OSKenApp):
                     continue
                 live[cls][0] += stat.packet_count
                 live[cls][1] += stat.byte_count
-                seen[decision_key(dict(stat.match.items()), granularity)] = cls
+                seen[key_of_match(dict(stat.match.items()))] = cls
                 if i % YIELD_EVERY == 0:
                     hub.sleep(0)
             if not reply.flags & ofp.OFPMPF_REPLY_MORE:

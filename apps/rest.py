@@ -26,7 +26,7 @@ from controller.api import Api, ApiError, FlowStat
 from controller.flow import FlowError
 from controller.pipeline import CLASSIFY, Purpose
 from controller.switches import Runtime
-from controller.vswitchd import Vswitchd, VswitchdUnreachable, links_of, path_doc
+from controller.vswitchd import Vswitchd, VswitchdUnreachable, path_doc
 
 LOG = logging.getLogger("socketnet.rest")
 ACCESS = logging.getLogger("socketnet.rest.access")
@@ -192,7 +192,7 @@ class RestApp(app_manager.OSKenApp):
         return count
 
     def _trace_across(self, bridge: str, flow: str):
-        return self.vswitchd.trace_across(bridge, flow, links_of(self.runtime.host))
+        return self.vswitchd.trace_across(bridge, flow, self.runtime.host.inter_bridge_links)
 
     def trace(self, bridge: str, flow: str) -> dict:
         try:

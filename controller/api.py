@@ -39,8 +39,9 @@ from controller.classifier import (DEFAULT, UNROUTABLE, Classifier, Flow5, addre
                                    cache_match, decision_flow)
 from controller.compiler import own_mac
 from controller.flow import Apply, Flow, Output, WriteMetadata
-from controller.pipeline import Purpose, Zone, purpose_of
+from controller.pipeline import Purpose, purpose_of
 from controller.switches import Runtime, SwitchState
+from controller.telemetry import class_of
 from topology.config import ABSENT
 from topology.model import Host, TrafficClass
 
@@ -675,11 +676,6 @@ def _coerce(name: str, value: str, schema: dict):
         if not re.fullmatch(r"-?[0-9]{1,20}", value):
             raise bad(name, f"{value!r} is not an integer")
         value = int(value)
-    elif schema.get("format") == "ipv4":
-        try:
-            address_int(value)
-        except ValueError:
-            raise bad(name, f"{value!r} is not an IPv4 address") from None
     _check_value(name, value, schema)
     return value
 
@@ -734,7 +730,6 @@ def _touches(flow: Optional[Flow], port: int) -> bool:
                for i in flow.instructions if isinstance(i, Apply) for a in i.actions)
 
 
-_ZONE_CLASS = {int(Zone.PRIVACY_INGRESS): "privacy", int(Zone.MANAGEMENT): "management"}
 _PURPOSE_CLASS = {Purpose.MANAGEMENT: "management", Purpose.PRIVACY: "privacy",
                   Purpose.WARP: "privacy", Purpose.DROP: "drop", Purpose.FORGED: "drop",
                   Purpose.BLOCKED: "drop"}
@@ -744,10 +739,10 @@ def flow_class(flow: Optional[Flow], purpose: Optional[Purpose]) -> Optional[str
     """The traffic class a flow carries: a cached decision's class; management or
     privacy forwarding; drop for drops; None for the rest (admission, ARP)."""
     if purpose is Purpose.CLASSIFIED and flow is not None:
-        for ins in flow.instructions:
-            if isinstance(ins, WriteMetadata):
-                return _ZONE_CLASS.get(ins.value)
-        return "drop"
+        metadata = next((ins.value for ins in flow.instructions
+                         if isinstance(ins, WriteMetadata)), None)
+        cls = class_of(metadata)
+        return cls.value if cls is not None else None
     return _PURPOSE_CLASS.get(purpose)
 
 
@@ -874,8 +869,6 @@ def trace_flow(host: Host, bridge_name: str, body: dict, state: Optional[SwitchS
         port = bridge.port(in_port)
         if port.container is not None:
             src_default = str(port.container.address)
-        elif port.address is not None:
-            src_default = None
     except KeyError:
         pass
     src = body.get("src") or src_default

@@ -46,6 +46,10 @@ MULTICAST = "01:00:5e:00:00:fb"
 UNKNOWN = "02:de:ad:be:ef:01"
 
 
+# A container port's role -> the origin its packets are judged by.
+_ORIGIN = {Role.MANAGEMENT: "management", Role.PRIVACY_PROXY: "xray", Role.PRIVACY: "privacy"}
+
+
 class Probe(NamedTuple):
     name: str
     bridge: str
@@ -96,6 +100,8 @@ class Matrix:
         self.peer = str(ipaddress.ip_network(str(host.netmaker_ranges[0])).network_address + 5) \
             if host.netmaker_ranges else None
         self.on = {b.name: [pt for pt in self.points if pt[0] == b.name] for b in host.bridges}
+        self.owners = {str(p.container.address): _ORIGIN[p.role]  # address -> origin
+                       for b in host.bridges for p in b.ports if p.container is not None}
         self.known_macs = set()
         self.targets = []  # (label, address, bridge or None, mac or None, services)
         for b in host.bridges:
@@ -136,9 +142,8 @@ class Matrix:
                 if mac is None:
                     continue  # not on the switch: nothing enters there
                 if p.container is not None:
-                    origin = {Role.MANAGEMENT: "management", Role.PRIVACY_PROXY: "xray",
-                              Role.PRIVACY: "privacy"}[p.role]
-                    out.append(Sender(b.name, p.name, origin, mac, str(p.container.address), gw))
+                    out.append(Sender(b.name, p.name, _ORIGIN[p.role], mac,
+                                      str(p.container.address), gw))
                 elif p.role is Role.NETMAKER_UPLINK and self.peer:
                     out.append(Sender(b.name, p.name, "netmaker", mac, self.peer, None))
                 elif p.role is Role.WARP_UPLINK:
@@ -226,20 +231,13 @@ class Matrix:
                        "broadcast, multicast or unknown unicast crosses the link")
         return out
 
-    def owners(self) -> dict:
-        """Each container's address -> its origin (management, xray, privacy)."""
-        origin = {Role.MANAGEMENT: "management", Role.PRIVACY_PROXY: "xray",
-                  Role.PRIVACY: "privacy"}
-        return {str(p.container.address): origin[p.role] for b in self.host.bridges
-                for p in b.ports if p.container is not None}
-
-    def forgers(self) -> list:
-        """N8: the containers and the uplinks again, each claiming a container's
-        address that is not its own."""
+    def forgers(self, senders: list) -> list:
+        """N8: `senders` again, the containers and the uplinks each claiming a
+        container's address that is not its own."""
         forging = ("management", "xray", "privacy", "netmaker", "warp")
-        return [s._replace(address=claim) for s in self.senders()
+        return [s._replace(address=claim) for s in senders
                 if s.port != "LOCAL" and s.origin in forging
-                for claim in self.owners() if claim != s.address]
+                for claim in self.owners if claim != s.address]
 
     def forged(self, s: Sender, dl_dst: str, proto: str, dst: str, sport, dport) -> dict:
         """Where a packet of a forged source may not go: from a container, what its
@@ -249,7 +247,7 @@ class Matrix:
             return {pt: ("N8", f"{s.origin} ingress claiming a container's address "
                                "goes nowhere") for pt in self.points}
         out = {}
-        claimed = s._replace(origin=self.owners()[s.address])
+        claimed = s._replace(origin=self.owners[s.address])
         for sender, as_what in ((s, "its own origin"), (claimed, f"the {claimed.origin} "
                                                                    "it claims to be")):
             for pt, (rule, why) in self.forbidden(sender, dl_dst, proto, dst, sport,
@@ -261,8 +259,9 @@ class Matrix:
     # --- the probes --------------------------------------------------------------
 
     def probes(self) -> list:
-        out = self._probes(self.senders(), forged=False)
-        return out + self._probes(self.forgers(), forged=True)
+        senders = self.senders()
+        return self._probes(senders, forged=False) \
+            + self._probes(self.forgers(senders), forged=True)
 
     def _probes(self, senders, forged: bool) -> list:
         out = []

@@ -389,8 +389,10 @@ def cache_key(flow: Flow5, granularity: Granularity) -> tuple:
     return flow
 
 
-def _key_of_match(match: Mapping) -> Optional[tuple]:
-    """The cache key of a decision flow's match (as a flow-removed reports it)."""
+def key_of_match(match: Mapping) -> Optional[tuple]:
+    """The cache key of a decision flow's match (as a flow-removed or a flow-stats
+    entry reports it), from the match's own shape: right for flows cached before a
+    reload changed the granularity too. None if it is not a decision's match."""
     try:
         src, dst = address_int(match["ipv4_src"]), address_int(match["ipv4_dst"])
         if "ip_proto" not in match:
@@ -419,15 +421,12 @@ class DecisionCache:
     FlowMod, while known sources go on being decided up to cached_total."""
 
     def __init__(self, classification: Classification, known: Optional[IPSet] = None):
-        self.limits = classification.limits
-        self.granularity = classification.granularity
-        self.hard_timeout = classification.hard_timeout
-        self._known = _address_ranges(known or IPSet())
         self._entries: OrderedDict = OrderedDict()  # cache key -> when admitted, oldest first
         self._per_source: dict = {}  # source address -> cached decisions
         self._unknown = 0  # cached decisions of sources that are not known
         self._blocked: dict = {}  # source address -> blocked until
         self.drops = {reason.value: 0 for reason in DropReason}
+        self.reconfigure(classification, known)
 
     def reconfigure(self, classification: Classification, known: Optional[IPSet]) -> None:
         """New limits, granularity, hard timeout and known sources (a reload);
@@ -490,7 +489,7 @@ class DecisionCache:
 
     def removed(self, match: Mapping) -> bool:
         """A decision flow left the switch (flow-removed); whether it was counted."""
-        key = _key_of_match(match)
+        key = key_of_match(match)
         if key is None or self._entries.pop(key, None) is None:
             return False
         self._forget_source(key[0])
@@ -525,7 +524,7 @@ class DecisionCache:
         self._per_source.clear()
         self._unknown = 0
         for match in matches:
-            key = _key_of_match(match)
+            key = key_of_match(match)
             if key is not None and key not in self._entries:
                 self._entries[key] = now
                 self._per_source[key[0]] = self._per_source.get(key[0], 0) + 1

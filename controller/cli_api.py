@@ -30,12 +30,13 @@ import sys
 import click
 
 from controller.api_client import DEFAULT_API, ApiClient, ApiClientError
+from controller.pipeline import Purpose
+from topology.model import TrafficClass
 
 EXIT_ERROR = 1
 EXIT_INVALID = 2
-_CLASSES = ["privacy", "management", "drop"]
-_PURPOSES = ["admit", "drop", "forged", "classify", "classified", "blocked", "management",
-             "privacy", "warp", "arp", "arp-responder", "foreign"]
+_CLASSES = [c.value for c in TrafficClass]  # as the API names them
+_PURPOSES = [p.label for p in Purpose] + ["foreign"]
 
 
 def api_options(f):

@@ -303,7 +303,7 @@ def _privacy(host: Host, ports: _Ports):
     yield _directed_arp(up_port.address.ip, up_no)
 
     # W2 and W4: out through warp, to anything but private and local ranges.
-    blocked = _cidrs(list(host.privacy_blocked) + forged)
+    blocked = _cidrs(host.privacy_exit_blocked)
     for zone in (Zone.PROXY, Zone.PRIVACY):
         for cidr in blocked:
             yield Flow.make(FORWARD.id, P_BLOCKED,

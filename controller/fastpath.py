@@ -212,14 +212,13 @@ class DecisionPacker:
     _PORT = Struct("!H")
 
     def __init__(self, classification):
+        from topology.model import Granularity
         self.classification = classification
+        self._five_tuple = classification.granularity == Granularity.FIVE_TUPLE
         self._templates = {}  # (proto or None, class) -> (bytes, src at, dst at, sport at, dport at)
 
     def pack(self, xid: int, flow5, decision) -> bytes:
-        from topology.model import Granularity
-        proto = flow5.proto if self.classification.granularity == Granularity.FIVE_TUPLE \
-            else None
-        key = (proto, decision.cls)
+        key = (flow5.proto if self._five_tuple else None, decision.cls)
         template = self._templates.get(key)
         if template is None:
             template = self._templates[key] = self._template(flow5, decision)

@@ -12,7 +12,7 @@ encoding to OpenFlow messages.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Mapping, Union
 
 OFPP_IN_PORT = 0xFFFFFFF8
@@ -259,7 +259,6 @@ class Flow:
     idle_timeout: int = 0
     hard_timeout: int = 0
     send_flow_removed: bool = False
-    note: str = field(default="", compare=False, hash=False)
 
     @classmethod
     def make(cls, table: int, priority: int, match: Mapping[str, MatchValue],
@@ -308,7 +307,7 @@ class Flow:
                 body.append(f"nw_proto={ip_proto}")
         for name in sorted(match, key=_FIELD_ORDER.__getitem__):
             body.append(f"{_OFCTL_FIELD[name]}={_ofctl_value(name, match[name], names)}")
-        actions = ",".join(i.ofctl(names) for i in self.instructions if i.ofctl(names))
+        actions = ",".join(text for text in (i.ofctl(names) for i in self.instructions) if text)
         return f"{', '.join(head)}, {','.join(body)} actions={actions or 'drop'}"
 
     def __str__(self) -> str:

@@ -15,7 +15,8 @@ import threading
 import time
 from typing import Optional
 
-_SYNC = re.compile(r"(?P<bridge>\S+): pipeline in sync \((?P<add>\d+) to add, "
+# A sync line of the controller log: which bridge, and what was added, deleted, kept.
+SYNC_LINE = re.compile(r"(?P<bridge>\S+): pipeline in sync \((?P<add>\d+) to add, "
                    r"(?P<delete>\d+) to delete, (?P<unchanged>\d+) unchanged\)")
 
 
@@ -112,7 +113,7 @@ class ControllerProcess:
         def synced(lines):
             found = {}
             for line in lines[after:]:
-                m = _SYNC.search(line)
+                m = SYNC_LINE.search(line)
                 if m and m["bridge"] in bridges:
                     found[m["bridge"]] = {k: int(m[k]) for k in ("add", "delete", "unchanged")}
             return found if set(found) >= set(bridges) else None

@@ -10,8 +10,6 @@ scrape time.
                        now, `removed(packets, bytes)` with a flow's final count
                        (flow-removed)
     class_of(...)      the traffic class of a cached decision, from its instructions
-    decision_key(...)  the classifier's cache key of a decision flow's match (as a
-                       flow-removed or a flow-stats entry gives it)
 
 Why `Totals`: the switch counts per flow, and a reactive flow's counts leave with
 it (idle or hard timeout). A sum over the live flows therefore drops whenever one
@@ -33,11 +31,10 @@ twice. tests/unit/controller/test_telemetry.py checks both on random sequences.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Iterable, Mapping, Optional
+from typing import Iterable, Optional
 
-from controller.classifier import Flow5, cache_key
 from controller.pipeline import Zone
-from topology.model import Granularity, TrafficClass
+from topology.model import TrafficClass
 
 # Seconds. A packet-in decision takes ~10 µs; a reconcile ~1 ms to seconds.
 CLASSIFICATION_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
@@ -134,14 +131,3 @@ def class_of(metadata: Optional[int]) -> Optional[TrafficClass]:
     return _CLASS_OF_ZONE.get(metadata)
 
 
-def decision_key(match: Mapping, granularity: Granularity) -> Optional[tuple]:
-    """`controller.classifier.cache_key` of the packets a decision flow matches,
-    from its match as os-ken parses it; None if it is not a decision's match."""
-    try:
-        sport = match.get("tcp_src", match.get("udp_src", 0))
-        dport = match.get("tcp_dst", match.get("udp_dst", 0))
-        flow = Flow5.of(match["ipv4_src"], match["ipv4_dst"], int(match.get("ip_proto", 0)),
-                        int(sport), int(dport))
-    except (KeyError, TypeError, ValueError):
-        return None
-    return cache_key(flow, granularity)

@@ -144,18 +144,6 @@ class Vswitchd:
         return follow_links(self.trace, bridge, flow, links, max_hops)
 
 
-def links_of(host) -> dict:
-    """{(bridge, port): (bridge, port)} both ways along the inter-bridge link."""
-    from topology.model import Role
-    owner = {p.name: b.name for b in host.bridges for p in b.ports}
-    links = {}
-    for bridge in host.bridges:
-        for port in bridge.with_role(Role.INTER_BRIDGE):
-            if port.peer in owner:
-                links[(bridge.name, port.name)] = (owner[port.peer], port.peer)
-    return links
-
-
 def path_doc(path) -> dict:
     """A TracePath as JSON: each hop's datapath actions, the exits with the
     headers the packet carries there, the bridges that hand it to the controller."""

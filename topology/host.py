@@ -61,7 +61,7 @@ from typing import Mapping, Optional
 
 from netaddr import IPNetwork, IPSet
 
-from topology.model import Host, Kind, Port, Role
+from topology.model import UPLINK_ROLES, Host, Kind, Port, Role
 
 DEFAULT_WARP_ADDRESS = "172.16.0.2"
 DATAPATH_TYPES = ("system", "netdev")
@@ -571,7 +571,7 @@ class _Planner:
             for number, port in enumerate(bridge.ports, start=1):
                 if port.container is not None or port.name in self.skipped_ports:
                     continue  # containers' veths: LXC adds them when it starts them
-                if port.role in (Role.NETMAKER_UPLINK, Role.WARP_UPLINK) and not port.adapter:
+                if port.role in UPLINK_ROLES and not port.adapter:
                     if not self._l2_uplink_ok(port):
                         continue
                 self._port(port, number)
@@ -718,8 +718,7 @@ class _Planner:
                           "Netmaker until it does (its table prohibits everything meanwhile)",
                           "start the Netmaker client (netclient), then apply again")
         if warp is not None:
-            blocked = IPSet(host.privacy_blocked) | host.privacy_subnet \
-                | host.management_subnet | host.netmaker_side
+            blocked = host.privacy_exit_blocked
             warp_up = self._up(warp.interface)
             entries = [Route(ids.privacy_adapter_in(), net, "prohibit")
                        for net in blocked.iter_cidrs()]
@@ -848,8 +847,7 @@ def nft_script(host: Host, warp_address: str = DEFAULT_WARP_ADDRESS) -> tuple:
                        f"ip daddr {_nets(host.management_subnet.iter_cidrs())} accept "
                        'comment "W5: Netmaker to management"')
     if wp is not None:
-        blocked = IPSet(host.privacy_blocked) | host.privacy_subnet | host.management_subnet \
-            | host.netmaker_side
+        blocked = host.privacy_exit_blocked
         forward.append(f'iifname "{wp.name}" oifname "{wp.interface}" '
                        f"ip saddr {_nets(host.privacy_subnet.iter_cidrs())} "
                        f"ip daddr != {_nets(blocked.iter_cidrs())} accept "

@@ -31,7 +31,7 @@ from typing import Iterable, Optional, Sequence, Union
 from pyroute2 import IPRoute, netns
 
 from topology.model import Bridge, Container, Host, Port, Role
-from topology.ovs import OvsInstance, TracePath, binary, wait_until
+from topology.ovs import OvsInstance, TracePath, in_netns, wait_until
 
 HOST = "host"  # lab.exec / lab.ns name for the OVS netns, where the adapters live
 
@@ -298,7 +298,7 @@ class Lab:
         """Run `cmd` in a container's netns (by id) or the host's ("host") and wait;
         text output captured. With `check`, a non-zero exit raises LabError."""
         ns = self.ns(where)
-        proc = subprocess.run(_in_netns(ns, cmd), capture_output=True, text=True,
+        proc = subprocess.run(in_netns(ns, cmd), capture_output=True, text=True,
                               timeout=timeout)
         if check and proc.returncode != 0:
             raise LabError(f"lab {self.name}: in {ns}: {' '.join(cmd)} exited "
@@ -312,7 +312,7 @@ class Lab:
         command, so the Popen's pid is the command's."""
         kwargs.setdefault("stdin", subprocess.DEVNULL)
         ns = self.ns(where)
-        proc = subprocess.Popen(_in_netns(ns, cmd), start_new_session=True, **kwargs)
+        proc = subprocess.Popen(in_netns(ns, cmd), start_new_session=True, **kwargs)
         self._processes.append((ns, proc))
         return proc
 
@@ -374,28 +374,12 @@ class Lab:
 
     # -- asking the tables -------------------------------------------------------
 
-    @property
-    def links(self) -> dict:
-        """{(bridge, port): (bridge, port)} both ways along the inter-bridge link."""
-        owner = {p.name: b.name for b in self.host.bridges for p in b.ports}
-        links = {}
-        for bridge in self.host.bridges:
-            for port in bridge.with_role(Role.INTER_BRIDGE):
-                if port.peer in owner:
-                    links[(bridge.name, port.name)] = (owner[port.peer], port.peer)
-        return links
-
     def trace(self, bridge: str, flow: str, ct_next: Optional[str] = None) -> TracePath:
         """Trace a packet entering `bridge` (flow names its in_port) and follow it
         over the inter-bridge link to the other bridge."""
-        return self.ovs.trace_across(bridge, flow, self.links, ct_next=ct_next)
+        return self.ovs.trace_across(bridge, flow, self.host.inter_bridge_links, ct_next=ct_next)
 
 
 def _operstate(ipr: IPRoute, ifname: str) -> Optional[str]:
     index = ipr.link_lookup(ifname=ifname)
     return ipr.link("get", index=index[0])[0].get("operstate") if index else None
-
-
-def _in_netns(ns: str, cmd: Sequence[str]) -> list:
-    """`ip netns exec NS CMD`, with CMD's program found in the sbin dirs too."""
-    return [binary("ip") or "ip", "netns", "exec", ns, binary(cmd[0]) or cmd[0], *cmd[1:]]

@@ -42,7 +42,6 @@ class Kind(str, enum.Enum):
 
 
 UPLINK_ROLES = (Role.NETMAKER_UPLINK, Role.WARP_UPLINK)
-CONTAINER_ROLES = (Role.MANAGEMENT, Role.PRIVACY_PROXY, Role.PRIVACY)
 
 
 @dataclass(frozen=True)
@@ -268,6 +267,21 @@ class Host:
         for node in self.nodes:
             nets.extend(node.subnets)
         return IPSet(nets)
+
+    @property
+    def inter_bridge_links(self) -> dict:
+        """{(bridge, port): (bridge, port)} both ways along the inter-bridge link."""
+        owner = {p.name: b.name for b in self.bridges for p in b.ports}
+        return {(b.name, p.name): (owner[p.peer], p.peer) for b in self.bridges
+                for p in b.with_role(Role.INTER_BRIDGE) if p.peer in owner}
+
+    @property
+    def privacy_exit_blocked(self) -> IPSet:
+        """Destinations privacy traffic may never reach through warp: the blocked
+        ranges and the host's own side (both subnets, Netmaker, other nodes). The
+        one set routing, nftables and the pipeline all refuse."""
+        return IPSet(self.privacy_blocked) | self.privacy_subnet | self.management_subnet \
+            | self.netmaker_side
 
     @property
     def known_sources(self) -> IPSet:

@@ -24,7 +24,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping, Optional, Sequence
 
 from pyroute2 import IPRoute, netns
 
@@ -66,6 +66,11 @@ def binary(name: str) -> Optional[str]:
     """Path of an executable, looking in the sbin directories too (a non-login root
     shell may not have them on PATH)."""
     return shutil.which(name) or shutil.which(name, path=os.pathsep.join(SBIN_DIRS))
+
+
+def in_netns(ns: str, cmd: Sequence[str]) -> list:
+    """`ip netns exec NS CMD`, with CMD's program found in the sbin dirs too."""
+    return [binary("ip") or "ip", "netns", "exec", ns, binary(cmd[0]) or cmd[0], *cmd[1:]]
 
 
 def schema_path() -> Optional[str]:

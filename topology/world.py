@@ -48,7 +48,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -60,12 +59,13 @@ import yaml
 from netaddr import IPNetwork
 from pyroute2 import IPRoute, netns
 
+from controller.process import SYNC_LINE, free_port
 from topology.config import load_host
 from topology.host import plan
 from topology.host_apply import HostSystem, apply, read_state
 from topology.lab import HOST, Lab
 from topology.model import Host, Role
-from topology.ovs import (binary, listening_tcp, process_alive, process_cmdline, stop_process,
+from topology.ovs import (in_netns, listening_tcp, process_alive, process_cmdline, stop_process,
                           wait_until)
 from topology.wireguard import MeshMember, WgEnd, WireGuardLink, WireGuardMesh, control_socket
 
@@ -84,28 +84,11 @@ NETMAKER_HOSTS = {"host": 1, "node2": 2, "droplet": 5, "vps": 10, "relay": 20}  
 LISTEN_TIMEOUT = 10.0
 SYNC_TIMEOUT = 30.0
 
-_SYNC = re.compile(r"(?P<bridge>\S+): pipeline in sync \((?P<add>\d+) to add, "
-                   r"(?P<delete>\d+) to delete, (?P<unchanged>\d+) unchanged\)")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,30}")
 
 
 class WorldError(RuntimeError):
     """The world could not be built, found or removed; the message says which part."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def in_netns(ns: str, cmd: Sequence[str]) -> list:
-    return [binary("ip") or "ip", "netns", "exec", ns, binary(cmd[0]) or cmd[0], *cmd[1:]]
-
-
-def listening(pid: int, address: str, port: int) -> bool:
-    """A TCP socket listens on address:port in the network namespace of `pid`."""
-    return listening_tcp(pid, port, address)
 
 
 # --------------------------------------------------------------------------- controller
@@ -201,7 +184,7 @@ class Controller:
         offset `after`."""
         def synced(text):
             found = {m["bridge"]: {k: int(m[k]) for k in ("add", "delete", "unchanged")}
-                     for m in _SYNC.finditer(text) if m["bridge"] in bridges}
+                     for m in SYNC_LINE.finditer(text) if m["bridge"] in bridges}
             return found if set(found) >= set(bridges) else None
         return self._wait(synced, f"sync of {', '.join(bridges)}", timeout, after)
 
@@ -570,7 +553,7 @@ class World:
                 if proc.poll() is not None:
                     raise WorldError(f"server on {address}:{port} exited {proc.returncode}; "
                                      f"see {self.dir}/servers.log")
-                return listening(proc.pid, address, port)
+                return listening_tcp(proc.pid, port, address)
             wait_until(ready, LISTEN_TIMEOUT, f"a listener on {address}:{port}")
 
     def down(self) -> None:
@@ -860,7 +843,7 @@ def status(record: dict) -> list:
                 text = f.read()
         except FileNotFoundError:
             text = ""
-        synced = {m["bridge"] for m in _SYNC.finditer(text)}
+        synced = {m["bridge"] for m in SYNC_LINE.finditer(text)}
         alive = ctl["pid"] is not None and process_alive(ctl["pid"])
         parts.append(Part("controller", label,
                           f"{ctl['target']}, pid {ctl['pid']}, in sync: "

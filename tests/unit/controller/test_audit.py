@@ -93,8 +93,8 @@ def test_a_flow_that_lets_a_forged_source_across_is_caught_as_n8(seed_host, macs
 
 def test_every_container_and_uplink_claims_every_other_containers_address(seed_host, macs):
     matrix = Matrix(seed_host, macs)
-    claims = {(s.port, s.address) for s in matrix.forgers()}
-    containers = set(matrix.owners())
+    claims = {(s.port, s.address) for s in matrix.forgers(matrix.senders())}
+    containers = set(matrix.owners)
     assert containers == {"10.1.0.200", "10.1.0.201", "10.0.0.100", "10.0.0.102"}
     for port, own in (("veth200", "10.1.0.200"), ("veth201", "10.1.0.201"),
                       ("veth100", "10.0.0.100"), ("veth102", "10.0.0.102"),

@@ -4,9 +4,9 @@ import random
 import pytest
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from controller.classifier import Decision, Flow5, cache_key, decision_flow
+from controller.classifier import Decision, Flow5, cache_key, decision_flow, key_of_match
 from controller.pipeline import Zone
-from controller.telemetry import Buckets, Totals, class_of, decision_key
+from controller.telemetry import Buckets, Totals, class_of
 from topology.model import Classification, Granularity, TrafficClass
 
 
@@ -138,8 +138,8 @@ def test_a_flow_removed_match_gives_back_the_key_the_classifier_remembers(
     buf = bytearray()
     parser.OFPMatch(**dict(flow.match)).serialize(buf, 0)
     parsed = parser.OFPMatch.parser(bytes(buf), 0)
-    assert decision_key(dict(parsed.items()), granularity) == cache_key(packet, granularity)
+    assert key_of_match(dict(parsed.items())) == cache_key(packet, granularity)
 
 
 def test_a_match_that_is_no_decision_has_no_key():
-    assert decision_key({"in_port": 3}, Granularity.FIVE_TUPLE) is None
+    assert key_of_match({"in_port": 3}) is None
