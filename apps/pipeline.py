@@ -81,8 +81,7 @@ class PipelineApp(app_manager.OSKenApp):
 
     def _on_host_change(self, host):
         """A reloaded config: sync every known bridge (a diff, as on reconnect)."""
-        for channel in self.channels.values():
-            self._request_sync(channel.dp)
+        self._sync_all()
 
     # --- connection lifecycle ---------------------------------------------
 
@@ -184,17 +183,22 @@ class PipelineApp(app_manager.OSKenApp):
                             + [ofmsg.flow_mod(dp, f, ofmsg.DELETE_STRICT) for f in todo.delete]
                             + [ofmsg.flow_mod(dp, f, ofmsg.ADD) for f in todo.add])
                 names = state.port_names()
-                for f in todo.delete:
-                    LOG.debug("%s: delete %s", state.bridge, f.ofctl(names))
-                held = {f.key: f for f in installed}
-                for f in todo.add:
-                    if f.key in held:
-                        LOG.debug("%s: replace %s", state.bridge, held[f.key].ofctl(names))
-                    LOG.debug("%s: add %s", state.bridge, f.ofctl(names))
-                what = ([f"unreadable flow in table {s.table_id}" for s in alien]
-                        + [f.ofctl(names) for f in todo.delete + todo.add])
+                if LOG.isEnabledFor(logging.DEBUG):  # tens of thousands of decisions held
+                    for f in todo.delete:
+                        LOG.debug("%s: delete %s", state.bridge, f.ofctl(names))
+                    held = {f.key: f for f in installed}
+                    for f in todo.add:
+                        if f.key in held:
+                            LOG.debug("%s: replace %s", state.bridge, held[f.key].ofctl(names))
+                        LOG.debug("%s: add %s", state.bridge, f.ofctl(names))
+                changed = todo.delete + todo.add
+
+                def describe(i):  # only asked for a message the switch refused
+                    if i < len(alien):
+                        return f"{state.bridge}: unreadable flow in table {alien[i].table_id}"
+                    return f"{state.bridge}: {changed[i - len(alien)].ofctl(names)}"
                 state.flow_mods += len(messages)
-                channel.apply_bundle(messages, lambda i: f"{state.bridge}: {what[i]}")
+                channel.apply_bundle(messages, describe)
             channel.barrier()
             state.desired, state.last_plan = desired, todo
             state.last_sync, state.last_error = time.time(), ""
@@ -249,13 +253,15 @@ class PipelineApp(app_manager.OSKenApp):
             if not self.active and misses >= PEER_MISSES:
                 self.active = True
                 LOG.warning("primary %s:%d does not answer: taking over as master", *peer)
-                for channel in self.channels.values():
-                    self._request_sync(channel.dp)
+                self._sync_all()
             elif self.active and alive:
                 self.active = False
                 LOG.warning("primary %s:%d answers again: back to standby", *peer)
-                for channel in self.channels.values():
-                    self._request_sync(channel.dp)
+                self._sync_all()
+
+    def _sync_all(self):
+        for channel in self.channels.values():
+            self._request_sync(channel.dp)
 
     def _read_flows(self, channel):
         """The switch's socketnet flows: readable ones; ones whose instructions

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from typing import Optional
 
 import yaml
 
+from bench import stats
 from topology.model import Role
 
 SEED = Path(__file__).resolve().parents[1] / "topology" / "seed.yaml"
@@ -136,11 +136,6 @@ def link_counters(world, where: str, name: str) -> dict:
     return {"rx": doc["rx"]["packets"], "tx_dropped": doc["tx"]["dropped"]}
 
 
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
-
-
 class HealthAsker:
     """GET /v1/health every 50 ms in a thread; the latencies, and failures."""
 
@@ -169,10 +164,7 @@ class HealthAsker:
         self._thread.join(10)
 
     def percentile(self, p: float) -> Optional[float]:
-        if not self.latencies:
-            return None
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered))) - 1))]
+        return stats.percentile(self.latencies, p)
 
 
 def policing(world, on: bool) -> None:
@@ -197,7 +189,7 @@ def snapshot(world) -> dict:
             "decisions": metric(ctl.metrics_url, "socketnet_classifier_decisions_total"),
             "meter": metric(ctl.metrics_url, "socketnet_meter_dropped_packets_total",
                             meter="packet-in"),
-            "rss": rss_kb(ctl.pid)}
+            "rss": stats.rss_kib(ctl.pid)}
 
 
 def run(world, seconds: float, tries: int) -> dict:

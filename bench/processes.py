@@ -14,6 +14,7 @@ import sys
 import threading
 from typing import Optional
 
+from bench import stats
 from controller.process import ControllerProcess, free_port
 
 SOCKETNET_READY = "socketnet listening"
@@ -39,12 +40,8 @@ class Child(ControllerProcess):
         return self.proc.pid
 
     def rss_kib(self) -> int:
-        """VmRSS of the controller process, KiB (/proc/PID/status)."""
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        raise RuntimeError(f"no VmRSS for pid {self.pid}")
+        """VmRSS of the controller process, KiB."""
+        return stats.rss_kib(self.pid)
 
 
 def _netns(netns: Optional[str]) -> list:

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from bench import processes
+from bench.stats import percentile
 from topology.lab import HOST, Lab
 from topology.model import Host, Role
 from topology.ovs import wait_until
@@ -102,13 +103,6 @@ def _cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _percentile(values: list, p: float) -> Optional[float]:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered))) - 1))]
 
 
 class OvsBench:
@@ -222,10 +216,10 @@ class OvsBench:
         time.sleep(0.3)  # what is still queued drains
         r = one("window", self.seconds)
         return Phase(per_second=r["delivered"] / r["seconds"], window=self.window,
-                     lost=r["lost"], p50_window=_percentile(r["latencies"], 50), cpu=r["cpu"],
+                     lost=r["lost"], p50_window=percentile(r["latencies"], 50), cpu=r["cpu"],
                      latency_rate=fixed["sent"] / self.latency_seconds,
-                     p50=_percentile(fixed["latencies"], 50),
-                     p99=_percentile(fixed["latencies"], 99),
+                     p50=percentile(fixed["latencies"], 50),
+                     p99=percentile(fixed["latencies"], 99),
                      latency_delivered=len(fixed["latencies"]), latency_sent=fixed["sent"])
 
     # --- the phases ------------------------------------------------------------------
@@ -278,11 +272,10 @@ class OvsBench:
             self._controllers(mesh, [ctl.port, sink_port])
             sink.expect("connected")
             ctl.stop()
-            time.sleep(0.2)
             r = self._run(sink)
             results["ceiling"] = Phase(per_second=r["delivered"] / r["seconds"],
                                        window=self.window, lost=r["lost"],
-                                       p50_window=_percentile(r["latencies"], 50), cpu=r["cpu"])
+                                       p50_window=percentile(r["latencies"], 50), cpu=r["cpu"])
 
         with self._fresh_lab() as lab:
             ctl = self._socketnet_synced()
@@ -297,7 +290,7 @@ class OvsBench:
             r = self._run(actor)
             results["untimed"] = Phase(per_second=r["delivered"] / r["seconds"],
                                        window=self.window, lost=r["lost"],
-                                       p50_window=_percentile(r["latencies"], 50), cpu=r["cpu"])
+                                       p50_window=percentile(r["latencies"], 50), cpu=r["cpu"])
 
         with self._fresh_lab() as lab:
             base = self._start(processes.baseline(netns=lab.ns(HOST)))

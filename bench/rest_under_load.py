@@ -31,6 +31,7 @@ import time
 import requests
 
 from bench.classifier import bench_config
+from bench.stats import NAN, percentile
 from bench.synthetic import SyntheticSwitch
 from controller.process import ControllerProcess, free_port
 from topology.config import load_host
@@ -43,13 +44,6 @@ REQUESTS = (
     ("POST", "/v1/classify", {"src": "10.101.0.5", "dst": "10.0.0.102", "proto": "tcp",
                               "dport": 8080}),
 )
-
-
-def percentile(values, p):
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered))) - 1))]
 
 
 def _ask(base, stopping, results):
@@ -100,8 +94,8 @@ class Poller:
         self.process.join()
 
     def summary(self) -> dict:
-        return {path: {"requests": len(v), "p50_ms": round(percentile(v, 50) * 1000, 2),
-                       "p99_ms": round(percentile(v, 99) * 1000, 2),
+        return {path: {"requests": len(v), "p50_ms": round(percentile(v, 50, NAN) * 1000, 2),
+                       "p99_ms": round(percentile(v, 99, NAN) * 1000, 2),
                        "max_ms": round(max(v) * 1000, 2) if v else None}
                 for path, v in self.latencies.items()}
 

@@ -28,7 +28,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from bench import frames
+from bench import frames, stats
 from bench import openflow as of
 from controller.pipeline import CLASSIFY, Purpose, Zone
 from topology.model import Host, Role
@@ -57,10 +57,7 @@ class Result:
 
     def percentile(self, p: float) -> float:
         """The p-th percentile latency in seconds (nearest rank); nan if none."""
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered))) - 1))]
+        return stats.percentile(self.latencies, p, stats.NAN)
 
 
 def mesh_ports(host: Host) -> list:

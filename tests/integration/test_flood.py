@@ -11,13 +11,12 @@ counters, the packet-in meter and the share's cap in socketnet's metrics.
 from __future__ import annotations
 
 import pytest
-import yaml
 
-from bench.flood import (LAB_PEER_RATE, HealthAsker, connect, flood, host_counters, metric,
-                         rss_kb)
+from bench.flood import HealthAsker, config_file, connect, flood, host_counters, metric
+from bench.stats import rss_kib
 from topology.ovs import wait_until
 
-from tests.integration.conftest import SEED_YAML, require, unique_lab_name
+from tests.integration.conftest import require, unique_lab_name
 
 FLOOD_SECONDS = 30
 CONNECTIONS = 3  # the droplet's, one after the other, at each point of the flood
@@ -28,16 +27,12 @@ UNKNOWN_CAP = 8_000
 def world(tmp_path_factory):
     require("wireguard-go", "wg", "nft", "sysctl")
     from topology.world import World
-    data = yaml.safe_load(SEED_YAML.read_text())
-    data["socketnet"]["metrics"] = {"stats_interval": 1}
-    # The flood's share of the switch, filled within the flood (the meter lets
-    # 1,000 packet-ins a second through).
-    data["socketnet"]["classification"]["limits"]["cached_unknown"] = UNKNOWN_CAP
-    # One peer's WireGuard datagrams, below what this lab's wireguard-go decrypts.
-    data["socketnet"]["classification"]["limits"]["ingress_peer_rate"] = LAB_PEER_RATE
-    path = tmp_path_factory.mktemp("flood") / "seed.yaml"
-    path.write_text(yaml.safe_dump(data))
-    w = World(str(path), unique_lab_name(), state_root=str(tmp_path_factory.mktemp("labs")))
+    # The seed, its stats polled every second, one peer's WireGuard datagrams held
+    # below what this lab's wireguard-go decrypts (LAB_PEER_RATE), and the flood's
+    # share of the switch filled within the flood (the meter lets 1,000 packet-ins
+    # a second through).
+    path = config_file(str(tmp_path_factory.mktemp("flood")), UNKNOWN_CAP)
+    w = World(path, unique_lab_name(), state_root=str(tmp_path_factory.mktemp("labs")))
     w.up()
     try:
         yield w
@@ -51,7 +46,7 @@ def test_a_flood_of_netmaker_sources_is_policed_before_the_switch_and_the_drople
     limits = world.host.classification.limits
     assert connect(world, "droplet", 3.0) is not None, "no W1 before the flood"
     before = host_counters(world)
-    rss_before = rss_kb(ctl.pid)
+    rss_before = rss_kib(ctl.pid)
 
     proc = flood(world, FLOOD_SECONDS)
     with HealthAsker(f"{ctl.rest_url}/v1/health") as health:
@@ -98,8 +93,8 @@ def test_a_flood_of_netmaker_sources_is_policed_before_the_switch_and_the_drople
     print(f"flood: {sent} SYNs sent in {FLOOD_SECONDS}s, {policed} policed by the host; "
           f"droplet connected in {', '.join(f'{t:.4f}' for t in mid)} s; REST health p50 "
           f"{health.percentile(50):.4f}s p99 {health.percentile(99):.4f}s; "
-          f"RSS {rss_before} -> {rss_kb(ctl.pid)} kB")
-    assert rss_kb(ctl.pid) < 150 * 1024
+          f"RSS {rss_before} -> {rss_kib(ctl.pid)} kB")
+    assert rss_kib(ctl.pid) < 150 * 1024
     assert ctl.proc.poll() is None
     # What the meter let through was decided up to the flood's share; the rest
     # was dropped and counted.
