@@ -14,8 +14,9 @@ import pytest
 
 from topology.ovs import binary, schema_path
 
+from tests.conftest import SEED_YAML, unavailable  # noqa: F401 (SEED_YAML: for the tests)
+
 HERE = Path(__file__).parent
-SEED_YAML = HERE.parents[1] / "examples" / "seed.yaml"
 NEEDED = ("ovs-vswitchd", "ovsdb-server", "ovsdb-tool", "ovs-vsctl", "ovs-ofctl",
           "ovs-appctl", "ip", "ethtool", "ping", "socat")
 
@@ -53,11 +54,8 @@ def pytest_collection_modifyitems(config, items):
 def integration_prerequisites():
     missing = missing_prerequisites()
     if missing:
-        reason = ("integration tests need root, Open vSwitch, iproute2, ethtool, ping, "
-                  f"socat; missing: {', '.join(missing)}")
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        unavailable("integration tests need root, Open vSwitch, iproute2, ethtool, ping, "
+                    f"socat; missing: {', '.join(missing)}")
 
 
 def require(*binaries: str) -> None:
@@ -65,10 +63,7 @@ def require(*binaries: str) -> None:
     CI that is a failure, as for the rest."""
     missing = [b for b in binaries if binary(b) is None]
     if missing:
-        reason = f"needs {', '.join(binaries)}; missing: {', '.join(missing)}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        unavailable(f"needs {', '.join(binaries)}; missing: {', '.join(missing)}")
 
 
 _lab_numbers = itertools.count(1)
@@ -130,3 +125,12 @@ def attached(lab, controller):
     lab.attach(ctl.target)
     ctl.wait_synced([b.name for b in lab.host.bridges])
     return lab, ctl
+
+
+def switch_macs(lab) -> dict:
+    """Port name -> MAC as the lab's switch has them (LOCAL under the bridge's name)."""
+    macs = {}
+    for bridge in lab.host.bridges:
+        for name in list(lab.port_numbers(bridge.name)) + [bridge.name]:
+            macs[name] = lab.ovs.vsctl("get", "Interface", name, "mac_in_use").strip().strip('"')
+    return macs

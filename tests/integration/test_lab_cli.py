@@ -65,6 +65,7 @@ def test_two_labs_side_by_side_and_down_removes_exactly_what_up_recorded(labs):
 
     # a part of a dies: status says so
     vps = next(p for p in records[a]["processes"] if p["what"].startswith("VPS"))
+    assert vps["marker"] in process_cmdline(vps["pid"])  # ours, not a reused pid
     os.killpg(vps["pid"], signal.SIGKILL)
     st = socketnet("lab", "status", "--name", a, "--state-dir", state)
     assert st.returncode == 3 and "GONE process    VPS" in st.stdout, st.stdout

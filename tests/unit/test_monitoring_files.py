@@ -12,14 +12,14 @@ live controller.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
+
+from tests.conftest import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "monitoring"
@@ -70,9 +70,7 @@ def exported_names() -> set:
 def need(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{tool} is missing", pytrace=False)
-        pytest.skip(f"{tool} is not installed")
+        unavailable(f"{tool} is not installed")
     return path
 
 

@@ -11,6 +11,8 @@ from controller.compiler import SwitchPort, compile_bridge
 from controller.pipeline import Purpose
 from controller.switches import Runtime
 
+from tests.conftest import module
+
 TOKEN = "s3cret-token"
 MESH_DPID, VMBR0_DPID = 0x1, 0x2
 
@@ -355,7 +357,6 @@ def test_every_route_is_in_the_openapi_document():
 
 # --- property-based: the OpenAPI document against the app ------------------------------------
 
-schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 
@@ -374,7 +375,7 @@ def fuzz_schema():
         state = rt.switch(dpid)
         state.bridge, state.ports, state.connected = bridge.name, ports_of(bridge, base), True
         state.last_sync = 1.0
-    yield schemathesis.openapi.from_wsgi("/v1/openapi.json", Api(rt, FakeBackend(rt)))
+    yield module("schemathesis").openapi.from_wsgi("/v1/openapi.json", Api(rt, FakeBackend(rt)))
     mp.undo()
 
 
