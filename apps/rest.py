@@ -175,8 +175,11 @@ class RestApp(app_manager.OSKenApp):
         dp = channel.dp
         parser = dp.ofproto_parser
         if flows is None:
-            count = sum(1 for s in self.flow_stats(dpid)
-                        if s.cookie == Purpose.CLASSIFIED.cookie)
+            def aggregate(dp):  # counted by the switch: no flow sent over, none decoded
+                return parser.OFPAggregateStatsRequest(
+                    dp, 0, CLASSIFY.id, ofp.OFPP_ANY, ofp.OFPG_ANY, Purpose.CLASSIFIED.cookie,
+                    0xFFFFFFFFFFFFFFFF, parser.OFPMatch())
+            count = sum(r.body.flow_count for r in self._request(dpid, aggregate, "aggregate"))
             messages = [parser.OFPFlowMod(
                 dp, cookie=Purpose.CLASSIFIED.cookie, cookie_mask=0xFFFFFFFFFFFFFFFF,
                 table_id=CLASSIFY.id, command=ofp.OFPFC_DELETE, out_port=ofp.OFPP_ANY,
