@@ -337,46 +337,23 @@ def normal_switching(host, bridge, flows):
     return [_flow(0, {}, Output(OFPP_NORMAL))]
 
 
-def netmaker_patched_to_the_link(host, bridge, flows):
-    if bridge is not host.mesh:
-        return flows
-    return flows + [_flow(1000, {"in_port": _number(bridge, Role.NETMAKER_UPLINK)},
-                          Output(_number(bridge, Role.INTER_BRIDGE)))]
+def patched(bridge_of, from_role, to_role, which=0):
+    """An edit that patches the first port of `from_role` on the bridge `bridge_of`
+    names (host -> bridge) straight to port `which` of `to_role`."""
+    def edit(host, bridge, flows):
+        if bridge is not bridge_of(host):
+            return flows
+        return flows + [_flow(1000, {"in_port": _number(bridge, from_role)},
+                              Output(_number(bridge, to_role, which)))]
+    return edit
 
 
-def warp_patched_to_the_link(host, bridge, flows):
-    if bridge is not host.privacy:
-        return flows
-    return flows + [_flow(1000, {"in_port": _number(bridge, Role.WARP_UPLINK)},
-                          Output(_number(bridge, Role.INTER_BRIDGE)))]
+def _mesh(host):
+    return host.mesh
 
 
-def management_patched_to_the_link(host, bridge, flows):
-    if bridge is not host.mesh:
-        return flows
-    return flows + [_flow(1000, {"in_port": _number(bridge, Role.MANAGEMENT)},
-                          Output(_number(bridge, Role.INTER_BRIDGE)))]
-
-
-def xray_patched_to_the_link(host, bridge, flows):
-    if bridge is not host.privacy:
-        return flows
-    return flows + [_flow(1000, {"in_port": _number(bridge, Role.PRIVACY_PROXY)},
-                          Output(_number(bridge, Role.INTER_BRIDGE)))]
-
-
-def link_patched_to_management(host, bridge, flows):
-    if bridge is not host.mesh:
-        return flows
-    return flows + [_flow(1000, {"in_port": _number(bridge, Role.INTER_BRIDGE)},
-                          Output(_number(bridge, Role.MANAGEMENT, -1)))]
-
-
-def link_patched_to_the_gateway_container(host, bridge, flows):
-    if bridge is not host.privacy:
-        return flows
-    return flows + [_flow(1000, {"in_port": _number(bridge, Role.INTER_BRIDGE)},
-                          Output(_number(bridge, Role.PRIVACY)))]
+def _vmbr0(host):
+    return host.privacy
 
 
 def arp_flooded(host, bridge, flows):
@@ -404,14 +381,17 @@ BROKEN = [
     # (what is broken, edit, rules the checker must report)
     ("NORMAL switching (fail_mode=standalone, or the seed's priority=10 flows)",
      normal_switching, {"N1", "N2", "N4", "N5", "N6", "N9"}),
-    ("the seed's in_port=nm-privacy,actions=output:to-privacy", netmaker_patched_to_the_link,
+    ("the seed's in_port=nm-privacy,actions=output:to-privacy", patched(_mesh, Role.NETMAKER_UPLINK, Role.INTER_BRIDGE),
      {"N4"}),
-    ("warp patched to the link", warp_patched_to_the_link, {"N2"}),
-    ("a management container patched to the link", management_patched_to_the_link, {"N1"}),
-    ("the xray client patched to the link", xray_patched_to_the_link, {"N5", "N6"}),
-    ("the link patched to a management container", link_patched_to_management, {"N5"}),
-    ("the link patched to the gateway container", link_patched_to_the_gateway_container,
-     {"W1"}),
+    ("warp patched to the link", patched(_vmbr0, Role.WARP_UPLINK, Role.INTER_BRIDGE), {"N2"}),
+    ("a management container patched to the link",
+     patched(_mesh, Role.MANAGEMENT, Role.INTER_BRIDGE), {"N1"}),
+    ("the xray client patched to the link",
+     patched(_vmbr0, Role.PRIVACY_PROXY, Role.INTER_BRIDGE), {"N5", "N6"}),
+    ("the link patched to a management container",
+     patched(_mesh, Role.INTER_BRIDGE, Role.MANAGEMENT, -1), {"N5"}),
+    ("the link patched to the gateway container",
+     patched(_vmbr0, Role.INTER_BRIDGE, Role.PRIVACY), {"W1"}),
     ("ARP flooded", arp_flooded, {"N6", "N9"}),
     ("ARP sent to LOCAL", arp_to_local, {"N9"}),
     ("forged-source drops removed", no_forged_source_drops, {"N8"}),
