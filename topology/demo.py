@@ -100,8 +100,9 @@ class Snapshot:
         self.exits = world.exit_counters()
         self.vps = len(world.vps_connections())
 
-    def report(self, world) -> list:
-        """The lines saying where the traffic since this snapshot went."""
+    def report(self, world) -> tuple:
+        """(the lines saying where the traffic since this snapshot went, the settled
+        snapshot they were read from: the next probe's starting point)."""
         now = settle(world)
         lines = []
         for label, flows in now.flows.items():
@@ -123,7 +124,7 @@ class Snapshot:
             how = ("from the WARP exit: not over Netmaker" if source == WARP_EXIT
                    else "over Netmaker")
             lines.append(f"      the VPS saw {source} at {address} ({how})")
-        return lines
+        return lines, now
 
 
 def settle(world, timeout: float = 3.0) -> Snapshot:
@@ -164,15 +165,16 @@ def run_demo(config: str, name: str) -> None:
         for label, ctl in world.controllers.items():
             click.echo(f"  socketnet for {label} on {ctl.target} (log {ctl.log})")
         click.echo("")
+        before = settle(world)
         for probe in probes(world):
-            before = settle(world)
             through, answer = run_probe(world, probe)
             verdict = "got through" if through else "did not get through"
             ok = "as promised" if through == probe.expect_through else "CHECK"
             click.echo(f"{probe.rule:<6} {probe.what}: {verdict} ({ok})")
             if answer:
                 click.echo(f"      answer: {answer.splitlines()[0]}")
-            for line in before.report(world):
+            lines, before = before.report(world)
+            for line in lines:
                 click.echo(line)
         xray = world.host.xray_client.container
         click.echo(f"\nThe world stays up (socketnet lab status --name {name}). Try, for example:")

@@ -231,28 +231,31 @@ def _read_nft(system: HostSystem) -> Optional[NftState]:
 
 def apply(plan: HostPlan, system: HostSystem, echo: Optional[Callable[[str], None]] = None
           ) -> None:
-    """Carry out `plan.actions` in order (`echo` gets each command first)."""
-    for action in plan.actions:
-        if echo is not None:
-            echo(str(action))
-        try:
-            _execute(action, system)
-        except HostApplyError:
-            raise
-        except Exception as e:
-            raise HostApplyError(f"{action}{system.where}: {e}") from e
-
-
-def _execute(action: Action, system: HostSystem) -> None:
-    if isinstance(action, Vsctl):
-        system.vsctl(*action.args)
-    elif isinstance(action, (Sysctl,)):
-        system.run(action.argv())
-    elif isinstance(action, LoadNft):
-        system.run(action.argv(), input=action.script)
-    else:
-        with system.iproute() as ipr:
-            _netlink(action, ipr, system.timeout)
+    """Carry out `plan.actions` in order (`echo` gets each command first). The
+    netlink actions share one socket, opened at the first of them."""
+    ipr = None
+    try:
+        for action in plan.actions:
+            if echo is not None:
+                echo(str(action))
+            try:
+                if isinstance(action, Vsctl):
+                    system.vsctl(*action.args)
+                elif isinstance(action, Sysctl):
+                    system.run(action.argv())
+                elif isinstance(action, LoadNft):
+                    system.run(action.argv(), input=action.script)
+                else:
+                    if ipr is None:
+                        ipr = system.iproute()
+                    _netlink(action, ipr, system.timeout)
+            except HostApplyError:
+                raise
+            except Exception as e:
+                raise HostApplyError(f"{action}{system.where}: {e}") from e
+    finally:
+        if ipr is not None:
+            ipr.close()
 
 
 def _index(ipr: IPRoute, name: str, timeout: float) -> int:
