@@ -15,7 +15,7 @@ import threading
 from typing import Optional
 
 from bench import stats
-from controller.process import ControllerProcess, free_port
+from controller.process import ControllerProcess, free_port, run_argv
 
 SOCKETNET_READY = "socketnet listening"
 BASELINE_READY = "baseline listening"
@@ -52,10 +52,10 @@ def socketnet(config: str, netns: Optional[str] = None, port: Optional[int] = No
     """`socketnet run -c CONFIG` on 127.0.0.1:PORT (of `netns`, if given). Its
     metrics and REST listeners get free ports, so it never meets another one."""
     port = port or free_port()
-    command = [*_netns(netns), sys.executable, "-c", "from controller.cli import main; main()",
-               "run", "-c", config, "--ofp-listen", f"127.0.0.1:{port}",
-               "--metrics-listen", f"127.0.0.1:{free_port()}",
-               "--rest-listen", f"127.0.0.1:{free_port()}", "--log-level", "info"]
+    command = [*_netns(netns), *run_argv(config, port,
+                                         "--metrics-listen", f"127.0.0.1:{free_port()}",
+                                         "--rest-listen", f"127.0.0.1:{free_port()}",
+                                         "--log-level", "info")]
     return Child(command, SOCKETNET_READY, port)
 
 

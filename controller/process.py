@@ -20,6 +20,13 @@ SYNC_LINE = re.compile(r"(?P<bridge>\S+): pipeline in sync \((?P<add>\d+) to add
                    r"(?P<delete>\d+) to delete, (?P<unchanged>\d+) unchanged\)")
 
 
+def run_argv(config: str, port: int, *options: str) -> list:
+    """`socketnet run -c CONFIG` on 127.0.0.1:PORT with `options`, through this
+    interpreter (what tests, labs and benches start)."""
+    return [sys.executable, "-c", "from controller.cli import main; main()", "run",
+            "-c", config, "--ofp-listen", f"127.0.0.1:{port}", *options]
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
@@ -60,9 +67,8 @@ class ControllerProcess:
             else:
                 self.listening[option] = f"127.0.0.1:{free_port()}"
                 listeners += [option, self.listening[option]]
-        cmd = [sys.executable, "-c", "from controller.cli import main; main()", "run",
-               "-c", self.config, "--ofp-listen", f"127.0.0.1:{self.port}",
-               "--log-level", self.log_level, *listeners, *self.extra_args]
+        cmd = run_argv(self.config, self.port, "--log-level", self.log_level, *listeners,
+                       *self.extra_args)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, bufsize=1)
         self._reader = threading.Thread(target=self._read, daemon=True)

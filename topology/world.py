@@ -49,7 +49,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +58,7 @@ import yaml
 from netaddr import IPNetwork
 from pyroute2 import IPRoute, netns
 
-from controller.process import SYNC_LINE, free_port
+from controller.process import SYNC_LINE, free_port, run_argv
 from topology.config import load_host
 from topology.host import plan
 from topology.host_apply import HostSystem, apply, read_state
@@ -143,10 +142,9 @@ class Controller:
 
     def spawn(self) -> "Controller":
         after = self.mark()
-        cmd = [sys.executable, "-c", "from controller.cli import main; main()", "run",
-               "-c", self.config, "--ofp-listen", f"127.0.0.1:{self.port}",
-               "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
-               "--rest-listen", f"127.0.0.1:{self.rest_port}"]
+        cmd = run_argv(self.config, self.port,
+                       "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
+                       "--rest-listen", f"127.0.0.1:{self.rest_port}")
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True,
