@@ -7,7 +7,8 @@ things on their ports, and tearing them down again:
 - one private Open vSwitch (`topology.ovs.OvsInstance`) whose netns stands for the
   host: the adapter ports (OVS internal ports holding the containers' gateway
   addresses) appear there as taps, so `lab.exec("host", ...)` runs on "the host";
-- both bridges, named as in the model, `datapath_type=netdev`, `fail_mode=secure`,
+- both bridges, named as in the model, on the instance's datapath (`datapath_type`
+  netdev, or system in the VM lab: `topology.ovs.lab_datapath`), `fail_mode=secure`,
   OpenFlow 1.3 only, in-band control off; port numbers fixed with `ofport_request`
   (Bridge.ports order, from 1);
 - a netns per container (`sn-<lab>-c<id>`) holding `eth0` with the container's MAC,
@@ -47,11 +48,12 @@ class Lab:
     network namespaces (`sn-<name>-ovs`, `sn-<name>-c<container id>`).
     """
 
-    def __init__(self, host: Host, name: str, protocols: str = "OpenFlow13"):
+    def __init__(self, host: Host, name: str, protocols: str = "OpenFlow13",
+                 datapath: Optional[str] = None):
         self.host = host
         self.name = name
         self.protocols = protocols
-        self.ovs = OvsInstance(name)
+        self.ovs = OvsInstance(name, datapath)
         self._containers: dict = {}  # container id -> (netns name, OVS-side veth)
         self._processes: list = []  # (netns, Popen) started by popen(), ended at down()
         self._up = False
@@ -211,7 +213,7 @@ class Lab:
         cmd = []
         for bridge in self.host.bridges:
             cmd += ["--", "add-br", bridge.name,
-                    "--", "set", "Bridge", bridge.name, "datapath_type=netdev",
+                    "--", "set", "Bridge", bridge.name, f"datapath_type={self.ovs.datapath}",
                     "fail_mode=secure", f"protocols={self.protocols}",
                     "other-config:disable-in-band=true"]
             for number, port in enumerate(bridge.ports, start=1):

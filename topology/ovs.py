@@ -1,10 +1,16 @@
-"""One private Open vSwitch: an ovsdb-server and, in a network namespace of its own, a
-userspace (netdev) ovs-vswitchd.
+"""One private Open vSwitch: an ovsdb-server and, in a network namespace of its own, an
+ovs-vswitchd, on the userspace (netdev) datapath or the kernel's (system).
 
 Owns starting and stopping such an instance, the ovs-vsctl / ovs-ofctl / ovs-appctl
 commands run against it, and `trace`: what the installed flow tables would do with a
 packet, asked through ovs-vswitchd's control socket without sending one.
 `topology/lab.py` builds a host's bridges on top of it.
+
+Which datapath: `lab_datapath()`, from $SOCKETNET_LAB_DATAPATH (netdev unless it
+says system). This machine's kernel has no openvswitch module, so the labs run
+netdev here; the VM lab (`topology/vmlab`) boots Debian's kernel and runs the same
+labs and tests with system. The kernel datapath is per network namespace too
+(`ovs-system` of the instance's netns), so instances stay apart either way.
 
 Why a netns per instance: a netdev ovs-vswitchd creates a tap named `ovs-netdev`
 (and one tap per bridge and internal port), so only one can run per network
@@ -30,6 +36,8 @@ from pyroute2 import IPRoute, netns
 
 SCHEMA_DIRS = ("/usr/share/openvswitch", "/usr/local/share/openvswitch")
 SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+DATAPATH_ENV = "SOCKETNET_LAB_DATAPATH"
+DATAPATHS = ("netdev", "system")
 REQUIRED_BINARIES = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl",
                      "ovs-ofctl", "ovs-appctl", "ip")
 
@@ -352,6 +360,21 @@ def follow_links(trace: Callable[[str, str], TraceResult], bridge: str, flow: st
 # --------------------------------------------------------------------------- instance
 
 
+def lab_datapath() -> str:
+    """The datapath labs build their bridges on: $SOCKETNET_LAB_DATAPATH, netdev by
+    default (a wrong value is an error naming it, never a silent default)."""
+    value = os.environ.get(DATAPATH_ENV, "netdev")
+    if value not in DATAPATHS:
+        raise ValueError(f"${DATAPATH_ENV}={value!r}: one of {', '.join(DATAPATHS)}")
+    return value
+
+
+def lab_wireguard() -> str:
+    """The WireGuard labs make (`topology.wireguard` kind): the kernel's where the
+    datapath is the kernel's (the VM lab), wireguard-go otherwise."""
+    return "kernel" if lab_datapath() == "system" else "go"
+
+
 class OvsInstance:
     """A private Open vSwitch, usable as a context manager.
 
@@ -359,13 +382,17 @@ class OvsInstance:
     with different names run side by side. `stop()` kills exactly the PIDs `start()`
     started (read from their pidfiles, checked against their command lines) and
     removes the netns and the directory it made. Bridges are the caller's business
-    (`vsctl`); make them with `datapath_type=netdev`: there is no kernel datapath.
+    (`vsctl`); make them with `datapath_type=` this instance's `datapath`.
     """
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, datapath: Optional[str] = None):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
             raise ValueError(f"OvsInstance name {name!r}: use letters, digits, '-', '_', '.'")
         self.name = name
+        self.datapath = datapath or lab_datapath()
+        if self.datapath not in DATAPATHS:
+            raise ValueError(f"OvsInstance datapath {self.datapath!r}: one of "
+                             f"{', '.join(DATAPATHS)}")
         self.netns = f"sn-{name}-ovs"
         self.dir: Optional[str] = None
         self._pids: dict = {}  # daemon name -> pid
@@ -468,7 +495,8 @@ class OvsInstance:
                    f"--pidfile={self.path('ovs-vswitchd.pid')}",
                    f"--unixctl={self.vswitchd_ctl}",
                    f"--log-file={self.path('ovs-vswitchd.log')}",
-                   "--detach", "--no-chdir", "-vconsole:off", "--disable-system"])
+                   "--detach", "--no-chdir", "-vconsole:off",
+                   *(["--disable-system"] if self.datapath == "netdev" else [])])
         self._pids["ovs-vswitchd"] = self._read_pid("ovs-vswitchd")
         wait_until(lambda: self._unixctl_ok("version"), 10,
                    f"ovs-vswitchd of {self.name} to answer on {self.vswitchd_ctl}")

@@ -23,6 +23,12 @@ names its control socket for its whole life: `wg show swg...a`), configured, the
 renamed inside its namespace to the name the config knows (`warp0`, `nm-privacy`).
 wireguard-go keeps serving a renamed interface.
 
+`kind`: "go" (wireguard-go: where the labs run on the userspace datapath) or
+"kernel" (`ip link add ... type wireguard`, what netclient and wg-quick make on a real
+host; the VM lab's guest has the module); by default the labs' (`lab_wireguard`). The interface is configured with `wg` the
+same way either way; a kernel interface has no process and no control socket, and
+goes when it is deleted or its namespace is.
+
 The result is layer 3 exactly like the real thing: ARPHRD_NONE, no hardware
 address (`topology.kind` says l3), MTU 1280 as WARP and Netmaker use.
 """
@@ -36,7 +42,7 @@ from typing import Optional, Sequence
 
 from pyroute2 import IPRoute
 
-from topology.ovs import binary, stop_process, wait_until
+from topology.ovs import binary, lab_wireguard, stop_process, wait_until
 
 CONTROL_DIR = "/var/run/wireguard"
 
@@ -65,6 +71,13 @@ def control_name(tag: str, side: str) -> str:
     """A machine-unique interface name (<= 15 bytes) for `tag`'s end `side`."""
     digest = hashlib.blake2s(tag.encode(), digest_size=4).hexdigest()
     return f"swg{digest}{side}"
+
+
+def _control(kind: str, tag: str, side: str, name: str) -> str:
+    """The name `wg` addresses an interface by for its whole life: wireguard-go's is
+    the machine-unique name it was born with (its control socket's); a kernel
+    interface is per namespace, born with its config name and addressed by it."""
+    return control_name(tag, side) if kind == "go" else name
 
 
 def control_socket(name: str) -> str:
@@ -109,6 +122,46 @@ def _start_wireguard_go(name: str, netns: str, log_dir: Optional[str]) -> subpro
         return os.path.exists(control_socket(name))
     wait_until(ready, 5, f"wireguard-go {name} in {netns} to listen")
     return proc
+
+
+KINDS = ("go", "kernel")
+
+
+def _check_kind(what: str, kind: str) -> None:
+    if kind not in KINDS:
+        raise WireGuardError(f"{what}: kind {kind!r}: one of {', '.join(KINDS)}")
+    missing = [b for b in (("wireguard-go",) if kind == "go" else ()) + ("wg", "ip")
+               if binary(b) is None]
+    if missing:
+        raise WireGuardError(f"{what}: missing {', '.join(missing)} "
+                             "(install wireguard-go wireguard-tools iproute2)")
+
+
+class _Interfaces:
+    """The WireGuard interfaces a tunnel or mesh made, of one kind: started under
+    their control name, stopped by PID (wireguard-go) or deleted by their final
+    name (kernel)."""
+
+    def __init__(self, kind: str, log_dir: Optional[str]):
+        self.kind = kind
+        self.log_dir = log_dir
+        self.procs: dict = {}  # key -> Popen (wireguard-go)
+        self.links: dict = {}  # key -> (netns, final name) (kernel)
+
+    def start(self, key, control: str, netns: str, final: str) -> None:
+        if self.kind == "go":
+            self.procs[key] = _start_wireguard_go(control, netns, self.log_dir)
+        else:
+            _run(netns, "ip", "link", "add", control, "type", "wireguard")
+            self.links[key] = (netns, final)
+
+    def stop(self, controls: dict) -> None:
+        for key, proc in list(self.procs.items()):
+            _stop_wireguard_go(controls[key], proc)
+            del self.procs[key]
+        for key, (netns, name) in list(self.links.items()):
+            _del_link(netns, name)
+            del self.links[key]
 
 
 def _stop_wireguard_go(name: str, proc: subprocess.Popen) -> None:
@@ -166,14 +219,16 @@ class WireGuardLink:
     `tag` must be unique among tunnels on the machine (a lab name and a word)."""
 
     def __init__(self, tag: str, a: WgEnd, b: WgEnd, mtu: int = 1280,
-                 log_dir: Optional[str] = None):
+                 log_dir: Optional[str] = None, kind: Optional[str] = None):
         self.tag = tag
         self.log_dir = log_dir
         self.a, self.b = a, b
         self.mtu = mtu
-        self.control = {"a": control_name(tag, "a"), "b": control_name(tag, "b")}
-        self.underlay = {"a": f"{self.control['a']}u", "b": f"{self.control['b']}u"}
-        self._procs: dict = {}  # side -> Popen of wireguard-go
+        self.kind = kind or lab_wireguard()
+        self.control = {side: _control(self.kind, tag, side, end.name)
+                        for side, end in (("a", a), ("b", b))}
+        self.underlay = {side: f"{control_name(tag, side)}u" for side in "ab"}
+        self._interfaces = _Interfaces(self.kind, log_dir)
         self._made_underlay = False
         self.public: dict = {}  # side -> public key, once up
 
@@ -185,13 +240,11 @@ class WireGuardLink:
 
     @property
     def pids(self) -> dict:
-        return {side: p.pid for side, p in self._procs.items()}
+        """{side: wireguard-go's PID} (none for kernel interfaces)."""
+        return {side: p.pid for side, p in self._interfaces.procs.items()}
 
     def up(self) -> "WireGuardLink":
-        missing = [b for b in ("wireguard-go", "wg", "ip") if binary(b) is None]
-        if missing:
-            raise WireGuardError(f"WireGuard tunnel {self.tag}: missing {', '.join(missing)} "
-                                 "(install wireguard-go wireguard-tools iproute2)")
+        _check_kind(f"WireGuard tunnel {self.tag}", self.kind)
         try:
             self._make_underlay()
             keys = {side: _run(None, "wg", "genkey") for side in "ab"}
@@ -224,7 +277,7 @@ class WireGuardLink:
             ipr.link("set", index=index, state="up")
 
     def _start(self, side: str, end: WgEnd) -> None:
-        self._procs[side] = _start_wireguard_go(self.control[side], end.netns, self.log_dir)
+        self._interfaces.start(side, self.control[side], end.netns, end.name)
 
     def _configure(self, side: str, end: WgEnd, key: str, peer_public: str,
                    peer: WgEnd) -> None:
@@ -236,11 +289,10 @@ class WireGuardLink:
         _name_and_address(end.netns, name, end.name, end.address, self.mtu, end.routes)
 
     def down(self) -> None:
-        """Stop the wireguard-go processes this tunnel started (by PID), remove their
-        control sockets and the underlay. Idempotent."""
-        for side, proc in list(self._procs.items()):
-            _stop_wireguard_go(self.control[side], proc)
-            del self._procs[side]
+        """Stop the wireguard-go processes this tunnel started (by PID) and remove
+        their control sockets, or delete its kernel interfaces; remove the underlay.
+        Idempotent."""
+        self._interfaces.stop(self.control)
         if self._made_underlay:
             _del_link(self.a.netns, self.underlay["a"])
             self._made_underlay = False
@@ -277,21 +329,24 @@ class WireGuardMesh:
     member reaches another except through the tunnel or its own pair's veth."""
 
     def __init__(self, tag: str, members: Sequence[MeshMember], mtu: int = 1280,
-                 log_dir: Optional[str] = None):
+                 log_dir: Optional[str] = None, kind: Optional[str] = None):
         if len(members) > 10:
             raise WireGuardError(f"WireGuard mesh {tag}: at most 10 members")
         self.tag = tag
         self.members = tuple(members)
         self.mtu = mtu
         self.log_dir = log_dir
-        self.control = [control_name(tag, str(i)) for i in range(len(members))]
+        self.kind = kind or lab_wireguard()
+        self.control = [_control(self.kind, tag, str(i), m.name)
+                        for i, m in enumerate(members)]
         self.public: list = []
-        self._procs: dict = {}  # member index -> Popen
+        self._interfaces = _Interfaces(self.kind, log_dir)
         self._underlays: list = []  # (netns, veth) made, from the lower member's side
 
     @property
     def pids(self) -> dict:
-        return {self.control[i]: p.pid for i, p in self._procs.items()}
+        """{control name: wireguard-go's PID} (none for kernel interfaces)."""
+        return {self.control[i]: p.pid for i, p in self._interfaces.procs.items()}
 
     def _pair_addresses(self, k: int) -> tuple:
         base = 4 * k
@@ -299,9 +354,7 @@ class WireGuardMesh:
         return f"{net}.{base % 256 + 1}/30", f"{net}.{base % 256 + 2}/30"
 
     def up(self) -> "WireGuardMesh":
-        missing = [b for b in ("wireguard-go", "wg", "ip") if binary(b) is None]
-        if missing:
-            raise WireGuardError(f"WireGuard mesh {self.tag}: missing {', '.join(missing)}")
+        _check_kind(f"WireGuard mesh {self.tag}", self.kind)
         n = len(self.members)
         try:
             endpoints: dict = {}  # (i, j) -> the address i reaches j at
@@ -318,8 +371,7 @@ class WireGuardMesh:
             keys = [_run(None, "wg", "genkey") for _ in range(n)]
             self.public = [_run(None, "wg", "pubkey", input=key + "\n") for key in keys]
             for i, member in enumerate(self.members):
-                self._procs[i] = _start_wireguard_go(self.control[i], member.netns,
-                                                     self.log_dir)
+                self._interfaces.start(i, self.control[i], member.netns, member.name)
             for i, member in enumerate(self.members):
                 args = ["wg", "set", self.control[i], "private-key", "/dev/stdin",
                         "listen-port", str(member.port)]
@@ -336,11 +388,9 @@ class WireGuardMesh:
         return self
 
     def down(self) -> None:
-        """Stop the wireguard-go processes (by PID), remove their control sockets and
-        the underlay veths. Idempotent."""
-        for i, proc in list(self._procs.items()):
-            _stop_wireguard_go(self.control[i], proc)
-            del self._procs[i]
+        """Stop the wireguard-go processes (by PID) and remove their control sockets,
+        or delete the kernel interfaces; remove the underlay veths. Idempotent."""
+        self._interfaces.stop(dict(enumerate(self.control)))
         for netns, veth in self._underlays:
             _del_link(netns, veth)
         self._underlays.clear()
@@ -352,5 +402,5 @@ class WireGuardMesh:
         return public_key[:8]
 
 
-__all__ = ["MeshMember", "WgEnd", "WireGuardLink", "WireGuardMesh", "WireGuardError",
+__all__ = ["KINDS", "MeshMember", "WgEnd", "WireGuardLink", "WireGuardMesh", "WireGuardError",
            "control_name", "control_socket"]

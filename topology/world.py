@@ -494,7 +494,7 @@ class World:
         """`socketnet host apply` on the node's netns: the controller target, the routed
         glue, the filter. The lab made bridges and ports exactly as apply would."""
         system = HostSystem(netns=lab.ns(HOST), vsctl=lab.ovs.vsctl)
-        result = plan(lab.host, read_state(lab.host, system), datapath_type="netdev",
+        result = plan(lab.host, read_state(lab.host, system), datapath_type=lab.ovs.datapath,
                       warp_address=self.warp_address, controller=ctl.target)
         self.findings += [(label, f) for f in result.findings]
         if result.errors:
@@ -601,7 +601,8 @@ class World:
             for control, pid in pids.items():
                 processes.append({"what": f"wireguard-go {control} ({what})", "pid": pid,
                                   "marker": control, "group": False})
-            sockets += [control_socket(c) for c in controls]
+            if pids:  # wireguard-go's; kernel interfaces have none
+                sockets += [control_socket(c) for c in controls]
         ovs = []
         namespaces = []
         for label, lab in (("host", self.lab), ("node2", self.node2)):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from topology.ovs import binary, schema_path
+from topology.ovs import binary, lab_wireguard, schema_path
 
 from tests.conftest import SEED_YAML, unavailable  # noqa: F401 (SEED_YAML: for the tests)
 
@@ -58,12 +58,26 @@ def integration_prerequisites():
                     f"socat; missing: {', '.join(missing)}")
 
 
+# What the labs' WireGuard needs: wireguard-go and wg, or only wg where the labs make
+# kernel interfaces (the VM lab).
+WIREGUARD = ("wireguard-go", "wg") if lab_wireguard() == "go" else ("wg",)
+
+
 def require(*binaries: str) -> None:
     """Skip the calling test when one of `binaries` (beyond NEEDED) is missing; under
     CI that is a failure, as for the rest."""
     missing = [b for b in binaries if binary(b) is None]
     if missing:
         unavailable(f"needs {', '.join(binaries)}; missing: {', '.join(missing)}")
+
+
+def report(text: str) -> None:
+    """Evidence a run prints besides pass or fail: appended to $SOCKETNET_LAB_REPORT
+    when it is set (the VM lab prints that file after its suite)."""
+    path = os.environ.get("SOCKETNET_LAB_REPORT")
+    if path:
+        with open(path, "a") as f:
+            f.write(text.rstrip("\n") + "\n")
 
 
 _lab_numbers = itertools.count(1)

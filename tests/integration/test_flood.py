@@ -16,7 +16,7 @@ from bench.flood import HealthAsker, config_file, connect, flood, host_counters,
 from bench.stats import rss_kib
 from topology.ovs import wait_until
 
-from tests.integration.conftest import require, unique_lab_name
+from tests.integration.conftest import WIREGUARD, require, unique_lab_name
 
 FLOOD_SECONDS = 30
 CONNECTIONS = 3  # the droplet's, one after the other, at each point of the flood
@@ -25,7 +25,7 @@ UNKNOWN_CAP = 8_000
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    require("wireguard-go", "wg", "nft", "sysctl")
+    require(*WIREGUARD, "nft", "sysctl")
     from topology.world import World
     # The seed, its stats polled every second, one peer's WireGuard datagrams held
     # below what this lab's wireguard-go decrypts (LAB_PEER_RATE), and the flood's

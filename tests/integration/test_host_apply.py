@@ -17,7 +17,7 @@ from topology.config import load_host
 from topology.host import HostState, plan
 from topology.host_apply import HostSystem, apply, read_state
 from topology.host_cli import host as host_group
-from topology.ovs import OvsInstance
+from topology.ovs import OvsInstance, lab_datapath
 
 from tests.integration.conftest import SEED_YAML, require, unique_lab_name
 
@@ -64,7 +64,7 @@ def applied(host):
     """A scratch host after one apply, shared by the routing checks (they only read)."""
     with OvsInstance(unique_lab_name()) as ovs:
         system = HostSystem(netns=seed_leftovers(ovs).netns, vsctl=ovs.vsctl)
-        apply(plan(host, read_state(host, system), datapath_type="netdev"), system)
+        apply(plan(host, read_state(host, system), datapath_type=lab_datapath()), system)
         yield ovs
 
 
@@ -88,12 +88,12 @@ def cli(ovs, *args):
 
 def test_first_apply_builds_the_host_and_a_second_changes_nothing(scratch, host):
     system = HostSystem(netns=scratch.netns, vsctl=scratch.vsctl)
-    first = plan(host, read_state(host, system), datapath_type="netdev")
+    first = plan(host, read_state(host, system), datapath_type=lab_datapath())
     assert [f.subject for f in first.errors] == ["warp0"]  # enslaved by the seed's PostUp
     assert str(first.actions[0]) == "ovs-vsctl -- --if-exists del-port vmbr0 warp0"
     apply(first, system)
 
-    again = plan(host, read_state(host, system), datapath_type="netdev")
+    again = plan(host, read_state(host, system), datapath_type=lab_datapath())
     assert again.actions == (), again.script()
     assert again.findings == ()
 
@@ -157,7 +157,7 @@ def test_the_glue_routes_each_incoming_interface_only_where_the_notes_say(
 
 def test_without_warp0_privacy_traffic_is_prohibited_not_routed_by_main(scratch, host):
     system = HostSystem(netns=scratch.netns, vsctl=scratch.vsctl)
-    apply(plan(host, read_state(host, system), datapath_type="netdev"), system)
+    apply(plan(host, read_state(host, system), datapath_type=lab_datapath()), system)
     ip(scratch.netns, "route", "add", "default", "dev", "nm-privacy")  # a main-table way out
     ip(scratch.netns, "link", "del", "warp0")  # takes its routes along
     result = ip(scratch.netns, "route", "get", "8.8.8.8", "from", "10.0.0.100",

@@ -12,7 +12,7 @@ import pytest
 from pyroute2 import netns
 
 from topology.lab import Lab, LabError
-from topology.ovs import process_alive, wait_until
+from topology.ovs import lab_datapath, process_alive, wait_until
 
 MESH_NUMBERS = {"mesh-gw": 1, "to-privacy": 2, "veth200": 3, "veth201": 4}
 VMBR0_NUMBERS = {"vmbr0-gw": 1, "from-mesh": 2, "veth100": 3, "veth102": 4}
@@ -43,9 +43,12 @@ def add_normal(lab, bridge="mesh"):
     lab.ovs.ofctl("add-flow", bridge, "priority=0,actions=normal")
 
 
-def test_bridges_are_netdev_secure_openflow13_without_in_band(lab, seed_host):
+def test_bridges_are_on_the_labs_datapath_secure_openflow13_without_in_band(lab, seed_host):
+    # netdev here; system (the kernel module, `system@ovs-system`) in the VM lab.
+    datapath = lab_datapath()
+    assert f"{datapath}@ovs-{datapath}:" in lab.ovs.appctl("dpif/show")
     for bridge in (seed_host.mesh.name, seed_host.privacy.name):
-        assert lab.ovs.vsctl("get", "Bridge", bridge, "datapath_type") == "netdev"
+        assert lab.ovs.vsctl("get", "Bridge", bridge, "datapath_type") == datapath
         assert lab.ovs.vsctl("get", "Bridge", bridge, "fail_mode") == "secure"
         assert lab.ovs.vsctl("get", "Bridge", bridge, "protocols") == "[OpenFlow13]"
         assert lab.ovs.vsctl("get", "Bridge", bridge,

@@ -15,7 +15,7 @@ from pyroute2 import netns
 
 from topology.ovs import process_alive, process_cmdline
 
-from tests.integration.conftest import SEED_YAML, require, unique_lab_name
+from tests.integration.conftest import SEED_YAML, WIREGUARD, require, unique_lab_name
 
 
 def socketnet(*args, timeout=120):
@@ -34,7 +34,7 @@ def leftovers(record) -> list:
 
 @pytest.fixture
 def labs(tmp_path):
-    require("wireguard-go", "wg", "nft", "sysctl")
+    require(*WIREGUARD, "nft", "sysctl")
     names = [unique_lab_name(), unique_lab_name()]
     yield str(tmp_path / "labs"), names
     for name in names:  # whatever a failed test left

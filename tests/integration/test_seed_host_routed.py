@@ -15,10 +15,10 @@ from pyroute2 import IPRoute, netns
 
 from topology.host import plan
 from topology.host_apply import HostSystem, apply, read_state
-from topology.ovs import wait_until
+from topology.ovs import lab_datapath, wait_until
 from topology.wireguard import WgEnd, WireGuardLink
 
-from tests.integration.conftest import require, unique_lab_name
+from tests.integration.conftest import WIREGUARD, require, unique_lab_name
 
 INTERNET = "198.51.100.1"  # on the WARP namespace's lo: "the internet"
 DROPLET = "10.101.0.5"
@@ -36,7 +36,7 @@ def in_ns(ns, *cmd):
 def routed(attached):
     """(lab, droplet netns, warp netns): the seed lab attached to socketnet, its
     WireGuard uplinks up, and `host apply` done."""
-    require("wireguard-go", "wg", "nft", "sysctl")
+    require(*WIREGUARD, "nft", "sysctl")
     lab, ctl = attached
     host_ns = lab.ns("host")
     made, links = [], []
@@ -61,14 +61,14 @@ def routed(attached):
             WgEnd(warp, "wsrv0", "172.16.0.1/32", ("172.16.0.2/32",), "192.0.2.6/30", 2408,
                   routes=("172.16.0.2/32",))).up())
         system = HostSystem(netns=host_ns, vsctl=lab.ovs.vsctl)
-        result = plan(lab.host, read_state(lab.host, system), datapath_type="netdev",
+        result = plan(lab.host, read_state(lab.host, system), datapath_type=lab_datapath(),
                       controller=ctl.target)
         assert [f.subject for f in result.findings] == ["net.ipv4.ip_forward"], \
             "\n".join(map(str, result.findings))
         # the lab built the bridges, ports and adapters as apply would: only the glue is left
         assert not [a for a in result.actions if "ovs-vsctl" in str(a)], result.script()
         apply(result, system)
-        assert plan(lab.host, read_state(lab.host, system), datapath_type="netdev",
+        assert plan(lab.host, read_state(lab.host, system), datapath_type=lab_datapath(),
                     controller=ctl.target).actions == ()
         yield lab, droplet, warp
     finally:

@@ -13,12 +13,12 @@ from topology.model import Kind
 from topology.ovs import process_alive
 from topology.wireguard import WgEnd, WireGuardLink, control_socket
 
-from tests.integration.conftest import require, unique_lab_name
+from tests.integration.conftest import WIREGUARD, require, unique_lab_name
 
 
 @pytest.fixture(autouse=True)
 def wireguard_tools():
-    require("wireguard-go", "wg")
+    require(*WIREGUARD)
 
 
 @pytest.fixture

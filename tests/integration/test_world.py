@@ -11,14 +11,16 @@ probes of one rule run at once (each waits ~1 s for what never comes).
 from __future__ import annotations
 
 import concurrent.futures
+import re
 import textwrap
 import uuid
 
 import pytest
 
-from topology.ovs import wait_until
+from topology.model import Role
+from topology.ovs import lab_datapath, lab_wireguard, wait_until
 
-from tests.integration.conftest import SEED_YAML, require, unique_lab_name
+from tests.integration.conftest import SEED_YAML, WIREGUARD, report, require, unique_lab_name
 
 XRAY, XRAY_PORT = "10.0.0.102", 8080
 GATEWAY = "10.0.0.100"
@@ -29,7 +31,7 @@ DROPLET = "10.101.0.5"
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    require("wireguard-go", "wg", "nft", "sysctl")
+    require(*WIREGUARD, "nft", "sysctl")
     from topology.world import World
     w = World(str(SEED_YAML), unique_lab_name(),
               state_root=str(tmp_path_factory.mktemp("labs")))
@@ -163,6 +165,26 @@ def test_the_world_is_up_within_seconds_and_attached(world):
     assert {"host", "node2"} <= set(record["controllers"])
     assert len(record["namespaces"]) == 12
     assert not [f for _, f in world.findings if f.level == "error"]
+
+
+def test_the_bridges_run_on_the_labs_datapath_and_the_uplinks_on_its_wireguard(world):
+    """netdev and wireguard-go here; in the VM lab the kernel's: `system@ovs-system`,
+    nm-privacy and warp0 of kind wireguard, no wireguard-go process."""
+    datapath, kind = lab_datapath(), lab_wireguard()
+    dpif = world.lab.ovs.appctl("dpif/show")
+    assert f"{datapath}@ovs-{datapath}:" in dpif
+    links = {}
+    for uplink in (world.host.mesh.one(Role.NETMAKER_UPLINK),
+                   world.host.privacy.one(Role.WARP_UPLINK)):
+        links[uplink.interface] = world.exec("host", "ip", "-d", "link", "show",
+                                             uplink.interface, check=True).stdout
+        found = re.search(r"^\s+(wireguard|tun)\b", links[uplink.interface], re.M)
+        assert found and found[1] == ("wireguard" if kind == "kernel" else "tun")
+    go = [p for p in world.record["processes"] if p["what"].startswith("wireguard-go")]
+    assert bool(go) == (kind == "go")
+    report(f"datapath ({datapath}): ovs-appctl dpif/show\n{dpif}\n"
+           f"WireGuard ({kind}): ip -d link\n" + "".join(links.values())
+           + f"wireguard-go processes: {len(go)}\n")
 
 
 def test_a_users_session_reaches_the_vps_from_the_warp_exit_never_over_netmaker(world):
