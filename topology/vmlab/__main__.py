@@ -1,9 +1,13 @@
-"""`python -m topology.vmlab test [PYTEST ARGS]`: the kernel-datapath suite in a VM.
+"""The VM lab: socketnet on Open vSwitch's kernel datapath and kernel WireGuard.
 
-Builds what is missing (see build.sh), boots the guest, prints the kernel it runs,
-runs the suite there (KERNEL_SUITE unless test paths are given) with the labs on Open
-vSwitch's kernel datapath and kernel WireGuard, powers the guest off and removes the
-run's directory, and exits with the suite's status. `./dev test-kernel` calls it.
+    python -m topology.vmlab test [PYTEST ARGS]    the kernel-datapath suite
+    python -m topology.vmlab bench [BENCH ARGS]    bench.classifier in the guest
+
+Each builds what is missing (see build.sh), boots a guest of its own, prints the
+kernel it runs, runs the suite (KERNEL_SUITE unless test paths are given) or the
+bench there with the labs on the kernel datapath, powers the guest off, removes the
+run's directory, and exits with the status of what it ran. `./dev test-kernel` and
+`./dev bench-kernel` call it.
 """
 from __future__ import annotations
 
@@ -28,27 +32,34 @@ KERNEL_SUITE = (
     "tests/integration/test_host_apply.py",
     "tests/integration/test_seed_host_routed.py",
 )
+EMULATED = ("== EMULATED: the guest's CPU is QEMU's software emulation; absolute figures "
+            "mean little, ratios within this run do")
 
 
 def main(argv: list) -> int:
-    if not argv or argv[0] != "test":
-        print(__doc__.strip().splitlines()[0], file=sys.stderr)
+    if not argv or argv[0] not in ("test", "bench"):
+        print(__doc__.strip(), file=sys.stderr)
         return 2
-    args = argv[1:]
-    if not any(not a.startswith("-") for a in args):
+    what, args = argv[0], argv[1:]
+    if what == "test" and not any(not a.startswith("-") for a in args):
         args = ["-q", *args, *KERNEL_SUITE]
     started = time.monotonic()
     try:
         with VM(f"k{os.getpid()}") as vm:
             print(f"== VM lab: {vm.image['kernel_version']}, booted in "
                   f"{vm.boot_seconds:.0f} s (QEMU, software emulation)", flush=True)
-            rc = vm.suite(args)
+            if what == "test":
+                rc = vm.suite(args)
+            else:
+                print(EMULATED, flush=True)
+                rc = vm.stream(["python3", "-m", "bench.classifier", *args])
+                print(EMULATED, flush=True)
             if rc != 0:
                 print(vm.output(), file=sys.stderr)
     except VMError as e:
         print(f"VM lab: {e}", file=sys.stderr)
         return 1
-    print(f"== VM lab: suite exited {rc} after {time.monotonic() - started:.0f} s in all",
+    print(f"== VM lab: {what} exited {rc} after {time.monotonic() - started:.0f} s in all",
           flush=True)
     return rc
 

@@ -9,6 +9,7 @@ tests run inside it on Open vSwitch's kernel datapath with kernel WireGuard
     VM(name).up() / .down(), or `with`     boot (building what is missing), power off
     vm.run(argv, input=, timeout=, env=)   a command in the guest -> CompletedProcess
     vm.suite(pytest_args) -> exit status   the test suite in the guest, output streamed
+    vm.stream(argv) -> exit status         any command so (the benches)
 
 What a VM is made of, and where:
 - the cache (`build.sh`; /var/cache/socketnet/vmlab, or $SOCKETNET_VM_CACHE): the
@@ -213,17 +214,27 @@ class VM:
                 parts.append(f"--- {name} (tail) ---\n{tail}")
         return "\n".join(parts) or "(the guest printed nothing)"
 
-    def suite(self, pytest_args: Sequence[str], timeout: float = 1800.0,
-              out=sys.stdout) -> int:
-        """The test suite in the guest on the kernel datapath, its output streamed to
-        `out` as it comes; its exit status."""
-        log = os.path.join(self.dir, "suite.log")
+    def suite(self, pytest_args: Sequence[str], timeout: float = 1800.0, out=sys.stdout) -> int:
+        """The test suite in the guest with the labs on the kernel datapath; its
+        output, then what the tests reported (`report`), streamed to `out`; its exit
+        status."""
+        report = Path(self.dir, "report.txt")
+        rc = self.stream(["python3", "-m", "pytest", "-p", "no:cacheprovider", *pytest_args],
+                         timeout, out, {"SOCKETNET_LAB_REPORT": "/vm/report.txt"})
+        if report.exists():
+            out.write(report.read_text())
+        return rc
+
+    def stream(self, argv: Sequence[str], timeout: float = 1800.0, out=sys.stdout,
+               env: Optional[dict] = None) -> int:
+        """`argv` in the guest with socketnet's Python path and the labs on the kernel
+        datapath, its output streamed to `out` as it comes; its exit status."""
+        log = os.path.join(self.dir, "stream.log")
         open(log, "w").close()
         env = {"PYTHONPATH": GUEST_PYTHONPATH, "PYTHONDONTWRITEBYTECODE": "1",
-               "SOCKETNET_LAB_DATAPATH": "system", "SOCKETNET_LAB_REPORT": "/vm/report.txt",
-               "CI": os.environ.get("CI", "")}
-        shell = ("exec python3 -m pytest -p no:cacheprovider "
-                 + " ".join(_quote(a) for a in pytest_args) + " >/vm/suite.log 2>&1")
+               "SOCKETNET_LAB_DATAPATH": "system", "CI": os.environ.get("CI", ""),
+               **(env or {})}
+        shell = "exec " + " ".join(_quote(a) for a in argv) + " >/vm/stream.log 2>&1"
         done = threading.Event()
         result: dict = {}
 
@@ -244,12 +255,8 @@ class VM:
                     out.flush()
                 if finished:
                     break
-        try:
-            out.write(Path(self.dir, "report.txt").read_text())
-        except FileNotFoundError:
-            pass
         if "error" in result:
-            raise VMError(f"the suite in VM {self.name} did not finish: {result['error']}\n"
+            raise VMError(f"{argv[0]} in VM {self.name} did not finish: {result['error']}\n"
                           f"{self.output()}")
         return result["proc"].returncode
 
