@@ -7,6 +7,7 @@ behind them); test_wireguard.py has real WireGuard.
 """
 from __future__ import annotations
 
+import difflib
 import json
 import subprocess
 
@@ -17,7 +18,7 @@ from topology.config import load_host
 from topology.host import HostState, plan
 from topology.host_apply import HostSystem, apply, read_state
 from topology.host_cli import host as host_group
-from topology.ovs import OvsInstance, lab_datapath
+from topology.ovs import OvsInstance, lab_datapath, wait_until
 
 from tests.integration.conftest import SEED_YAML, require, unique_lab_name
 
@@ -70,8 +71,13 @@ def applied(host):
 
 
 def snapshot(ovs) -> tuple:
-    """Everything apply could touch, as text."""
+    """Everything apply could touch, as text, once the kernel has settled: on the
+    kernel datapath the adapters are real netdevs, whose IPv6 link-local addresses
+    stay `tentative` until duplicate address detection ends, seconds after they
+    come up, with no one changing anything."""
     ns = ovs.netns
+    wait_until(lambda: not ip(ns, "-6", "address", "show", "tentative").stdout.strip(), 10,
+               f"IPv6 duplicate address detection in {ns}")
     return (ovs.vsctl("show"),
             # Not `status`/`is_connected`: ovs-vswitchd's live connection state,
             # which changes by itself while it retries.
@@ -181,7 +187,7 @@ def test_the_cli_dry_run_changes_nothing_then_apply_then_nothing_to_change(scrat
     assert "error: warp0:" in result.stderr and "PostUp" in result.stderr
     assert "ovs-vsctl -- --if-exists del-port vmbr0 warp0" in result.stdout
     assert "sysctl -w net.ipv4.ip_forward=1" in result.stdout
-    assert snapshot(scratch) == before
+    same(snapshot(scratch), before)
 
     result = cli(scratch)
     assert result.exit_code == 2, result.output  # done, and the PostUp still needs fixing
@@ -196,7 +202,14 @@ def test_the_cli_dry_run_changes_nothing_then_apply_then_nothing_to_change(scrat
     assert result.stderr == ""
     result = cli(scratch, "--dry-run")
     assert result.exit_code == 0 and result.stdout == ""
-    assert snapshot(scratch) == built
+    same(snapshot(scratch), built)
+
+
+def same(now: tuple, then: tuple) -> None:
+    """Two snapshots are equal; else the lines that differ, part by part."""
+    diffs = ["\n".join(difflib.unified_diff(b.splitlines(), a.splitlines(), lineterm=""))
+             for a, b in zip(now, then) if a != b]
+    assert not diffs, "\n".join(diffs)
 
 
 def test_a_fresh_host_plan_reads_as_empty_where_nothing_exists(scratch, host):
