@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from controller.process import free_port
-from topology.ovs import process_cmdline, wait_until
+from topology.ovs import process_alive, process_cmdline, wait_until
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parents[1]
@@ -87,6 +87,7 @@ class VM:
         self.image: dict = {}
         self.proc: Optional[subprocess.Popen] = None
         self.boot_seconds: Optional[float] = None
+        self._qemu_pid: Optional[int] = None
 
     def __enter__(self) -> "VM":
         return self.up()
@@ -167,8 +168,18 @@ class VM:
                 if self.dir in process_cmdline(self.proc.pid):
                     self.proc.kill()
                 self.proc.wait()
+        if self.proc is not None:
+            self._qemu_pid = self.proc.pid
         self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def leftovers(self) -> list:
+        """What of this VM is still there after `down()` (nothing, normally)."""
+        left = [self.dir] if os.path.exists(self.dir) else []
+        pid = self._qemu_pid
+        if pid is not None and process_alive(pid) and self.dir in process_cmdline(pid):
+            left.append(f"QEMU (pid {pid})")
+        return left
 
     # -- the agent -----------------------------------------------------------------
 
@@ -214,7 +225,7 @@ class VM:
                 parts.append(f"--- {name} (tail) ---\n{tail}")
         return "\n".join(parts) or "(the guest printed nothing)"
 
-    def suite(self, pytest_args: Sequence[str], timeout: float = 1800.0, out=sys.stdout) -> int:
+    def suite(self, pytest_args: Sequence[str], timeout: float = 1200.0, out=sys.stdout) -> int:
         """The test suite in the guest with the labs on the kernel datapath; its
         output, then what the tests reported (`report`), streamed to `out`; its exit
         status."""
@@ -225,7 +236,7 @@ class VM:
             out.write(report.read_text())
         return rc
 
-    def stream(self, argv: Sequence[str], timeout: float = 1800.0, out=sys.stdout,
+    def stream(self, argv: Sequence[str], timeout: float = 1200.0, out=sys.stdout,
                env: Optional[dict] = None) -> int:
         """`argv` in the guest with socketnet's Python path and the labs on the kernel
         datapath, its output streamed to `out` as it comes; its exit status."""
