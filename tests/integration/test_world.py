@@ -159,8 +159,9 @@ def assert_no_local(world):
 # --------------------------------------------------------------------------- W
 
 
-def test_the_world_is_up_within_seconds_and_attached(world):
-    assert world.up_seconds < 30
+def test_the_world_is_up_and_attached(world):
+    # How long it took is the lab's to print (`socketnet lab up`), not a test's to
+    # judge: timing belongs in bench/.
     record = world.record
     assert {"host", "node2"} <= set(record["controllers"])
     assert len(record["namespaces"]) == 12
