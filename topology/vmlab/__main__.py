@@ -26,16 +26,7 @@ from topology.vmlab.vm import VM, VMError
 # whole world (W1-W6, every N-rule with real packets, also with the controller
 # killed), the ofproto/trace matrix on the live tables, controller and ovs-vswitchd
 # restarts, the packet-in meter, classification with real TCP, host apply and its
-# idempotence; in two halves of about the same time (~300 s each, measured). Not
-# here, each for its reason:
-# - test_seed_host_routed: the routed host with its uplinks and host apply, which
-#   test_world runs whole (every probe of it and more);
-# - test_flood: its 30 s flood through WireGuard measures the userspace datapath's
-#   and wireguard-go's queues; under emulation the guest's CPU, not the design, is
-#   what would be flooded (the meter's own test runs here);
-# - test_metrics (a real Prometheus), test_rest, test_tls, test_standby,
-#   test_reload, test_malformed_openflow, test_controller, test_lab_cli: the
-#   controller's side of OpenFlow, the same whatever datapath the switch has.
+# idempotence; in two halves of about the same time (~300 s each, measured).
 KERNEL_SUITE = (
     ("tests/integration/test_world.py",
      "tests/integration/test_restart.py",
@@ -47,6 +38,20 @@ KERNEL_SUITE = (
      "tests/integration/test_packet_in_meter.py",
      "tests/integration/test_wireguard.py"),
 )
+# The integration modules that do not run there, each with its reason (printed by
+# every run; a test fails when a module is in neither list).
+NOT_ON_THE_KERNEL_DATAPATH = {
+    "tests/integration/test_seed_host_routed.py":
+        "the routed host with its uplinks and host apply, which test_world runs whole",
+    "tests/integration/test_flood.py":
+        "its 30 s flood measures the userspace datapath's and wireguard-go's queues; "
+        "under emulation the guest's CPU is what would be flooded (the meter's own "
+        "test runs)",
+    **{f"tests/integration/{module}.py":
+       "the controller's side of OpenFlow, the same whatever datapath the switch has"
+       for module in ("test_metrics", "test_rest", "test_tls", "test_standby", "test_reload",
+                      "test_malformed_openflow", "test_controller", "test_lab_cli")},
+}
 EMULATED = ("== EMULATED: the guest's CPU is QEMU's software emulation; absolute figures "
             "mean little, ratios within this run do")
 
@@ -68,7 +73,8 @@ def _in_a_vm(name: str, what: str, args: list, out, cpus: int = 2) -> int:
     try:
         with vm:
             print(f"== VM lab {name}: {vm.image['kernel_version']}, booted in "
-                  f"{vm.boot_seconds:.0f} s (QEMU, software emulation)", file=out, flush=True)
+                  f"{vm.boot_seconds:.0f} s (QEMU, software emulation); in the guest: "
+                  f"{vm.image['packages']}", file=out, flush=True)
             if what == "test":
                 rc = vm.suite(args, out=out)
             else:
@@ -98,6 +104,8 @@ def main(argv: list) -> int:
     if what == "bench" or any(not a.startswith("-") for a in args):
         rc = _in_a_vm(f"k{os.getpid()}", what, args, sys.stdout)
     else:
+        for module, why in NOT_ON_THE_KERNEL_DATAPATH.items():
+            print(f"== not on the kernel datapath: {module}: {why}", flush=True)
         with concurrent.futures.ThreadPoolExecutor(len(KERNEL_SUITE)) as pool:
             runs = []
             for i, half in enumerate(KERNEL_SUITE):

@@ -8,7 +8,6 @@ guest), or the connection is closed.
 
     {"argv": [...], "input": str|null, "timeout": s, "env": {...}}
         -> {"rc": int, "stdout": str, "stderr": str}     (rc -9 and "timeout" on expiry)
-    {"spawn": [...], "log": path}   -> {"pid": int}      (detached, a session of its own)
     {"poweroff": true}              -> {} and the guest powers off
 
 Commands run from /src (the checkout) with the guest's environment, plus `env`.
@@ -38,12 +37,6 @@ class Handler(socketserver.StreamRequestHandler):
 
     def answer(self, req):
         env = dict(os.environ, **req.get("env", {}))
-        if "spawn" in req:
-            with open(req.get("log") or os.devnull, "ab") as out:
-                proc = subprocess.Popen(req["spawn"], stdin=subprocess.DEVNULL, stdout=out,
-                                        stderr=subprocess.STDOUT, env=env,
-                                        start_new_session=True)
-            return {"pid": proc.pid}
         if req.get("poweroff"):
             return {"poweroff": True}
         try:

@@ -100,6 +100,8 @@ if [ ! -f "$root/.complete" ]; then
   install -m 755 "$here/guest-init" "$root.tmp/sbin/socketnet-guest-init"
   mkdir -p "$root.tmp/src"
   printf '%s\n' "$kernel_pkg $kernel_version" > "$root.tmp/etc/socketnet-kernel"
+  chroot "$root.tmp" dpkg-query -W -f '${Package}=${Version} ' openvswitch-switch \
+    wireguard-tools iproute2 nftables python3 > "$root.tmp/etc/socketnet-packages"
   rm -rf "$root.tmp/var/cache/apt/archives"/*.deb
   touch "$root.tmp/.complete"
   mv "$root.tmp" "$root"
@@ -147,3 +149,4 @@ echo "kernel_version=$kernel_pkg $kernel_version"
 echo "kernel=$kdir/vmlinuz"
 echo "initrd=$initrd"
 echo "root=$root"
+echo "packages=$(cat "$root/etc/socketnet-packages")"

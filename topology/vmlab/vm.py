@@ -58,14 +58,14 @@ class VMError(RuntimeError):
 
 def build(python: str = sys.executable) -> dict:
     """Run build.sh (a no-op when the cache is complete): {"kernel_version", "kernel",
-    "initrd", "root"}."""
+    "initrd", "root", "packages"}."""
     proc = subprocess.run(["bash", str(HERE / "build.sh"), python], capture_output=True,
                           text=True)
     if proc.returncode != 0:
         raise VMError(f"building the VM lab failed:\n{proc.stderr.strip()}")
     sys.stderr.write(proc.stderr)
     found = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
-    missing = {"kernel_version", "kernel", "initrd", "root"} - set(found)
+    missing = {"kernel_version", "kernel", "initrd", "root", "packages"} - set(found)
     if missing:
         raise VMError(f"build.sh printed no {', '.join(sorted(missing))}:\n{proc.stdout}")
     return found

@@ -1,9 +1,8 @@
 """topology.vmlab without a VM: the guest's agent on 127.0.0.1 (its token, its
-commands, timeouts and spawns), the host's client against it, and the choice of
-datapath the labs read from the environment."""
+commands and timeouts), the host's client against it, the choice of datapath the
+labs read from the environment, and the kernel suite's list of modules."""
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -13,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from controller.process import free_port
-from topology.ovs import DATAPATH_ENV, lab_datapath, lab_wireguard, process_alive, wait_until
+from topology.ovs import DATAPATH_ENV, lab_datapath, lab_wireguard, wait_until
+from topology.vmlab.__main__ import KERNEL_SUITE, NOT_ON_THE_KERNEL_DATAPATH
 from topology.vmlab.vm import VM, VMError
 
 AGENT = Path(__file__).resolve().parents[3] / "topology" / "vmlab" / "agent.py"
@@ -74,17 +74,6 @@ def test_a_connection_without_the_token_runs_nothing(agent, tmp_path):
     assert not marker.exists()
 
 
-def test_a_spawned_process_outlives_its_request(agent, tmp_path):
-    log = tmp_path / "spawned.log"
-    reply = agent._request({"spawn": ["sh", "-c", "echo started; exec sleep 30"],
-                            "log": str(log)}, timeout=5)
-    try:
-        wait_until(lambda: log.exists() and "started" in log.read_text(), 10, "the spawn")
-        assert process_alive(reply["pid"])
-    finally:
-        os.kill(reply["pid"], 9)
-
-
 def test_the_labs_datapath_comes_from_the_environment(monkeypatch):
     monkeypatch.delenv(DATAPATH_ENV, raising=False)
     assert (lab_datapath(), lab_wireguard()) == ("netdev", "go")
@@ -98,3 +87,13 @@ def test_the_labs_datapath_comes_from_the_environment(monkeypatch):
 def test_a_vm_name_that_could_escape_its_directory_is_refused():
     with pytest.raises(VMError, match="VM name"):
         VM("../etc")
+
+
+def test_every_integration_module_runs_on_the_kernel_datapath_or_says_why_not():
+    root = AGENT.parents[2]
+    modules = {str(p.relative_to(root)) for p in (root / "tests" / "integration").glob("test_*.py")}
+    suite = [m for half in KERNEL_SUITE for m in half]
+    assert len(suite) == len(set(suite))
+    assert set(suite).isdisjoint(NOT_ON_THE_KERNEL_DATAPATH)
+    assert modules == set(suite) | set(NOT_ON_THE_KERNEL_DATAPATH)
+    assert all(why.strip() for why in NOT_ON_THE_KERNEL_DATAPATH.values())
