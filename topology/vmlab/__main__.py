@@ -47,10 +47,13 @@ NOT_ON_THE_KERNEL_DATAPATH = {
         "its 30 s flood measures the userspace datapath's and wireguard-go's queues; "
         "under emulation the guest's CPU is what would be flooded (the meter's own "
         "test runs)",
+    "tests/integration/test_lab_cli.py":
+        "`socketnet lab` as separate processes, two worlds side by side: the command's "
+        "process handling, whose world test_world runs on the kernel datapath",
     **{f"tests/integration/{module}.py":
        "the controller's side of OpenFlow, the same whatever datapath the switch has"
        for module in ("test_metrics", "test_rest", "test_tls", "test_standby", "test_reload",
-                      "test_malformed_openflow", "test_controller", "test_lab_cli")},
+                      "test_malformed_openflow", "test_controller")},
 }
 EMULATED = ("== EMULATED: the guest's CPU is QEMU's software emulation; absolute figures "
             "mean little, ratios within this run do")
