@@ -190,6 +190,13 @@ def report(b: dict, rss: dict, ovs: dict) -> str:
                          f"{un.per_second:,.0f}", "",
                          _ratio(un.per_second, mi.per_second) + " the setup ceiling", "",
                          ""))
+        ct = ovs.get("conntrack")
+        if ct is not None:
+            rows.append(("(a) same, decisions in conntrack (no FlowMod)",
+                         f"{ct.per_second:,.0f}", "",
+                         _ratio(ct.per_second, mi.per_second) + " the setup ceiling",
+                         f"({ct.per_second / ce.per_second:.0%} of the packet-in ceiling)"
+                         if ce.per_second else "", ""))
         rows.append((f"(a) OVS setups/s delivered, {so.window} in flight",
                      f"{so.per_second:,.0f}", f"{bo.per_second:,.0f}",
                      _ratio(so.per_second, bo.per_second),

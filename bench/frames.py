@@ -10,8 +10,9 @@ Flow i comes from 10.101.0.0/16 (the seed's quick-install Netmaker range): the
 address cycles through the /16, the source port moves on every 65,536 flows, so
 (source, port) is unique for 4 billion flows. The TCP payload carries a magic,
 the flow's sequence number and its send time (CLOCK_MONOTONIC, ns), so a receiver
-in another process measures first-packet latency; the TCP checksum is left 0
-(nothing but the bench reads these frames; a kernel drops them unanswered).
+in another process measures first-packet latency. The TCP checksum is right
+(`stamp` sets it): Open vSwitch's connection tracker marks a segment with a wrong
+one invalid, and the conntrack phase must see a real SYN.
 """
 from __future__ import annotations
 
@@ -56,8 +57,22 @@ def syn_frame(i: int, src_mac: str, dst_mac: str, dst_ip: str, dport: int) -> by
                      + _STAMP.pack(MAGIC, i, 0))
 
 
+_TCP_AT = _ETH.size + _IPV4.size
+_TCP_LEN = _TCP.size + _STAMP.size
+_SEGMENT = struct.Struct(f"!{_TCP_LEN // 2}H")
+_ADDRESSES = struct.Struct("!4H")  # source and destination, in 16-bit words
+
+
 def stamp(frame: bytearray, seq: int, now_ns: int) -> None:
+    """Write seq and the send time into the payload, and the TCP checksum (over the
+    pseudo-header and the segment) that goes with them."""
     _STAMP.pack_into(frame, STAMP_AT, MAGIC, seq, now_ns)
+    struct.pack_into("!H", frame, _TCP_AT + 16, 0)
+    total = (sum(_ADDRESSES.unpack_from(frame, _TCP_AT - 8)) + socket.IPPROTO_TCP + _TCP_LEN
+             + sum(_SEGMENT.unpack_from(frame, _TCP_AT)))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    struct.pack_into("!H", frame, _TCP_AT + 16, ~total & 0xFFFF)
 
 
 def read_stamp(frame: bytes) -> Optional[tuple]:

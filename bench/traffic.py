@@ -13,8 +13,12 @@ and sees each one come out at the other end:
 - `--sink-port P --answer CONFIG --receive-netns NS`: the sink answers each
   packet-in with socketnet's decision (its pure core, struct-packed; no os-ken),
   and a packet counts when delivered: Open vSwitch's ceiling for whole setups
-  with a controller that costs next to nothing; with `--untimed`, its decisions
-  carry no idle and hard timeout (what those timeouts cost Open vSwitch).
+  with a controller that costs next to nothing. `--decisions`: `timed` (the
+  default: a FlowMod with socketnet's idle and hard timeouts, then a PacketOut),
+  `untimed` (the same FlowMod without timeouts: what they cost Open vSwitch) or
+  `conntrack` (no FlowMod: one PacketOut that commits the connection in the
+  connection tracker's zone CT_ZONE with its class in ct_mark, then resubmits it to
+  the classify table, where static flows carry each mark; `conntrack_flows`).
 
 Two modes: `window` keeps W packets in flight (sent, not yet seen; after 0.5 s
 unseen a packet is lost and replaced): the rate a path sustains, closed loop,
@@ -98,8 +102,8 @@ class _Sink:
     controller.fastpath), with no os-ken and no bookkeeping around it."""
 
     def __init__(self, port: int, config: str = None, timeout: float = 20.0,
-                 untimed: bool = False):
-        self.decide = _minimal_controller(config, untimed) if config else None
+                 decisions: str = "timed"):
+        self.decide = _minimal_controller(config, decisions) if config else None
         self.server = socket.socket()
         self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.server.bind(("127.0.0.1", port))
@@ -145,9 +149,10 @@ class _Sink:
         self.sock.setblocking(False)
 
 
-def _minimal_controller(config: str, untimed: bool = False):
-    """data, in_port -> the FlowMod + PacketOut socketnet's classifier app sends;
-    `untimed`: its flow without idle and hard timeout (what those cost the switch)."""
+def _minimal_controller(config: str, decisions: str = "timed"):
+    """data, in_port -> what the minimal controller answers (see `--decisions`):
+    the FlowMod + PacketOut socketnet's classifier app sends, that FlowMod without
+    timeouts, or one PacketOut committing the connection with its class's mark."""
     from controller import fastpath
     from controller.classifier import Classifier, decision_flow, parse_ipv4
     from topology.config import load_host
@@ -155,26 +160,93 @@ def _minimal_controller(config: str, untimed: bool = False):
     host = load_host(config)
     classifier, classification = Classifier(host), host.classification
     xids = iter(range(1, 1 << 32))
+    if decisions == "conntrack":
+        templates = {cls: _ct_packet_out(mark) for cls, mark in _marks().items()}
+
+        def commit(data: bytes, in_port: int) -> bytes:
+            head = templates[classifier.decide(parse_ipv4(data)).cls]
+            out = bytearray(head)
+            struct.pack_into("!HI", out, 2, len(head) + len(data), next(xids))
+            struct.pack_into("!I", out, 12, in_port)
+            return bytes(out) + data
+        return commit
 
     def decide(data: bytes, in_port: int) -> bytes:
         flow5 = parse_ipv4(data)
         flow = decision_flow(flow5, classifier.decide(flow5), classification)
-        if untimed:
+        if decisions == "untimed":
             flow = dataclasses.replace(flow, idle_timeout=0, hard_timeout=0)
         return (fastpath.pack_flow_mod(next(xids), flow)
                 + fastpath.pack_packet_out(next(xids), in_port, data))
     return decide
 
 
+# --decisions conntrack: the zone, and a ct_mark per class (0: no decision yet).
+CT_ZONE = 7
+CT_MARKS = {}  # TrafficClass -> mark, filled on first use (imports the core)
+
+
+def _marks() -> dict:
+    if not CT_MARKS:
+        from controller.classifier import TrafficClass
+        CT_MARKS.update({TrafficClass.PRIVACY: 1, TrafficClass.MANAGEMENT: 2,
+                         TrafficClass.DROP: 3})
+    return CT_MARKS
+
+
+def _ct_packet_out(mark: int) -> bytes:
+    """A PacketOut (xid, length and in_port to be patched, the frame to be appended)
+    whose one action is ct(commit, zone=CT_ZONE, table=classify,
+    exec(set_field:MARK->ct_mark)). Encoded once, by os-ken."""
+    from os_ken.ofproto import nicira_ext, ofproto_v1_3, ofproto_v1_3_parser as parser
+
+    from controller.pipeline import CLASSIFY
+
+    class _Datapath:
+        ofproto, ofproto_parser = ofproto_v1_3, parser
+
+    ct = parser.NXActionCT(flags=nicira_ext.NX_CT_F_COMMIT, zone_src="",
+                           zone_ofs_nbits=CT_ZONE, recirc_table=CLASSIFY.id, alg=0,
+                           actions=[parser.OFPActionSetField(ct_mark=mark)])
+    msg = parser.OFPPacketOut(_Datapath(), buffer_id=ofproto_v1_3.OFP_NO_BUFFER, in_port=1,
+                              actions=[ct], data=b"")
+    msg.serialize()
+    return bytes(msg.buf)
+
+
+def conntrack_flows(config: str) -> list:
+    """The static flows `--decisions conntrack` needs on mesh, as ovs-ofctl lines:
+    in the classify table, untracked IPv4 passes the connection tracker (zone
+    CT_ZONE) and comes back to the table; a tracked packet whose connection has a
+    mark takes its class's path (the instructions of socketnet's decision flows);
+    one without falls through to socketnet's own miss (the meter, the controller).
+    Invalid connection state is dropped."""
+    from controller.classifier import Decision, Flow5, decision_flow
+    from controller.pipeline import CLASSIFY
+    from topology.config import load_host
+
+    classification = load_host(config).classification
+    table, priority = CLASSIFY.id, 60000
+    flows = [f"table={table},priority={priority},ip,ct_state=-trk,"
+             f"actions=ct(table={table},zone={CT_ZONE})",
+             f"table={table},priority={priority},ip,ct_state=+trk+inv,actions=drop"]
+    for cls, mark in _marks().items():
+        line = decision_flow(Flow5(1, 2, 6, 3, 4), Decision(cls, "bench"), classification).ofctl()
+        actions = line.split("actions=", 1)[1] if "actions=" in line else "drop"
+        flows.append(f"table={table},priority={priority - 1},ip,ct_state=+trk,"
+                     f"ct_mark={mark},actions={actions}")
+    return flows
+
+
 def run(ifname, src_mac, dst_mac, dst_ip, dport, mode, window, rate, seconds, first,
         receive_netns=None, receive_ifname=None, sink_port=None, answer=None,
-        untimed=False) -> dict:
+        decisions="timed") -> dict:
     count = int(rate * seconds) if mode == "rate" else 1 << 40
     make = frames.syn_frame  # ~2 us: built as sent
     tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     tx.bind((ifname, 0))
     tx.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
-    sink = _Sink(sink_port, answer, untimed=untimed) if sink_port else None
+    sink = _Sink(sink_port, answer, decisions=decisions) if sink_port else None
     if sink is None or answer:
         end = _Capture(_in_netns(receive_netns, lambda: _capture(receive_ifname)))
     print("ready", flush=True)
@@ -263,13 +335,14 @@ def main(argv=None) -> int:
     parser.add_argument("--answer", metavar="CONFIG",
                         help="the sink answers as socketnet's core would, for this config "
                              "(needs --receive-netns: delivered packets count)")
-    parser.add_argument("--untimed", action="store_true",
-                        help="with --answer: decisions without idle and hard timeout")
+    parser.add_argument("--decisions", choices=("timed", "untimed", "conntrack"),
+                        default="timed",
+                        help="with --answer: how the sink answers (see the module doc)")
     args = parser.parse_args(argv)
     if not args.receive_netns and not (args.sink_port and not args.answer):
         parser.error("--receive-netns, or --sink-port without --answer")
-    if args.untimed and not args.answer:
-        parser.error("--untimed: only with --answer")
+    if args.decisions != "timed" and not args.answer:
+        parser.error("--decisions: only with --answer")
     print(json.dumps(run(**vars(args))), flush=True)
     return 0
 
