@@ -13,6 +13,7 @@ guest), or the connection is closed.
 Commands run from /src (the checkout) with the guest's environment, plus `env`.
 """
 import argparse
+import hmac
 import json
 import os
 import socketserver
@@ -24,7 +25,7 @@ class Handler(socketserver.StreamRequestHandler):
     token = ""
 
     def handle(self):
-        if self.rfile.readline().decode().strip() != self.token:
+        if not hmac.compare_digest(self.rfile.readline().strip(), self.token.encode()):
             return
         for line in self.rfile:
             reply = self.answer(json.loads(line))
