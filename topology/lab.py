@@ -17,6 +17,13 @@ things on their ports, and tearing them down again:
 - the inter-bridge link: a veth whose two ends, named as the two inter-bridge ports,
   both live in the OVS netns.
 
+`bridges="apply"` leaves the bridges, their ports, the adapters and the inter-bridge
+link to `socketnet host apply`, as on a real host, and makes only the containers;
+`attach_containers()` then adds their ports, as LXC does when it starts them. (The
+VM lab's worlds run so, on the kernel datapath. On the userspace datapath the lab
+makes the switch ports itself: it must keep the host's IP stack off them, see
+`_switch_ports_up`, which a real host's kernel datapath does not need.)
+
 Every interface is created directly inside the namespace it lives in, so no name
 ever appears in the machine's own netns and two labs with different names run side
 by side. `down()` removes what `up()` made, by name and PID, and is idempotent.
@@ -49,10 +56,13 @@ class Lab:
     """
 
     def __init__(self, host: Host, name: str, protocols: str = "OpenFlow13",
-                 datapath: Optional[str] = None):
+                 datapath: Optional[str] = None, bridges: str = "lab"):
+        if bridges not in ("lab", "apply"):
+            raise LabError(f"lab {name}: bridges {bridges!r}: 'lab' or 'apply'")
         self.host = host
         self.name = name
         self.protocols = protocols
+        self.bridges = bridges
         self.ovs = OvsInstance(name, datapath)
         self._containers: dict = {}  # container id -> (netns name, OVS-side veth)
         self._processes: list = []  # (netns, Popen) started by popen(), ended at down()
@@ -75,10 +85,11 @@ class Lab:
             for bridge in self.host.bridges:
                 self._check_buildable(bridge)
             self._make_links()
-            self.ovs.vsctl(*self._bridge_commands())
-            self._check_ports()
-            self._configure_adapters()
-            self._wait_links_up()
+            if self.bridges == "lab":
+                self.ovs.vsctl(*self._bridge_commands())
+                self._check_ports()
+                self._configure_adapters()
+                self._wait_links_up()
         except BaseException:
             self.down()
             raise
@@ -134,7 +145,7 @@ class Lab:
                     if port.container is not None:
                         self._make_container(ipr, port.name, port.container)
                         made.add(port.name)
-            for bridge in self.host.bridges:
+            for bridge in self.host.bridges if self.bridges == "lab" else ():
                 for port in bridge.with_role(Role.INTER_BRIDGE):
                     if port.name in made:
                         continue
@@ -219,6 +230,19 @@ class Lab:
             for number, port in enumerate(bridge.ports, start=1):
                 cmd += self._port_commands(bridge.name, port, number)
         return cmd
+
+    def attach_containers(self) -> None:
+        """With `bridges="apply"`, once host apply has made the bridges: each
+        container's port on its bridge, with the number it has in the config."""
+        cmd = []
+        for bridge in self.host.bridges:
+            for number, port in enumerate(bridge.ports, start=1):
+                if port.container is not None:
+                    cmd += self._port_commands(bridge.name, port, number)
+        if cmd:
+            self.ovs.vsctl(*cmd)
+        self._check_ports()
+        self._wait_links_up()
 
     def _check_ports(self, names: Optional[Iterable[str]] = None) -> None:
         """Every (named) interface opened, with the number it asked for."""

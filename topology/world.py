@@ -64,8 +64,8 @@ from topology.host import plan
 from topology.host_apply import HostSystem, apply, read_state
 from topology.lab import HOST, Lab
 from topology.model import Host, Role
-from topology.ovs import (in_netns, listening_tcp, process_alive, process_cmdline, stop_process,
-                          wait_until)
+from topology.ovs import (in_netns, lab_datapath, listening_tcp, process_alive, process_cmdline,
+                          stop_process, wait_until)
 from topology.wireguard import MeshMember, WgEnd, WireGuardLink, WireGuardMesh, control_socket
 
 STATE_ROOT = "/run/socketnet/labs"
@@ -362,11 +362,11 @@ class World:
             self.controllers["node2"] = Controller(
                 "node2", path, os.path.join(self.dir, "controller-node2.log")).spawn()
         self.save()
-        self.lab = Lab(self.host, self.name)
+        self.lab = Lab(self.host, self.name, bridges=self._bridges)
         self.lab.up()
         self.save()
         if self.node2_host is not None:
-            self.node2 = Lab(self.node2_host, f"{self.name}-n2")
+            self.node2 = Lab(self.node2_host, f"{self.name}-n2", bridges=self._bridges)
             self.node2.up()
             self.save()
         for ns in (self.droplet, self.warp, self.vps, self.relay):
@@ -388,14 +388,37 @@ class World:
             lab.ovs.forward_loopback(ctl.port)
             ctl.wait_listening()
             self._host_apply(label, lab, ctl)
+            if lab.bridges == "apply":
+                lab.attach_containers()
         self.save()
         self._services()
         self.save()
         for label, lab in (("host", self.lab), ("node2", self.node2)):
             if lab is not None:
                 self.controllers[label].wait_synced([b.name for b in lab.host.bridges])
+                self._wait_container_flows(label, lab)
         self.up_seconds = time.monotonic() - started
         self.save()
+
+    @property
+    def _bridges(self) -> str:
+        """Who makes the bridges (`Lab` `bridges`): host apply on the kernel datapath,
+        as on a real host; the lab on the userspace one (see topology.lab)."""
+        return "apply" if lab_datapath() == "system" else "lab"
+
+    def _wait_container_flows(self, label: str, lab: Lab) -> None:
+        """Every container's port has flows of socketnet's: the controller has synced
+        since the last port came (host apply's bridges connect before the
+        containers' ports are added)."""
+        ports = [(b.name, p.name) for b in lab.host.bridges for p in b.ports
+                 if p.container is not None]
+
+        def flows_for_every_port():
+            dumped = {b.name: "\n".join(lab.ovs.dump_flows(b.name)) for b in lab.host.bridges}
+            return all(f"in_port={name}" in dumped[bridge] or f'in_port="{name}"' in
+                       dumped[bridge] for bridge, name in ports)
+        wait_until(flows_for_every_port, SYNC_TIMEOUT,
+                   f"socketnet's flows for every container port of {label}")
 
     def _warp_and_vps(self) -> None:
         host_ns = self.lab.ns(HOST)
@@ -491,8 +514,9 @@ class World:
         return self.host.mesh.one(Role.NETMAKER_UPLINK).interface
 
     def _host_apply(self, label: str, lab: Lab, ctl: Controller) -> None:
-        """`socketnet host apply` on the node's netns: the controller target, the routed
-        glue, the filter. The lab made bridges and ports exactly as apply would."""
+        """`socketnet host apply` on the node's netns, with the lab's datapath: the
+        bridges, their ports and the adapters (unless the lab made them, exactly as
+        apply would), the controller target, the routed glue, the filter."""
         system = HostSystem(netns=lab.ns(HOST), vsctl=lab.ovs.vsctl)
         result = plan(lab.host, read_state(lab.host, system), datapath_type=lab.ovs.datapath,
                       warp_address=self.warp_address, controller=ctl.target)
