@@ -252,13 +252,20 @@ class OvsBench:
             ctl = self._socketnet_synced()
             return self._phase(xray.mac, lab.ns(xray.id), ctl)
 
-    def _minimal_phase(self) -> Phase:
-        mesh = self.host.mesh.name
-        xray = self.host.xray_client.container
+    @contextlib.contextmanager
+    def _pipeline_without_socketnet(self):
+        """A fresh lab whose pipeline socketnet installed and then left: mesh gets a
+        second controller first (1 -> 2 controllers keeps the flows, and so does the
+        first's stopping). Yields (lab, the stopped controller)."""
         with self._fresh_lab() as lab:
             ctl = self._socketnet_synced()
-            self._controllers(mesh, [ctl.port, processes.free_port()])
+            self._controllers(self.host.mesh.name, [ctl.port, processes.free_port()])
             ctl.stop()
+            yield lab, ctl
+
+    def _minimal_phase(self) -> Phase:
+        xray = self.host.xray_client.container
+        with self._pipeline_without_socketnet() as (lab, ctl):
             port = str(processes.free_port())
             return self._phase(xray.mac, lab.ns(xray.id),
                                sink=("--sink-port", port, "--answer", self.config),
@@ -269,15 +276,9 @@ class OvsBench:
         (bench/traffic.py --decisions), in a fresh lab."""
         mesh = self.host.mesh.name
         xray = self.host.xray_client.container
-        with self._fresh_lab() as lab:
-            ctl = self._socketnet_synced()
-            self._controllers(mesh, [ctl.port, processes.free_port()])
-            ctl.stop()
+        with self._pipeline_without_socketnet() as (lab, ctl):
             if decisions == "conntrack":
-                path = lab.ovs.path("conntrack.flows")
-                with open(path, "w") as f:
-                    f.writelines(line + "\n" for line in traffic.conntrack_flows(self.config))
-                lab.ovs.ofctl("add-flows", mesh, path)
+                lab.ovs.add_flows(mesh, traffic.conntrack_flows(self.config))
             port = processes.free_port()
             actor = self._actor("window", self.seconds, xray.mac, "--receive-netns",
                                 lab.ns(xray.id), "--sink-port", str(port), "--answer",

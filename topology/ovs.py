@@ -30,7 +30,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 from pyroute2 import IPRoute, netns
 
@@ -583,6 +583,16 @@ class OvsInstance:
         if not any(a == "-O" or a.startswith(("-O", "--protocols")) for a in args):
             args = ["-O", "OpenFlow13", *args]
         return self._run(["ovs-ofctl", *args])
+
+    def add_flows(self, bridge: str, lines: Iterable[str]) -> None:
+        """Add many flows (ovs-ofctl lines) to `bridge` in one ovs-ofctl call."""
+        path = self.path(f"{bridge}.add-flows")
+        with open(path, "w") as f:
+            f.writelines(line + "\n" for line in lines)
+        try:
+            self.ofctl("add-flows", bridge, path)
+        finally:
+            os.unlink(path)
 
     def appctl(self, *args: str, target: str = "ovs-vswitchd") -> str:
         """ovs-appctl on ovs-vswitchd's (or ovsdb-server's) control socket."""

@@ -58,10 +58,8 @@ def judged(attached):
     macs = switch_macs(lab)
     # What the controller would cache for Netmaker ingress if the packets were
     # sent (trace sends none): its real decisions, W1's privacy ones left out.
-    flows = lab.ovs.path("decisions.flows")
-    with open(flows, "w") as f:
-        f.writelines(flow.ofctl() + "\n" for flow in decisions(lab.host, macs, privacy=False))
-    lab.ovs.ofctl("add-flows", lab.host.mesh.name, flows)
+    lab.ovs.add_flows(lab.host.mesh.name,
+                      (flow.ofctl() for flow in decisions(lab.host, macs, privacy=False)))
     oracle = Oracle(lab.host, macs, privacy_classified=False)
     refused = refused_by_config(lab.host, macs)
     legit = [p for p in legitimate(lab.host, macs) if p.name not in refused]

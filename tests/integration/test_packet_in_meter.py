@@ -10,6 +10,7 @@ import yaml
 
 from controller.pipeline import PACKET_IN_METER
 from topology.lab import HOST
+from topology.ovs import wait_until
 
 from tests.integration.conftest import SEED_YAML
 from tests.integration.test_classification import OTHER_PEER, XRAY, netmaker_side
@@ -56,14 +57,20 @@ def test_new_flows_above_the_rate_reach_the_controller_only_at_the_meters_rate(
     started = time.monotonic()
     sent = lab.exec(HOST, "python3", "-c", SEND, OTHER_PEER, XRAY, str(FLOWS), check=True,
                     timeout=120)
-    entered, dropped = (now - then for now, then in zip(meter_stats(lab, PACKET_IN_METER),
-                                                        before))
+    reads = [meter_stats(lab, PACKET_IN_METER)]
+
+    def settled():  # the last of the burst has reached the meter
+        reads.append(meter_stats(lab, PACKET_IN_METER))
+        return reads[-1] == reads[-2]
+    wait_until(settled, 10, "the packet-in meter's counters to settle", interval=0.1)
+    entered, dropped = (now - then for now, then in zip(reads[-1], before))
     elapsed = time.monotonic() - started
 
     assert float(sent.stdout) < FLOWS / RATE / 2, "the burst was not above the rate"
-    assert entered >= FLOWS * 0.9, (entered, dropped)  # every new flow was a table-1 miss
-    passed = entered - dropped
     # A token bucket: at most the rate for the time it ran, plus the burst (and one
     # second of slack for the rounding of both).
-    assert 0 < passed <= RATE * (elapsed + 1) + BURST, (entered, dropped, elapsed)
-    assert dropped >= entered - RATE * (elapsed + 1) - BURST
+    allowed = RATE * (elapsed + 1) + BURST
+    # Most of the burst reached the meter as table-1 misses (the userspace datapath
+    # may lose some at the adapter's queue), ten times what it may let through.
+    assert entered >= 10 * allowed, (entered, dropped, elapsed)
+    assert 0 < entered - dropped <= allowed, (entered, dropped, elapsed)
