@@ -40,14 +40,22 @@ mkdir -p "$cache"
 exec 9>"$cache/.lock"
 flock 9
 
-# Debian's mirror as this machine's apt knows it (its first deb URI for the suite).
-mirror="$(apt-get indextargets --format '$(REPO_URI)' "Codename: $suite" 2>/dev/null \
-           | grep -v security | head -n1 || true)"
-[ -n "$mirror" ] || die "no apt source for Debian $suite (apt-get update first?)"
+# Debian's mirror as this machine's apt knows it (its first deb URI for the suite);
+# a machine whose package lists were never fetched fetches them first.
+find_mirror() {
+  apt-get indextargets --format '$(REPO_URI)' "Codename: $suite" 2>/dev/null \
+    | grep -v security | head -n1 || true
+}
+mirror="$(find_mirror)"
+if [ -z "$mirror" ] || ! apt-cache show linux-image-amd64 >/dev/null 2>&1; then
+  apt-get -o Acquire::Retries=3 update -qq || die "apt-get update failed"
+  mirror="$(find_mirror)"
+fi
+[ -n "$mirror" ] || die "no apt source for Debian $suite"
 
 kernel_pkg="$(apt-cache depends linux-image-amd64 2>/dev/null \
                | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
-[ -n "$kernel_pkg" ] || die "Debian's linux-image-amd64 cannot be had (apt-get update first?)"
+[ -n "$kernel_pkg" ] || die "Debian's linux-image-amd64 cannot be had"
 kernel_version="$(apt-cache policy "$kernel_pkg" | awk '/Candidate:/ {print $2}')"
 [ -n "$kernel_version" ] && [ "$kernel_version" != "(none)" ] \
   || die "$kernel_pkg has no installable version"
