@@ -71,6 +71,6 @@ def test_new_flows_above_the_rate_reach_the_controller_only_at_the_meters_rate(
     # second of slack for the rounding of both).
     allowed = RATE * (elapsed + 1) + BURST
     # Most of the burst reached the meter as table-1 misses (the userspace datapath
-    # may lose some at the adapter's queue), ten times what it may let through.
-    assert entered >= 10 * allowed, (entered, dropped, elapsed)
+    # may lose some at the adapter's queue), far more than it may let through.
+    assert entered >= FLOWS // 2 and entered > 2 * allowed, (entered, dropped, elapsed)
     assert 0 < entered - dropped <= allowed, (entered, dropped, elapsed)
