@@ -1,18 +1,19 @@
 """The os-ken app that classifies Netmaker ingress reactively, on the mesh bridge.
 
-Table 1's miss sends the first packet of an undecided flow here, through the
-packet-in meter. One packet-in becomes one decision (controller.classifier, pure)
-and one write to the switch: the decision's table-1 flow and, unless it is a
-drop, the packet itself back to table 0 (PacketOut to OFPP_TABLE), which now
-follows the decided path. Both messages are packed with `struct`
-(controller.fastpath); OpenFlow keeps their order, so the packet meets its flow.
+Table 1 sends the first packet of a connection the mesh's conntrack zone has no
+decision for here, through the packet-in meter. One packet-in becomes one
+decision (controller.classifier, pure) and one packet-out (controller.fastpath):
+it commits the connection to the zone with its class as ct_mark and, unless the
+class is drop, sends the packet back to table 0, where the mark now carries it.
+The rest of the connection, both ways, stays in the switch. No FlowMod per
+connection: only a source over its cap gets one (a timed block).
 
-Flow-removed messages and a periodic sweep keep the count of cached decisions
-right; a pipeline sync hands over the decisions the switch already holds.
+On connect (and on reload) it sets the zone's connection limit (cached_total)
+through ovs-vswitchd's control socket when it can reach it (`dpctl/ct-set-limits`;
+Open vSwitch 3.1 has no OVSDB column for it).
 
-For /metrics (apps/metrics.py) it counts packet-ins, flow-mods and the time of
-each decision, and remembers the class of the newest decisions by their cache key
-(`classes`), so that a flow-removed can be booked to its class.
+For /metrics (apps/metrics.py) it counts packet-ins, commits, decisions by class
+and the time of each decision.
 """
 from __future__ import annotations
 
@@ -28,10 +29,12 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofp_parser
 
 from apps.channel import describe_error
+from controller.vswitchd import VswitchdUnreachable
 from apps.pipeline import EventPipelineSynced
-from controller import fastpath
-from controller.classifier import (Classifier, DecisionCache, DropReason, Verdict, cache_key,
+from controller import fastpath, ofmsg
+from controller.classifier import (MARKS, RETRIES, Classifier, DecisionCache, DropReason, Verdict,
                                    parse_ipv4, source_block_flow)
+from controller.compiler import conntrack_zone
 from controller.pipeline import CLASSIFY, Purpose
 from controller.switches import Runtime
 from controller.telemetry import CLASSIFICATION_BUCKETS, Buckets
@@ -83,8 +86,8 @@ class ClassifierApp(app_manager.OSKenApp):
         # newest decisions (never more than the cache may hold).
         self.packet_ins = 0
         self.flow_mods = 0
+        self.commits = 0
         self.latency = Buckets(CLASSIFICATION_BUCKETS)
-        self.classes = {}  # cache key (controller.classifier.cache_key) -> TrafficClass
         self.runtime.on_host_change(self._on_host_change)
         self._sweeper = hub.spawn(self._sweep)
 
@@ -92,7 +95,8 @@ class ClassifierApp(app_manager.OSKenApp):
         """New rules apply to new flows; decisions already cached run out."""
         self.classification = host.classification
         self.classifier = Classifier(host)
-        self.packer = fastpath.DecisionPacker(self.classification)
+        self.zone = conntrack_zone(host, host.mesh)
+        self.marks = {cls: int(mark) for cls, mark in MARKS.items()}
         self.cache.reconfigure(host.classification, host.known_sources)
 
     def _send_event(self, ev, state):
@@ -127,34 +131,29 @@ class ClassifierApp(app_manager.OSKenApp):
         verdict = cache.admit(flow5, time.monotonic())
         if verdict is Verdict.SOURCE_OVER_CAP:
             seconds = self.classification.limits.over_limit_seconds
-            LOG.warning("source %s is over its cap of %d cached decisions: dropped for %ds",
+            LOG.warning("source %s is over its cap of %d decisions: dropped for %ds",
                         flow5, self.classification.limits.cached_per_source, seconds)
-            msg.datapath.send(fastpath.pack_flow_mod(
-                self._xid(flow5), source_block_flow(flow5.src, seconds)))
+            block = ofmsg.flow_mod(msg.datapath, source_block_flow(flow5.src, seconds, self.zone))
+            block.xid = self._xid(flow5)  # rare (one per source over its cap): os-ken packs it
+            msg.datapath.send_msg(block)
             self.flow_mods += 1
+            return
+        if verdict is Verdict.NOT_HELD:
+            LOG.warning("%s: committed %d times, the connection does not stay in zone %d "
+                        "(is it full?): dropped", flow5, RETRIES, self.zone)
             return
         if not verdict.admitted:
             return
         decision = self.classifier.decide(flow5)
         self.decided[decision.cls.value] += 1
-        out = self.packer.pack(self._xid(flow5), flow5, decision)
-        if decision.cls is TrafficClass.DROP:
+        drop = decision.cls is TrafficClass.DROP
+        if drop:
             cache.count_drop(decision.drop_reason)
-        else:
-            out += fastpath.pack_packet_out(self._xid(flow5), msg.match["in_port"], msg.data)
-        msg.datapath.send(out)
-        self.flow_mods += 1
-        classes = self.classes
-        classes[cache_key(flow5, cache.granularity)] = decision.cls
-        if len(classes) > self.classification.limits.cached_total:
-            del classes[next(iter(classes))]
+        msg.datapath.send(fastpath.pack_commit(self._xid(flow5), msg.match["in_port"], msg.data,
+                                               self.zone, self.marks[decision.cls],
+                                               send_on=not drop))
+        self.commits += 1
         self.latency.observe(time.perf_counter() - started)
-
-    @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
-    def _on_flow_removed(self, ev):
-        msg = ev.msg
-        if msg.cookie == Purpose.CLASSIFIED.cookie:
-            self.cache.removed(dict(msg.match.items()))
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     def _on_error(self, ev):
@@ -166,9 +165,14 @@ class ClassifierApp(app_manager.OSKenApp):
     def _on_synced(self, ev):
         if ev.bridge != self.runtime.host.mesh.name:
             return
-        held = [f.match_dict for f in ev.reactive if f.cookie == Purpose.CLASSIFIED.cookie]
-        self.cache.resync(held, time.monotonic())
-        LOG.info("%s: %d cached decisions held by the switch", ev.bridge, len(held))
+        limit = self.classification.limits.cached_total
+        try:
+            self.runtime.vswitchd.call("dpctl/ct-set-limits", f"zone={self.zone},limit={limit}")
+        except (VswitchdUnreachable, ValueError) as exc:
+            LOG.warning("zone %d: cannot set its connection limit (%d): %s; the zone is "
+                        "bounded by the datapath's own limit only", self.zone, limit, exc)
+        else:
+            LOG.info("zone %d: connection limit %d", self.zone, limit)
 
     def _sweep(self):
         while True:

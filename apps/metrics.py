@@ -4,21 +4,20 @@ Two jobs, neither on the packet-in path:
 
 - a green thread polls every connected bridge each `stats_interval` seconds over
   its own Channel (its own xids; the other apps never wait on it): aggregate flow
-  stats per (table, purpose cookie), the cached decisions one by one (their class
-  is in their instructions), port, table and meter stats. Replies are parsed in
-  os-ken's receive loop, ahead of packet-ins queued behind them: so everything but
-  the decisions is an aggregate (one short reply each), and the decisions are read
-  one by one only while there are at most PER_FLOW_LIMIT of them (~30 µs each).
-  Past that, the per-class totals advance by flow-removed alone;
+  stats per (table, purpose cookie), the class flows of table 1 (one per class,
+  matching the ct_mark decisions leave on connections: exact per-class packets and
+  bytes, however many connections), port, table and meter stats. Replies are
+  parsed in os-ken's receive loop, ahead of packet-ins queued behind them, so
+  every request is small;
 - a custom collector computes every metric family at scrape time from what this
   app, the classifier app and the shared Runtime hold (STYLE.md). Labels are
   bridges, tables, purposes, ports and roles, classes, reasons: bounded by the
   config, never a 5-tuple.
 
-Flow counters are monotonic across reactive flows expiring: each (bridge, table,
-purpose) and each class is a `controller.telemetry.Totals`, fed by the polls and by
-flow-removed messages, and once a series exists it stays (no stale series). A
-port's series go with the port.
+Flow counters are monotonic across reactive flows expiring (only source blocks
+are reactive now): each (bridge, table, purpose) and each class is a
+`controller.telemetry.Totals`, fed by the polls and by flow-removed messages, and
+once a series exists it stays (no stale series). A port's series go with the port.
 
 Served by `os_ken.lib.hub.WSGIServer` on `settings.metrics_listen_host:port`
 (`socketnet run --metrics-listen`); a port already taken is logged as an error and
@@ -42,19 +41,15 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily)
 
 from apps.channel import Channel, ChannelError, Channels
-from controller.classifier import key_of_match
+from controller.classifier import CLASS_OF_MARK
 from controller.pipeline import (CLASSIFY, KNOWN_SOURCES_METER, PACKET_IN_METER, TABLE_BY_ID,
                                  Purpose, purpose_of)
 from controller.switches import Runtime, SwitchState
-from controller.telemetry import Totals, class_of
+from controller.telemetry import Totals
 from topology.model import TrafficClass
 
 LOG = logging.getLogger("socketnet.metrics")
 
-# Decisions read one by one per poll at most (each costs ~30 µs of parsing).
-PER_FLOW_LIMIT = 5000
-# Stats entries handled between two yields to the other green threads.
-YIELD_EVERY = 500
 ALL_ONES = 0xFFFFFFFFFFFFFFFF
 UNAVAILABLE = ALL_ONES  # what Open vSwitch reports for a counter it does not have
 REACTIVE_PAIRS = ((CLASSIFY.id, Purpose.CLASSIFIED), (CLASSIFY.id, Purpose.BLOCKED))
@@ -95,7 +90,6 @@ class BridgeStats:
         # OpenFlow error type label -> count; every type from 0, so that the first
         # error of a type is an increase, not a new series.
         self.errors = dict.fromkeys(sorted(set(ERROR_TYPES.values())), 0)
-        self.decisions_read = True  # False while there are too many to read one by one
 
     def flow_totals(self, table: int, purpose: Purpose) -> Totals:
         key = (table, purpose)
@@ -126,7 +120,6 @@ class MetricsApp(app_manager.OSKenApp):
         self.runtime: Runtime = kwargs["runtime"]
         self.channels = Channels()
         self.bridges = {}      # bridge name -> BridgeStats
-        self._polled_classes = {}  # decision cache key -> TrafficClass, from the last poll
         self._inflight = None  # (request, on_reply): the poller's request waiting for replies
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
@@ -207,8 +200,8 @@ class MetricsApp(app_manager.OSKenApp):
 
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
     def _on_flow_removed(self, ev):
-        """A flow left with its final counts: they move from live to gone in its
-        (table, purpose) totals and, for a decision, in its class's."""
+        """A flow left with its final counts (a source block): they move from live
+        to gone in its (table, purpose) totals."""
         msg = ev.msg
         purpose = purpose_of(msg.cookie)
         state = self.runtime.switches.get(msg.datapath.id)
@@ -216,16 +209,6 @@ class MetricsApp(app_manager.OSKenApp):
             return
         stats = self._stats(state.bridge)
         stats.flow_totals(msg.table_id, purpose).removed(msg.packet_count, msg.byte_count)
-        if purpose is not Purpose.CLASSIFIED:
-            return
-        classifier = self._classifier()
-        key = key_of_match(dict(msg.match.items()))
-        cls = classifier.classes.get(key) if classifier is not None else None
-        cls = cls or self._polled_classes.get(key)
-        if cls is None:
-            LOG.debug("%s: removed decision of unknown class: %s", state.bridge, key)
-            return
-        stats.class_totals(cls).removed(msg.packet_count, msg.byte_count)
 
     # --- polling ---------------------------------------------------------------
 
@@ -278,44 +261,24 @@ class MetricsApp(app_manager.OSKenApp):
         stats.meters = {s.meter_id: s for r in replies for s in r.body}
 
     def _poll_decisions(self, channel: Channel, stats: BridgeStats) -> None:
-        """Live packets and bytes per class, from the cached decisions one by one."""
-        classifier = self._classifier()
-        cached = len(classifier.cache) if classifier is not None else 0
-        if cached > PER_FLOW_LIMIT:
-            if stats.decisions_read:
-                LOG.warning("%d cached decisions: more than %d, not read one by one; "
-                            "per-class counters advance when decisions expire",
-                            cached, PER_FLOW_LIMIT)
-            stats.decisions_read = False
-            return
-        stats.decisions_read = True
+        """Packets and bytes per class: the class flows of table 1, one per ct_mark."""
         dp = channel.dp
         parser = dp.ofproto_parser
         req = parser.OFPFlowStatsRequest(dp, 0, CLASSIFY.id, ofp.OFPP_ANY, ofp.OFPG_ANY,
                                          Purpose.CLASSIFIED.cookie, ALL_ONES, parser.OFPMatch())
         live = {cls: [0, 0] for cls in TrafficClass}
-        seen = {}
 
         def on_reply(reply):
-            for i, stat in enumerate(reply.body, 1):
-                metadata = None
-                for ins in stat.instructions:
-                    if isinstance(ins, parser.OFPInstructionWriteMetadata):
-                        metadata = ins.metadata
-                cls = class_of(metadata)
-                if cls is None:
-                    continue
-                live[cls][0] += stat.packet_count
-                live[cls][1] += stat.byte_count
-                seen[key_of_match(dict(stat.match.items()))] = cls
-                if i % YIELD_EVERY == 0:
-                    hub.sleep(0)
+            for stat in reply.body:
+                cls = CLASS_OF_MARK.get(dict(stat.match.items()).get("ct_mark"))
+                if cls is not None:
+                    live[cls][0] += stat.packet_count
+                    live[cls][1] += stat.byte_count
             if not reply.flags & ofp.OFPMPF_REPLY_MORE:
                 for cls, (packets, bytes_) in live.items():
                     stats.class_totals(cls).observe(packets, bytes_)
-                self._polled_classes = seen
 
-        self._ask(channel, req, "decision-stats", on_reply)
+        self._ask(channel, req, "class-stats", on_reply)
 
     def _ask(self, channel: Channel, req, what: str, on_reply) -> list:
         """`channel.request`, with `on_reply(msg)` called for each reply as this
@@ -401,8 +364,8 @@ class MetricsApp(app_manager.OSKenApp):
             "socketnet_flow_packets_total.", labels=["bridge", "table", "purpose"])
         cls_packets = CounterMetricFamily(
             "socketnet_class_packets",
-            "Netmaker ingress packets by the class its cached decision gave it; kept across "
-            "decisions expiring (flow-removed).", labels=["bridge", "class"])
+            "Netmaker ingress packets by the class of their connection (table 1's class "
+            "flows, one per conntrack mark).", labels=["bridge", "class"])
         cls_bytes = CounterMetricFamily(
             "socketnet_class_bytes", "Netmaker ingress bytes by class, as "
             "socketnet_class_packets_total.", labels=["bridge", "class"])
@@ -517,11 +480,16 @@ class MetricsApp(app_manager.OSKenApp):
         for reason, count in sorted(classifier.cache.drops.items()):
             drops.add_metric([reason], count)
         yield drops
+        yield CounterMetricFamily("socketnet_classifier_commits",
+                                  "Packet-outs that committed a connection with its class "
+                                  "to the mesh's conntrack zone.", value=classifier.commits)
         yield GaugeMetricFamily("socketnet_classifier_cached_decisions",
-                                "Decisions the classifier counts as cached in the switch.",
+                                "Decisions held within idle_timeout, as the classifier "
+                                "counts them for the caps.",
                                 value=len(classifier.cache))
         yield GaugeMetricFamily("socketnet_classifier_cache_limit",
-                                "classification.limits.cached_total.",
+                                "classification.limits.cached_total: the zone's connection "
+                                "limit.",
                                 value=classifier.cache.limits.cached_total)
         yield GaugeMetricFamily("socketnet_classifier_cached_unknown_decisions",
                                 "Cached decisions of sources the config does not name.",
@@ -531,7 +499,7 @@ class MetricsApp(app_manager.OSKenApp):
                                 value=classifier.cache.limits.cached_unknown)
         latency = HistogramMetricFamily(
             "socketnet_classification_duration_seconds",
-            "Time from a packet-in to its decision sent to the switch (flow-mod and "
+            "Time from a packet-in to its decision sent to the switch (the committing "
             "packet-out).")
         latency.add_metric([], classifier.latency.cumulative(), classifier.latency.sum)
         yield latency

@@ -11,6 +11,7 @@ audit through ovs-vswitchd's control socket (controller/vswitchd.py).
 from __future__ import annotations
 
 import logging
+import struct
 
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
@@ -21,12 +22,16 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from apps.channel import Channel, ChannelError, Channels
 from controller import audit as auditmod
+from controller import conntrack
 from controller import ofmsg
 from controller.api import Api, ApiError, FlowStat
 from controller.flow import FlowError
 from controller.pipeline import CLASSIFY, Purpose
 from controller.switches import Runtime
-from controller.vswitchd import Vswitchd, VswitchdUnreachable, path_doc
+from controller.vswitchd import VswitchdUnreachable, path_doc
+
+NX_EXPERIMENTER_ID = 0x00002320
+NXT_CT_FLUSH_ZONE = 29
 
 LOG = logging.getLogger("socketnet.rest")
 ACCESS = logging.getLogger("socketnet.rest.access")
@@ -64,7 +69,7 @@ class RestApp(app_manager.OSKenApp):
         self.runtime: Runtime = kwargs["runtime"]
         self.channels = Channels()
         self.waiters = {}   # dpid -> {xid: (event, msgs)}: os-ken ofctl's requests
-        self.vswitchd = Vswitchd(lambda: self.runtime.host.settings.rest_ovs_ctl)
+        self.vswitchd = self.runtime.vswitchd
         self.api = Api(self.runtime, self)
         settings = self.runtime.host.settings
         where = (settings.rest_listen_host, settings.rest_listen_port)
@@ -170,29 +175,36 @@ class RestApp(app_manager.OSKenApp):
         dp = self._channel(dpid).dp
         return _RYU[what](dp, self.waiters)
 
-    def delete_decisions(self, dpid: int, flows) -> int:
+    def connections(self, zone: int) -> list:
+        """The connections of conntrack zone `zone` (controller.conntrack)."""
+        try:
+            text = self.vswitchd.call("dpctl/dump-conntrack", "-s", f"zone={zone}")
+        except VswitchdUnreachable as exc:
+            raise ApiError(503, f"cannot read the connection tracker: {exc}") from None
+        except ValueError as exc:
+            raise ApiError(503, f"ovs-vswitchd refused dump-conntrack: {exc}") from None
+        return conntrack.parse_dump(text, zone)
+
+    def delete_connection(self, zone: int, connection) -> None:
+        try:
+            self.vswitchd.call("dpctl/flush-conntrack", f"zone={zone}",
+                               conntrack.flush_tuple(connection))
+        except (VswitchdUnreachable, ValueError) as exc:
+            raise ApiError(503, f"cannot delete {connection.id}: {exc}") from None
+        LOG.info("REST: deleted connection %s from zone %d", connection.id, zone)
+
+    def flush_connections(self, dpid: int, zone: int) -> None:
+        """Every connection of `zone` gone, by OpenFlow (NXT_CT_FLUSH_ZONE)."""
         channel = self._channel(dpid)
         dp = channel.dp
-        parser = dp.ofproto_parser
-        if flows is None:
-            def aggregate(dp):  # counted by the switch: no flow sent over, none decoded
-                return parser.OFPAggregateStatsRequest(
-                    dp, 0, CLASSIFY.id, ofp.OFPP_ANY, ofp.OFPG_ANY, Purpose.CLASSIFIED.cookie,
-                    0xFFFFFFFFFFFFFFFF, parser.OFPMatch())
-            count = sum(r.body.flow_count for r in self._request(dpid, aggregate, "aggregate"))
-            messages = [parser.OFPFlowMod(
-                dp, cookie=Purpose.CLASSIFIED.cookie, cookie_mask=0xFFFFFFFFFFFFFFFF,
-                table_id=CLASSIFY.id, command=ofp.OFPFC_DELETE, out_port=ofp.OFPP_ANY,
-                out_group=ofp.OFPG_ANY, match=parser.OFPMatch())]
-        else:
-            count = len(flows)
-            messages = [ofmsg.flow_mod(dp, f, ofmsg.DELETE_STRICT) for f in flows]
+        message = dp.ofproto_parser.OFPExperimenter(
+            dp, experimenter=NX_EXPERIMENTER_ID, exp_type=NXT_CT_FLUSH_ZONE,
+            data=struct.pack("!H6x", zone))
         try:
-            channel.send_checked(messages, lambda i: "delete cached decision")
+            channel.send_checked([message], lambda i: f"flush conntrack zone {zone}")
         except ChannelError as exc:
             raise ApiError(503, str(exc), "switch") from None
-        LOG.info("REST: deleted %d cached decision(s)", count)
-        return count
+        LOG.info("REST: flushed conntrack zone %d", zone)
 
     def _trace_across(self, bridge: str, flow: str):
         return self.vswitchd.trace_across(bridge, flow, self.runtime.host.inter_bridge_links)

@@ -12,15 +12,16 @@ controller has been quiet for a moment (its pipeline sync done) it is `ready`.
 Then it plays table 1's miss: PACKET_IN messages (table 1, the classify miss's
 cookie, match in_port = the Netmaker adapter with the Netmaker zone's metadata),
 each carrying the TCP SYN of a new 5-tuple from a Netmaker peer to the xray
-client's service (bench/frames.py). It counts the answers: a FlowMod whose match
-names the flow's source and source port, and a PacketOut carrying its frame.
+client's service (bench/frames.py). It counts the answers: the first FlowMod whose
+match names the flow's source and source port, or PacketOut carrying its frame
+(socketnet answers with one PacketOut that commits the connection).
 
     throughput(seconds, window)  `window` packet-ins outstanding, each answer sends
                                  the next: answers/s and latency under load
     rate(per_second, seconds)    open loop at a fixed offered rate: latency p50/p99
     drive(count, window)         exactly `count` new flows (for the RSS bench)
 
-Latency is packet-in written -> its FlowMod read, on one clock in one process.
+Latency is packet-in written -> its answer read, on one clock in one process.
 """
 from __future__ import annotations
 
@@ -141,19 +142,21 @@ class SyntheticSwitch:
         replies = []
         pending = self._pending
         for msg_type, xid, msg in self.reader.feed(data):
-            if msg_type == of.OFPT_FLOW_MOD:
-                key = of.flow_mod_key(msg)
+            if msg_type in (of.OFPT_FLOW_MOD, of.OFPT_PACKET_OUT):
+                # The first FlowMod (a flow per decision) or PacketOut (a commit to
+                # the connection tracker) that names a flow answers it.
+                packet_out = msg_type == of.OFPT_PACKET_OUT
+                if packet_out and result is not None:
+                    result.packet_outs += 1
+                key = of.packet_out_key(msg) if packet_out else of.flow_mod_key(msg)
                 sent = pending.pop(key, None)
                 if sent is not None:
                     answered += 1
                     if result is not None:
                         result.answered += 1
                         result.latencies.append(now - sent)
-                else:
+                elif not packet_out:
                     self.last_control = time.monotonic()
-            elif msg_type == of.OFPT_PACKET_OUT:
-                if result is not None:
-                    result.packet_outs += 1
             else:
                 reply = self._control(msg_type, xid, msg)
                 if reply:

@@ -35,13 +35,14 @@ import time
 from typing import NamedTuple, Optional, Protocol
 from urllib.parse import parse_qs
 
-from controller.classifier import (DEFAULT, UNROUTABLE, Classifier, Flow5, address_int,
-                                   cache_match, decision_flow)
+from controller.classifier import (CLASS_OF_MARK, DEFAULT, UNROUTABLE, Classifier, Flow5,
+                                   address_int, commit_actions)
+from controller.compiler import conntrack_zone
+from controller.conntrack import ConntrackError, parse_id
 from controller.compiler import own_mac
-from controller.flow import Apply, Flow, Output, WriteMetadata
+from controller.flow import Apply, Flow, Output
 from controller.pipeline import Purpose, purpose_of
 from controller.switches import Runtime, SwitchState
-from controller.telemetry import class_of
 from topology.config import ABSENT
 from topology.model import Host, TrafficClass
 
@@ -157,7 +158,7 @@ _TRACE_BODY = {"type": "object", "required": ["bridge", "in_port", "dst"],
 _DECISION_DOC = {"type": "object", "required": ["packet", "class", "rule"], "properties": {
     "packet": {"type": "string"}, "class": {"type": "string", "enum": _CLASSES},
     "rule": {"type": "string"}, "overruled": _NULLSTR, "why": _NULLSTR,
-    "match": {"type": "object"}, "flow": {"type": "string"}}}
+    "mark": {"type": "integer"}, "commit": {"type": "string"}, "path": {"type": "string"}}}
 
 ROUTES = (
     Route("GET", "/v1/health", "health", "open", "The process answers",
@@ -194,24 +195,27 @@ ROUTES = (
                     "properties": {"bridge": _NULLSTR, "ports": {"type": "array", "items": {
                         "type": "object", "required": ["name", "number"]}}}}),
     Route("GET", "/v1/cache", "cache", "read",
-          "Cached classifier decisions (table-1 flows of the mesh) with filters",
+          "Decided connections: the mesh's conntrack zone, with filters",
           (Param("src", "query", _IPV4), Param("dst", "query", _IPV4),
-           Param("class", "query", {"type": "string", "enum": _CLASSES}),
+           Param("class", "query", {"type": "string", "enum": _CLASSES + ["reply"]},
+                 "its class; reply: a management container's own connection"),
            Param("proto", "query", {"type": "string", "enum": _PROTOS}),
            Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 100000})),
-          response={"type": "object", "required": ["entries", "count"],
+          response={"type": "object", "required": ["entries", "count", "zone"],
                     "properties": {"entries": {"type": "array"}, "count": {"type": "integer"},
+                                   "zone": {"type": "integer"},
                                    "counted": {"type": "integer", "nullable": True},
                                    "drops": {"type": "object", "nullable": True}}}),
     Route("DELETE", "/v1/cache", "cache_flush", "write",
-          "Flush every cached decision from the switch",
+          "Flush the mesh's conntrack zone: every connection is decided again (on the "
+          "userspace datapath established TCP connections end)",
           response={"type": "object", "required": ["deleted"],
-                    "properties": {"deleted": {"type": "integer"}}}),
+                    "properties": {"deleted": {"type": "integer", "nullable": True}}}),
     Route("DELETE", "/v1/cache/{entry}", "cache_delete", "write",
-          "Delete one cached decision from the switch",
+          "Delete one connection from the mesh's conntrack zone",
           (Param("entry", "path", {"type": "string"},
                  "an entry id as the list gives it: tcp-SRC-SPORT-DST-DPORT, "
-                 "icmp-SRC-DST, or SRC-DST (host-pair)"),),
+                 "udp-SRC-SPORT-DST-DPORT or icmp-SRC-DST-ID"),),
           response={"type": "object", "required": ["deleted"],
                     "properties": {"deleted": {"type": "string"}}}),
     Route("POST", "/v1/classify", "classify", "read",
@@ -551,26 +555,18 @@ class Api:
 
     # --- the classifier cache ---------------------------------------------------------
 
-    def _decisions(self, state: SwitchState) -> list:
-        return [s for s in self.backend.flow_stats(state.dpid)
-                if s.cookie == Purpose.CLASSIFIED.cookie and s.flow is not None]
+    def _zone(self) -> int:
+        host = self._host()
+        return conntrack_zone(host, host.mesh)
 
     def cache(self, req):
-        state = self._mesh()
+        zone = self._zone()
         q = req.query
         entries = []
-        for stat in self._decisions(state):
-            match = stat.flow.match_dict
-            entry = _entry_doc(stat, match)
-            if entry is None:
-                continue
-            if "src" in q and entry["src"] != q["src"]:
-                continue
-            if "dst" in q and entry["dst"] != q["dst"]:
-                continue
-            if "class" in q and entry["class"] != q["class"]:
-                continue
-            if "proto" in q and entry.get("proto") != q["proto"]:
+        for connection in self.backend.connections(zone):
+            entry = connection.doc()
+            if any(name in q and entry.get(name) != q[name]
+                   for name in ("src", "dst", "class", "proto")):
                 continue
             entries.append(entry)
         entries.sort(key=lambda e: e["id"])
@@ -578,23 +574,38 @@ class Api:
         if "limit" in q:
             entries = entries[:q["limit"]]
         cache = getattr(self.runtime, "decision_cache", None)
-        return {"entries": entries, "count": count,
+        return {"zone": zone, "entries": entries, "count": count,
                 "counted": len(cache) if cache is not None else None,
                 "drops": dict(cache.drops) if cache is not None else None}
 
     def cache_delete(self, req):
-        state = self._mesh()
-        match = parse_entry(req.path["entry"])
-        wanted = tuple(sorted(match.items()))
-        for stat in self._decisions(state):
-            if stat.flow.match == wanted or stat.flow.match_dict == match:
-                self.backend.delete_decisions(state.dpid, [stat.flow])
-                return {"deleted": req.path["entry"]}
-        raise ApiError(404, f"no cached decision {req.path['entry']!r}", "entry")
+        zone = self._zone()
+        try:
+            wanted = parse_id(req.path["entry"])
+        except ConntrackError as exc:
+            raise bad("entry", str(exc)) from None
+        for connection in self.backend.connections(zone):
+            if connection.id == wanted.id:
+                self.backend.delete_connection(zone, connection)
+                cache = getattr(self.runtime, "decision_cache", None)
+                if cache is not None and connection.proto != "icmp":
+                    cache.forget(Flow5.of(connection.src, connection.dst, connection.proto,
+                                          connection.sport, connection.dport))
+                return {"deleted": connection.id}
+        raise ApiError(404, f"no connection {req.path['entry']!r} in zone {zone}", "entry")
 
     def cache_flush(self, req):
         state = self._mesh()
-        return {"deleted": self.backend.delete_decisions(state.dpid, None)}
+        zone = self._zone()
+        try:
+            count = len(self.backend.connections(zone))
+        except ApiError:
+            count = None  # the control socket is not reachable; the flush needs only OpenFlow
+        self.backend.flush_connections(state.dpid, zone)
+        cache = getattr(self.runtime, "decision_cache", None)
+        if cache is not None:
+            cache.clear()
+        return {"deleted": count}
 
     # --- dry runs -------------------------------------------------------------------------
 
@@ -736,13 +747,14 @@ _PURPOSE_CLASS = {Purpose.MANAGEMENT: "management", Purpose.PRIVACY: "privacy",
 
 
 def flow_class(flow: Optional[Flow], purpose: Optional[Purpose]) -> Optional[str]:
-    """The traffic class a flow carries: a cached decision's class; management or
-    privacy forwarding; drop for drops; None for the rest (admission, ARP)."""
+    """The traffic class a flow carries: a class flow's (by the ct_mark it
+    matches); management or privacy forwarding; drop for drops; None for the
+    rest (admission, ARP, the connection tracker)."""
     if purpose is Purpose.CLASSIFIED and flow is not None:
-        metadata = next((ins.value for ins in flow.instructions
-                         if isinstance(ins, WriteMetadata)), None)
-        cls = class_of(metadata)
+        cls = CLASS_OF_MARK.get(flow.match_dict.get("ct_mark"))
         return cls.value if cls is not None else None
+    if purpose is Purpose.REPLY:
+        return TrafficClass.MANAGEMENT.value
     return _PURPOSE_CLASS.get(purpose)
 
 
@@ -752,54 +764,6 @@ def _dump_line(stat: FlowStat, names: dict) -> str:
     counters = (f"duration={stat.duration:.3f}s, table={stat.table}, "
                 f"n_packets={stat.packets}, n_bytes={stat.bytes},")
     return base.replace(f"table={stat.table},", counters, 1)
-
-
-_PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp"}
-_PORT_FIELDS = {"tcp": ("tcp_src", "tcp_dst"), "udp": ("udp_src", "udp_dst")}
-
-
-def _entry_doc(stat: FlowStat, match: dict) -> Optional[dict]:
-    if "ipv4_src" not in match or "ipv4_dst" not in match:
-        return None
-    src, dst = match["ipv4_src"], match["ipv4_dst"]
-    doc = {"src": src, "dst": dst}
-    if "ip_proto" in match:
-        proto = _PROTO_NAMES.get(match["ip_proto"], str(match["ip_proto"]))
-        doc["proto"] = proto
-        fields = _PORT_FIELDS.get(proto)
-        if fields:
-            doc["sport"], doc["dport"] = match.get(fields[0], 0), match.get(fields[1], 0)
-            doc["id"] = f"{proto}-{src}-{doc['sport']}-{dst}-{doc['dport']}"
-        else:
-            doc["id"] = f"{proto}-{src}-{dst}"
-    else:
-        doc["id"] = f"{src}-{dst}"
-    doc["class"] = flow_class(stat.flow, Purpose.CLASSIFIED)
-    doc.update(packets=stat.packets, bytes=stat.bytes, duration=stat.duration)
-    return dict(sorted(doc.items()))
-
-
-def parse_entry(entry: str) -> dict:
-    """The table-1 match of the cached decision an entry id names; 400 if malformed."""
-    parts = entry.split("-")
-    try:
-        if len(parts) == 2:
-            src, dst = parts
-            flow, granularity = Flow5.of(src, dst, 0), "host-pair"
-        elif len(parts) == 3 and parts[0] == "icmp":
-            flow, granularity = Flow5.of(parts[1], parts[2], "icmp"), "5-tuple"
-        elif len(parts) == 5 and parts[0] in ("tcp", "udp"):
-            if not (parts[2].isdigit() and parts[4].isdigit()):
-                raise ValueError("ports must be numbers")
-            flow = Flow5.of(parts[1], parts[3], parts[0], int(parts[2]), int(parts[4]))
-            granularity = "5-tuple"
-        else:
-            raise ValueError("expected tcp-SRC-SPORT-DST-DPORT, udp-..., icmp-SRC-DST "
-                             "or SRC-DST")
-    except (ValueError, KeyError) as exc:
-        raise bad("entry", f"{entry!r}: {exc}") from None
-    from topology.model import Granularity
-    return cache_match(flow, Granularity(granularity))
 
 
 _CLASS_REACH = {
@@ -822,7 +786,8 @@ def classify_doc(host: Host, body: dict) -> dict:
     classifier = Classifier(host)
     packet = Flow5.of(body["src"], body["dst"], proto, sport or 0, dport or 0)
     decision = classifier.decide(packet)
-    cached = decision_flow(packet, decision, host.classification)
+    zone = conntrack_zone(host, host.mesh)
+    mark = next(m for m, cls in CLASS_OF_MARK.items() if cls is decision.cls)
     why = None
     if decision.rule == UNROUTABLE:
         wanted = {r.name: r.cls for r in classifier.rules}.get(decision.overruled,
@@ -830,9 +795,18 @@ def classify_doc(host: Host, body: dict) -> dict:
         which = "the default" if decision.overruled == DEFAULT else f"rule {decision.overruled}"
         why = f"{which} says {wanted}, but {_CLASS_REACH[TrafficClass(wanted)]}"
     return {"packet": str(packet), "class": str(decision.cls), "rule": decision.rule,
-            "overruled": decision.overruled or None, "why": why,
-            "match": cache_match(packet, host.classification.granularity),
-            "flow": cached.ofctl()}
+            "overruled": decision.overruled or None, "why": why, "mark": mark,
+            "commit": ",".join(a.ofctl({}) for a in commit_actions(decision, zone)),
+            "path": class_path(decision.cls)}
+
+
+def class_path(cls: TrafficClass) -> str:
+    """Where table 1 sends a connection of class `cls`, in words."""
+    if cls is TrafficClass.DROP:
+        return "dropped in table 1, with every later packet of the connection"
+    zone = {TrafficClass.PRIVACY: "privacy ingress", TrafficClass.MANAGEMENT: "management"}[cls]
+    return (f"table 1 tags it {zone} and sends it to table 2 (forward), with every later "
+            "packet of the connection")
 
 
 # --- trace -------------------------------------------------------------------------------
@@ -927,8 +901,8 @@ def config_doc(host: Host) -> dict:
         "settings": settings,
         "privacy_blocked": [str(n) for n in host.privacy_blocked],
         "classification": {
-            "default": str(c.default), "granularity": str(c.granularity),
-            "idle_timeout": c.idle_timeout, "hard_timeout": c.hard_timeout,
+            "default": str(c.default), "idle_timeout": c.idle_timeout,
+            "conntrack_zone": c.conntrack_zone,
             "seed_services": c.seed_services,
             "rules": [{"name": r.name, "class": str(r.cls), "protocol": r.protocol,
                        "src": [str(n) for n in r.src.iter_cidrs()] if r.src else None,

@@ -1,21 +1,23 @@
-"""Reactive classification of Netmaker ingress: a packet-in becomes a decision and a flow.
+"""Reactive classification of Netmaker ingress: a packet-in becomes a decision and a commit.
 
-The mesh bridge hands socketnet the first packet of each Netmaker-ingress flow
-that table 1 (classify) has no entry for. This module is the pure core of what
+Netmaker ingress passes the connection tracker in the mesh's zone (table 1, see
+controller.compiler). A connection with a decision carries it as its ct_mark and
+static flows send it on; the first packet of a connection without one reaches
+socketnet through the packet-in meter. This module is the pure core of what
 happens to it: no os-ken, no clock (callers pass `now`), no I/O.
 
     parse_ipv4(frame) -> Flow5 | None           the packet's 5-tuple, read from the frame
-    DecisionCache.admit(flow5, now) -> Verdict  may one more decision be cached?
+    DecisionCache.admit(flow5, now) -> Verdict  may its source take one more decision?
     Classifier(host).decide(flow5) -> Decision  privacy, management or drop, and which rule
-    decision_flow(flow5, decision, classification) -> Flow
-                                                the table-1 flow that caches the decision
-    source_block_flow(src, seconds) -> Flow     drops a source over its cap, in the switch
-    DecisionCache.removed(match)                on flow-removed: one cached decision fewer
+    commit_actions(decision, zone) -> actions   the packet-out's: commit with the class's
+                                                mark, then (unless drop) back to table 0
+    source_block_flow(src, seconds, zone) -> Flow
+                                                drops a source over its cap, in the switch
 
 The app around it, per packet-in: parse (None: drop, `DropReason.UNPARSABLE`);
 admit (SOURCE_OVER_CAP: install `source_block_flow`; not admitted: drop);
-decide; install `decision_flow` and, unless the decision is drop, send the packet
-back through the pipeline (controller.fastpath packs both messages).
+decide; one packet-out that commits the connection with its class
+(controller.fastpath.pack_commit). No FlowMod per connection.
 
 How a decision is made: the first matching rule of `socketnet.classification.rules`,
 then (with `seed_services`) the seed's services, then the default. Whatever the
@@ -31,20 +33,20 @@ import socket
 import struct
 from bisect import bisect_right
 from collections import OrderedDict, defaultdict
-from typing import Mapping, NamedTuple, Optional, Union
+from typing import NamedTuple, Optional, Union
 
 from netaddr import IPNetwork, IPSet
 
-from controller.flow import (ETH_TYPE_IP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Flow, Goto,
-                             WriteMetadata)
-from controller.pipeline import CLASSIFY, FORWARD, Purpose, Zone
-from topology.model import Classification, ClassRule, Granularity, Host, TrafficClass
+from controller.flow import (CT, ETH_TYPE_IP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, OFPP_TABLE,
+                             Flow, Output)
+from controller.pipeline import CLASSIFY, Mark, Purpose, Zone
+from topology.model import Classification, ClassRule, Host, TrafficClass
+
 
 PROTOCOL_NUMBERS = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP, "icmp": IPPROTO_ICMP}
 _PROTOCOL_NAMES = {number: name for name, number in PROTOCOL_NUMBERS.items()}
 
-# Table 1 priorities, both above the metered miss (priority 0).
-P_DECISION = 200
+# Table 1: above the undecided (metered) flows and the class flows.
 P_SOURCE_BLOCK = 300
 
 # Rule names socketnet gives its own decisions (config.py reserves them).
@@ -144,7 +146,8 @@ class DropReason(str, enum.Enum):
     QUEUE_FULL = "queue-full"          # the packet-in queue was full (counted by the app)
     SOURCE_BLOCKED = "source-blocked"  # its source is blocked for going over its cap
     SOURCE_CAP = "source-cap"          # its source just went over cached_per_source
-    TOTAL_CAP = "total-cap"            # the switch holds cached_total decisions already
+    TOTAL_CAP = "total-cap"            # cached_total decisions are held already
+    NOT_HELD = "not-held"              # its commit does not hold (the zone is full)
     UNKNOWN_CAP = "unknown-cap"        # it holds cached_unknown of sources not known
     RULE = "rule"                      # a rule, or the default, decided drop
     UNROUTABLE = "unroutable"          # a rule decided a class the destination cannot have
@@ -310,131 +313,90 @@ class Classifier:
         return Decision(TrafficClass.DROP, UNROUTABLE, decision.rule)
 
 
-# --- the flows that cache decisions -------------------------------------------
+# --- what the controller answers with --------------------------------------
 
-_NETMAKER = int(Zone.NETMAKER)
-_INSTRUCTIONS = {
-    TrafficClass.PRIVACY: (WriteMetadata(int(Zone.PRIVACY_INGRESS)), Goto(FORWARD.id)),
-    TrafficClass.MANAGEMENT: (WriteMetadata(int(Zone.MANAGEMENT)), Goto(FORWARD.id)),
-    TrafficClass.DROP: (),
-}
-_PORT_FIELDS = {IPPROTO_TCP: ("tcp_src", "tcp_dst"), IPPROTO_UDP: ("udp_src", "udp_dst")}
+MARKS = {TrafficClass.PRIVACY: Mark.PRIVACY, TrafficClass.MANAGEMENT: Mark.MANAGEMENT,
+         TrafficClass.DROP: Mark.DROP}
+CLASS_OF_MARK = {int(mark): cls for cls, mark in MARKS.items()}
 
 
-def cache_match(flow: Flow5, granularity: Granularity) -> dict:
-    """The table-1 match of the cached decision for `flow`: unclassified Netmaker
-    ingress between its two addresses, and with 5-tuple granularity its protocol
-    and (TCP, UDP) ports."""
-    match = {"metadata": _NETMAKER, "eth_type": ETH_TYPE_IP,
-             "ipv4_src": address_text(flow.src), "ipv4_dst": address_text(flow.dst)}
-    if granularity == Granularity.HOST_PAIR:
-        return match
-    match["ip_proto"] = flow.proto
-    ports = _PORT_FIELDS.get(flow.proto)
-    if ports:
-        match[ports[0]] = flow.sport
-        match[ports[1]] = flow.dport
-    return match
+def commit_actions(decision: Decision, zone: int) -> tuple:
+    """The actions of the packet-out that answers a packet-in with `decision`:
+    commit the connection to `zone` with its class's mark, and, unless the
+    class is drop, send the packet back through the tables (it now follows the
+    mark). fastpath.pack_commit packs the same."""
+    commit = CT(zone, commit=True, mark=int(MARKS[decision.cls]))
+    if decision.cls is TrafficClass.DROP:
+        return (commit,)
+    return (commit, Output(OFPP_TABLE))
 
 
-def decision_flow(flow: Flow5, decision: Decision, classification: Classification) -> Flow:
-    """The table-1 flow that caches `decision` for packets like `flow`: it tags
-    them with their zone and sends them to table 2, or (drop) drops them; it
-    expires by the configured timeouts and reports its removal."""
-    match = cache_match(flow, classification.granularity)
-    # Flow.make would normalise the match; these values are canonical already
-    # (exact addresses, integers), and this runs once per packet-in.
-    return Flow(CLASSIFY.id, P_DECISION, tuple(sorted(match.items())),
-                _INSTRUCTIONS[decision.cls], Purpose.CLASSIFIED.cookie,
-                idle_timeout=classification.idle_timeout,
-                hard_timeout=classification.hard_timeout, send_flow_removed=True)
-
-
-def source_block_flow(src: Union[int, str], seconds: int) -> Flow:
-    """The table-1 flow that drops all unclassified Netmaker ingress from `src`
-    for `seconds`, above every cached decision."""
+def source_block_flow(src: Union[int, str], seconds: int, zone: int) -> Flow:
+    """The table-1 flow that drops every new (undecided) connection from `src`
+    for `seconds`, so that its packets stop reaching the controller; connections
+    it has already go on."""
     address = address_text(src) if isinstance(src, int) else src
     return Flow.make(CLASSIFY.id, P_SOURCE_BLOCK,
-                     {"metadata": _NETMAKER, "eth_type": ETH_TYPE_IP, "ipv4_src": address},
+                     {"metadata": int(Zone.NETMAKER), "ct_zone": zone,
+                      "ct_mark": int(Mark.UNDECIDED), "eth_type": ETH_TYPE_IP,
+                      "ipv4_src": address},
                      (), Purpose.BLOCKED.cookie, hard_timeout=seconds)
 
 
-# --- how many decisions the switch holds --------------------------------------
+# --- how many decisions a source holds ----------------------------------------
 
 
 class Verdict(str, enum.Enum):
     """What `DecisionCache.admit` allows for one packet-in."""
-    ADMITTED = "admitted"              # a new decision: install its flow, send the packet on
-    PENDING = "pending"                # admitted before, flow not in the switch (yet):
-                                       # install it again (idempotent), send the packet on
+    ADMITTED = "admitted"              # a new decision: commit it, send the packet on
+    PENDING = "pending"                # decided a moment ago (the packet was on its way
+                                       # before the commit): commit again, send it on
     SOURCE_BLOCKED = "source-blocked"  # drop; the source is blocked already
     SOURCE_OVER_CAP = "source-cap"     # drop; install source_block_flow for the source
-    TOTAL_OVER_CAP = "total-cap"       # drop; cache nothing
-    UNKNOWN_OVER_CAP = "unknown-cap"   # drop; cache nothing
+    TOTAL_OVER_CAP = "total-cap"       # drop; commit nothing
+    UNKNOWN_OVER_CAP = "unknown-cap"   # drop; commit nothing
+    NOT_HELD = "not-held"              # drop: committed again and again, the connection
+                                       # does not stay (the zone is full)
 
     @property
     def admitted(self) -> bool:
         return self is Verdict.ADMITTED or self is Verdict.PENDING
 
 
-# A cached decision lives at most hard_timeout; its flow-removed may be lost
-# (a disconnect, a rejected flow-mod). `expire` forgets it this much later.
-EXPIRY_GRACE = 10.0
-
-
-def cache_key(flow: Flow5, granularity: Granularity) -> tuple:
-    """What one cached decision covers: the Flow5, or (src, dst) for host pairs."""
-    if granularity == Granularity.HOST_PAIR:
-        return (flow.src, flow.dst)
-    return flow
-
-
-def key_of_match(match: Mapping) -> Optional[tuple]:
-    """The cache key of a decision flow's match (as a flow-removed or a flow-stats
-    entry reports it), from the match's own shape: right for flows cached before a
-    reload changed the granularity too. None if it is not a decision's match."""
-    try:
-        src, dst = address_int(match["ipv4_src"]), address_int(match["ipv4_dst"])
-        if "ip_proto" not in match:
-            return (src, dst)
-        proto = int(match["ip_proto"])
-        names = _PORT_FIELDS.get(proto)
-        if names is None:
-            return Flow5(src, dst, proto, 0, 0)
-        return Flow5(src, dst, proto, int(match[names[0]]), int(match[names[1]]))
-    except (KeyError, TypeError, ValueError):
-        return None
+# A connection that comes back to the controller this many times within
+# RETRY_WINDOW seconds of its last commit is not being held by the tracker.
+RETRIES = 3
+RETRY_WINDOW = 1.0
 
 
 class DecisionCache:
-    """The decisions cached in the switch, counted per source, for sources that
-    are not `known` (Host.known_sources: a flood's random sources are never
+    """The decisions socketnet has committed, counted per source, for sources
+    that are not `known` (Host.known_sources: a flood's random sources are never
     known) and in all, and the sources blocked for going over their cap. Pure
-    bookkeeping: the caller passes the time (`now`, seconds on a monotonic
-    clock) and sends the flows.
+    bookkeeping: the caller passes the time (`now`, seconds on a monotonic clock).
 
-    Why a cap of its own for sources that are not known (`cached_unknown`): each
-    decision is a flow with timeouts, and Open vSwitch walks all such flows after
-    every change to its tables (bench/README.md, "What bounds (a)"). A flood of
-    random sources that fills the switch with decisions slows it down for
-    everyone; at the cap the flood's packet-ins are dropped here, without a
-    FlowMod, while known sources go on being decided up to cached_total."""
+    The connection tracker does not say when a connection ends, so a decision
+    counts for `idle_timeout` seconds after it was made: the least a connection
+    lives in the zone. What this bounds is how many new decisions a source, or
+    the sources not known, may take within that time; the zone's own limit
+    (cached_total, set in the datapath) bounds the connections in the zone.
+    Why a share for sources that are not known (`cached_unknown`): a flood of
+    random sources takes that share and no more, while known sources go on
+    being decided up to cached_total."""
 
     def __init__(self, classification: Classification, known: Optional[IPSet] = None):
-        self._entries: OrderedDict = OrderedDict()  # cache key -> when admitted, oldest first
-        self._per_source: dict = {}  # source address -> cached decisions
-        self._unknown = 0  # cached decisions of sources that are not known
+        # cache key (the Flow5) -> [decided at, retries, retry window start], oldest first
+        self._entries: OrderedDict = OrderedDict()
+        self._per_source: dict = {}  # source address -> decisions it holds
+        self._unknown = 0  # decisions held by sources that are not known
         self._blocked: dict = {}  # source address -> blocked until
         self.drops = {reason.value: 0 for reason in DropReason}
         self.reconfigure(classification, known)
 
     def reconfigure(self, classification: Classification, known: Optional[IPSet]) -> None:
-        """New limits, granularity, hard timeout and known sources (a reload);
-        decisions already cached stay (a flow-removed finds its entry by the
-        flow's match, whatever the granularity was)."""
+        """New limits, idle timeout and known sources (a reload); decisions held stay."""
         self.limits = classification.limits
-        self.granularity = classification.granularity
-        self.hard_timeout = classification.hard_timeout
+        self.lifetime = classification.idle_timeout
         self._known = _address_ranges(known or IPSet())
         self._unknown = sum(n for src, n in self._per_source.items() if not self.known(src))
 
@@ -443,11 +405,15 @@ class DecisionCache:
 
     @property
     def unknown(self) -> int:
-        """Cached decisions of sources that are not known."""
+        """Decisions held by sources that are not known."""
         return self._unknown
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def __iter__(self):
+        """The Flow5 of each decision held, oldest first."""
+        return iter(list(self._entries))
 
     def cached_for(self, src: int) -> int:
         return self._per_source.get(src, 0)
@@ -463,11 +429,15 @@ class DecisionCache:
                 self.drops[DropReason.SOURCE_BLOCKED.value] += 1
                 return Verdict.SOURCE_BLOCKED
             del self._blocked[src]
-        key = cache_key(flow, self.granularity)
         entries = self._entries
-        if key in entries:
-            entries[key] = now
-            entries.move_to_end(key)
+        entry = entries.get(flow)
+        if entry is not None:
+            if now - entry[2] >= RETRY_WINDOW:
+                entry[1], entry[2] = 0, now
+            entry[1] += 1
+            if entry[1] > RETRIES:
+                self.drops[DropReason.NOT_HELD.value] += 1
+                return Verdict.NOT_HELD
             return Verdict.PENDING
         count = self._per_source.get(src, 0)
         if count >= self.limits.cached_per_source:
@@ -481,55 +451,44 @@ class DecisionCache:
         if not known and self._unknown >= self.limits.cached_unknown:
             self.drops[DropReason.UNKNOWN_CAP.value] += 1
             return Verdict.UNKNOWN_OVER_CAP
-        entries[key] = now
+        entries[flow] = [now, 0, now]
         self._per_source[src] = count + 1
         if not known:
             self._unknown += 1
         return Verdict.ADMITTED
 
-    def removed(self, match: Mapping) -> bool:
-        """A decision flow left the switch (flow-removed); whether it was counted."""
-        key = key_of_match(match)
-        if key is None or self._entries.pop(key, None) is None:
+    def forget(self, flow: Flow5) -> bool:
+        """The connection was deleted (REST, CLI); whether it was held."""
+        if self._entries.pop(flow, None) is None:
             return False
-        self._forget_source(key[0])
+        self._forget_source(flow.src)
         return True
+
+    def clear(self) -> None:
+        """The zone was flushed: no decision is held any more."""
+        self._entries.clear()
+        self._per_source.clear()
+        self._unknown = 0
 
     def count_drop(self, reason: DropReason) -> None:
         """Count a drop decided outside `admit`: unparsable, queue full, a drop decision."""
         self.drops[reason.value] += 1
 
     def expire(self, now: float) -> int:
-        """Forget decisions whose flow has expired by its hard timeout even though
-        no flow-removed said so, and blocks that are over; how many decisions."""
+        """Forget the decisions older than idle_timeout, and blocks that are over;
+        how many decisions."""
         for src in [s for s, until in self._blocked.items() if until <= now]:
             del self._blocked[src]
-        if not self.hard_timeout:
-            return 0
-        oldest_alive = now - self.hard_timeout - EXPIRY_GRACE
+        oldest_alive = now - self.lifetime
         forgotten = 0
         while self._entries:
-            key, admitted = next(iter(self._entries.items()))
-            if admitted >= oldest_alive:
+            key, entry = next(iter(self._entries.items()))
+            if entry[0] >= oldest_alive:
                 break
             del self._entries[key]
-            self._forget_source(key[0])
+            self._forget_source(key.src)
             forgotten += 1
         return forgotten
-
-    def resync(self, matches, now: float) -> None:
-        """Count exactly the decision flows the switch holds (the matches of its
-        table-1 flows with the CLASSIFIED cookie), e.g. after a controller restart."""
-        self._entries.clear()
-        self._per_source.clear()
-        self._unknown = 0
-        for match in matches:
-            key = key_of_match(match)
-            if key is not None and key not in self._entries:
-                self._entries[key] = now
-                self._per_source[key[0]] = self._per_source.get(key[0], 0) + 1
-                if not self.known(key[0]):
-                    self._unknown += 1
 
     def _forget_source(self, src: int) -> None:
         if not self.known(src):

@@ -152,13 +152,14 @@ def ports(bridge, api_url, token, as_json):
 @click.group(invoke_without_command=True)
 @click.option("--src", metavar="ADDRESS")
 @click.option("--dst", metavar="ADDRESS")
-@click.option("--class", "cls", type=click.Choice(_CLASSES))
+@click.option("--class", "cls", type=click.Choice(_CLASSES + ["reply"]),
+              help="Its class; reply: a management container's own connection.")
 @click.option("--proto", type=click.Choice(["tcp", "udp", "icmp"]))
 @click.option("--limit", type=click.IntRange(1, 100000))
 @api_options
 @click.pass_context
 def cache(ctx, src, dst, cls, proto, limit, api_url, token, as_json):
-    """The classifier's cached decisions (list; `delete ID`; `flush`)."""
+    """Decided connections: the mesh's conntrack zone (list; `delete ID`; `flush`)."""
     ctx.obj = (api_url, token, as_json)
     if ctx.invoked_subcommand is not None:
         return
@@ -166,10 +167,11 @@ def cache(ctx, src, dst, cls, proto, limit, api_url, token, as_json):
                {"src": src, "dst": dst, "class": cls, "proto": proto, "limit": limit})
     if as_json:
         return _print_json(doc)
-    _table([(e["id"], e["class"], e["packets"], e["bytes"], e["duration"])
-            for e in doc["entries"]], ["ENTRY", "CLASS", "PACKETS", "BYTES", "AGE S"])
-    click.echo(f"{doc['count']} cached decisions on the switch"
-               + (f", {doc['counted']} counted by the controller"
+    _table([(e["id"], e["class"] or "-", e["state"] or "-",
+             "-" if e["timeout"] is None else e["timeout"])
+            for e in doc["entries"]], ["ENTRY", "CLASS", "STATE", "TIMEOUT S"])
+    click.echo(f"{doc['count']} connections in zone {doc['zone']}"
+               + (f", {doc['counted']} decisions counted by the controller"
                   if doc.get("counted") is not None else ""))
 
 
@@ -183,7 +185,7 @@ def _cache_client(ctx, api_url, token, as_json):
 @api_options
 @click.pass_context
 def cache_delete(ctx, entry, api_url, token, as_json):
-    """Delete one cached decision (its flow leaves the switch)."""
+    """Delete one connection (its next packet is decided again)."""
     client, as_json = _cache_client(ctx, api_url, token, as_json)
     doc = _ask(client, "DELETE", f"/v1/cache/{entry}")
     _print_json(doc) if as_json else click.echo(f"deleted {doc['deleted']}")
@@ -193,10 +195,12 @@ def cache_delete(ctx, entry, api_url, token, as_json):
 @api_options
 @click.pass_context
 def cache_flush(ctx, api_url, token, as_json):
-    """Delete every cached decision from the switch."""
+    """Flush the zone: every connection is decided again by its next packet (the
+    userspace datapath does not pick up TCP mid-stream: established ones end)."""
     client, as_json = _cache_client(ctx, api_url, token, as_json)
     doc = _ask(client, "DELETE", "/v1/cache")
-    _print_json(doc) if as_json else click.echo(f"deleted {doc['deleted']} cached decisions")
+    count = "every" if doc["deleted"] is None else doc["deleted"]
+    _print_json(doc) if as_json else click.echo(f"flushed {count} connections")
 
 
 @click.command()
@@ -270,8 +274,9 @@ def audit(api_url, token, as_json):
               help="Destination port (required with tcp and udp).")
 @api_options
 def classify(file, src, dst, proto, sport, dport, api_url, token, as_json):
-    """Say how socketnet classifies a Netmaker-ingress packet it has no flow for:
-    the class, the rule that decided, and the table-1 flow that caches it.
+    """Say how socketnet classifies a Netmaker-ingress connection it has no
+    decision for: the class, the rule that decided, the commit that keeps it in
+    the connection tracker and the path its packets then take.
 
     With -c FILE it reads the config (offline); without, it asks the running
     controller (--api), whose config may have been reloaded since."""
@@ -295,7 +300,8 @@ def classify(file, src, dst, proto, sport, dport, api_url, token, as_json):
     click.echo(f"  decided by: {doc['rule']}")
     if doc.get("why"):
         click.echo(f"  because:    {doc['why']}")
-    click.echo(f"  cached as:  {doc['flow']}")
+    click.echo(f"  committed:  {doc['commit']} (ct_mark {doc['mark']})")
+    click.echo(f"  then:       {doc['path']}")
 
 
 @click.command()

@@ -8,17 +8,22 @@ remove reach, never add it.
 
 How each W-rule of the isolation promise is carried (zones: `pipeline.Zone`):
 
-    W1  mesh:  uplink -> classify (a decision cached by the controller, see
-               controller/classifier.py) -> PRIVACY_INGRESS -> inter-bridge link
-        vmbr0: inter-bridge (Netmaker source) -> PRIVACY_INGRESS -> xray client,
-               eth_src rewritten to vmbr0's gateway
+    W1  mesh:  uplink -> classify: the connection tracker (the mesh's zone); a
+               connection marked privacy by the controller (controller/classifier.py)
+               -> PRIVACY_INGRESS -> inter-bridge link
+        vmbr0: inter-bridge (Netmaker source) -> PRIVACY_INGRESS -> committed in
+               vmbr0's zone -> xray client, eth_src rewritten to vmbr0's gateway
     W2  vmbr0: PROXY -> warp uplink (never to private ranges); WARP -> xray client
-    W3  vmbr0: PROXY from the service port to a Netmaker peer -> inter-bridge link
-        mesh:  PROXY_REPLY -> netmaker uplink, eth_dst rewritten to the adapter
+    W3  vmbr0: PROXY to a Netmaker peer, only in the reply direction of a connection
+               of vmbr0's zone -> inter-bridge link
+        mesh:  PROXY_REPLY, only in the reply direction of a connection marked
+               privacy -> netmaker uplink, eth_dst rewritten to the adapter
     W4  vmbr0: PRIVACY -> warp uplink; WARP -> the privacy container
     W5  mesh:  MANAGEMENT -> management containers, or -> netmaker uplink for
-               Netmaker ranges and other nodes' subnets; Netmaker ingress becomes
-               MANAGEMENT by a cached decision, as W1 becomes PRIVACY_INGRESS
+               Netmaker ranges and other nodes' subnets (a new connection is
+               committed to the mesh's zone marked OUTBOUND, so its replies need
+               no decision); Netmaker ingress becomes MANAGEMENT by a connection
+               marked management, as W1 becomes PRIVACY_INGRESS
     W6  both:  ARP directed to the target's port; the mesh answers ARP for the
                xray client itself so no ARP crosses the inter-bridge link
 """
@@ -29,11 +34,11 @@ from typing import Iterable, Mapping, Optional
 
 from netaddr import IPSet
 
-from controller.flow import (ETH_TYPE_ARP, ETH_TYPE_IP, IPPROTO_TCP, IPPROTO_UDP,
+from controller.flow import (CT, ETH_TYPE_ARP, ETH_TYPE_IP, IPPROTO_TCP, IPPROTO_UDP,
                              OFPP_IN_PORT, Apply, Controller, Flow, Goto, Meter, Move, Output,
                              SetField, WriteMetadata)
 from controller.pipeline import (ADMIT, ARP, CLASSIFY, FORWARD, KNOWN_SOURCES_METER,
-                                 PACKET_IN_METER, TABLES, Purpose, Zone, check_flow)
+                                 PACKET_IN_METER, TABLES, Mark, Purpose, Zone, check_flow)
 from topology.model import Bridge, Host, Port, Role
 
 # Priorities, highest first within each table.
@@ -45,8 +50,21 @@ P_BLOCKED = 250
 P_EXIT = 100
 P_RESPONDER = 300
 P_DIRECTED = 200
-P_KNOWN = 1  # table 1: undecided ingress from a known source, to its own meter
+P_INVALID = 400
+P_CLASS = 200  # table 1: a connection's class, by its mark
+P_KNOWN = 4  # table 1: undecided ingress from a known source, to its own meter
+P_UNDECIDED = 3  # table 1: undecided ingress from anyone else, to the other meter
 P_MISS = 0
+# A flow that sends packets into the connection tracker has the priority of the
+# flows it stands for; the flows of what tracked packets do are two above it,
+# and between them the drop of a tracked packet none of them takes, which must
+# not go into the tracker again. Tracked means tracked in socketnet's zone:
+# packets the host's own stack sends through an adapter on the kernel datapath
+# arrive tracked already, in the host's zone.
+TRACKED_LEFTOVER = 1
+TRACKED_STATES = 2
+
+INVALID = "+trk+inv"
 
 # An Ethernet destination with the group bit clear: any unicast address.
 UNICAST = ("00:00:00:00:00:00", "01:00:00:00:00:00")
@@ -104,24 +122,82 @@ def compile_bridge(host: Host, bridge_name: str, live: Mapping[str, SwitchPort])
     bridge = host.bridge(bridge_name)
     ports = _Ports(bridge, live)
     if bridge is host.mesh:
-        flows = list(_mesh(host, ports))
-        # Netmaker ingress nobody has decided yet: to the controller, capped by
-        # a meter; the decision comes back as a table-1 flow (controller.classifier).
-        flows.append(Flow.make(CLASSIFY.id, P_MISS, {},
-                               (Meter(PACKET_IN_METER), Apply((Controller(),))),
-                               Purpose.CLASSIFY.cookie))
-        for cidr in _cidrs(host.known_sources):
-            flows.append(Flow.make(CLASSIFY.id, P_KNOWN,
-                                   {"metadata": int(Zone.NETMAKER), "eth_type": ETH_TYPE_IP,
-                                    "ipv4_src": cidr},
-                                   (Meter(KNOWN_SOURCES_METER), Apply((Controller(),))),
-                                   Purpose.CLASSIFY.cookie))
+        flows = list(_mesh(host, ports)) + _classify(host)
     else:
         flows = list(_privacy(host, ports))
-    flows += [Flow.make(t.id, P_MISS, {}, (), Purpose.DROP.cookie) for t in TABLES
-              if not (bridge is host.mesh and t is CLASSIFY)]
+    flows.append(_invalid(FORWARD, conntrack_zone(host, bridge)))
+    flows += [Flow.make(t.id, P_MISS, {}, (), Purpose.DROP.cookie) for t in TABLES]
     return tuple(sorted((check_flow(f) for f in flows),
                         key=lambda f: (f.table, -f.priority, f.match)))
+
+
+def conntrack_zone(host: Host, bridge: Bridge) -> int:
+    """The connection tracker's zone of `bridge`: the config's for the mesh, the
+    next one for vmbr0 (zones are shared by every bridge of a datapath)."""
+    zone = host.classification.conntrack_zone
+    return zone if bridge is host.mesh else zone + 1
+
+
+# Where table 1 sends a connection of each class (Mark), and in which direction
+# of the connection: a class is decided for the connection a Netmaker peer opens;
+# OUTBOUND connections are opened by a management container, so only their
+# replies arrive as Netmaker ingress.
+CLASS_PATHS = {
+    Mark.PRIVACY: ("-rpl", (WriteMetadata(int(Zone.PRIVACY_INGRESS)), Goto(FORWARD.id))),
+    Mark.MANAGEMENT: ("-rpl", (WriteMetadata(int(Zone.MANAGEMENT)), Goto(FORWARD.id))),
+    Mark.DROP: ("", ()),
+    Mark.OUTBOUND: ("+rpl", (WriteMetadata(int(Zone.MANAGEMENT)), Goto(FORWARD.id))),
+}
+
+
+def _classify(host: Host) -> list:
+    """Table 1 of the mesh: Netmaker ingress through the connection tracker, then
+    its connection's class; a connection with none goes to the controller,
+    through a meter, and comes back committed with one (controller.classifier)."""
+    zone = conntrack_zone(host, host.mesh)
+    netmaker = {"metadata": int(Zone.NETMAKER)}
+    tracked = {**netmaker, "ct_zone": zone}
+    flows = [Flow.make(CLASSIFY.id, P_MISS + TRACKED_LEFTOVER, netmaker,
+                       (Apply((CT(zone, table=CLASSIFY.id),)),), Purpose.CONNTRACK.cookie),
+             Flow.make(CLASSIFY.id, P_MISS + TRACKED_STATES, tracked, (), Purpose.DROP.cookie),
+             _invalid(CLASSIFY, zone, netmaker)]
+    for mark, (direction, instructions) in CLASS_PATHS.items():
+        purpose = Purpose.REPLY if mark is Mark.OUTBOUND else Purpose.CLASSIFIED
+        flows.append(Flow.make(CLASSIFY.id, P_CLASS,
+                               {**tracked, "ct_state": "+trk-inv" + direction,
+                                "ct_mark": int(mark)}, instructions, purpose.cookie))
+    undecided = {**tracked, "ct_state": "+trk-inv", "ct_mark": int(Mark.UNDECIDED)}
+    flows.append(Flow.make(CLASSIFY.id, P_UNDECIDED, undecided,
+                           (Meter(PACKET_IN_METER), Apply((Controller(),))),
+                           Purpose.CLASSIFY.cookie))
+    for cidr in _cidrs(host.known_sources):
+        flows.append(Flow.make(CLASSIFY.id, P_KNOWN,
+                               {**undecided, "eth_type": ETH_TYPE_IP, "ipv4_src": cidr},
+                               (Meter(KNOWN_SOURCES_METER), Apply((Controller(),))),
+                               Purpose.CLASSIFY.cookie))
+    return flows
+
+
+def _invalid(table, zone: int, match: Mapping = {}) -> Flow:
+    """A table's drop of packets the connection tracker finds invalid in `zone`, counted."""
+    return Flow.make(table.id, P_INVALID, {**match, "ct_zone": zone, "ct_state": INVALID}, (),
+                     Purpose.INVALID.cookie)
+
+
+def _tracked(table, priority: int, match: dict, zone: int, states: Mapping, cookie: int) -> list:
+    """Packets of `match` through the connection tracker (`zone`) and back to
+    `table`; then, for each ct_state (or (ct_state, ct_mark)) in `states`, what a
+    packet in that state does. A tracked packet in none of them is dropped."""
+    tracked = {**match, "ct_zone": zone}
+    flows = [Flow.make(table.id, priority, match, (Apply((CT(zone, table=table.id),)),),
+                       Purpose.CONNTRACK.cookie),
+             Flow.make(table.id, priority + TRACKED_LEFTOVER, tracked, (), Purpose.DROP.cookie)]
+    for state, actions in states.items():
+        state, mark = state if isinstance(state, tuple) else (state, None)
+        extra = {"ct_state": state} if mark is None else {"ct_state": state, "ct_mark": int(mark)}
+        flows.append(Flow.make(table.id, priority + TRACKED_STATES, {**tracked, **extra},
+                               (Apply(tuple(actions)),), cookie))
+    return flows
 
 
 def packet_in_meters(host: Host) -> dict:
@@ -211,15 +287,23 @@ def _mesh(host: Host, ports: _Ports):
         yield _to_host(Zone.MANAGEMENT, number, c.mac, c.address, Purpose.MANAGEMENT)
         yield _directed_arp(c.address, number)
 
+    zone = conntrack_zone(host, host.mesh)
     if uplink:
         port, number, mac = uplink
         if mac:
             yield from _admit_uplink(number, mac, port.address.ip, Zone.NETMAKER, CLASSIFY, local)
+            out = Output(number)
+            # W5 out: a management container's new connection is committed,
+            # marked OUTBOUND; then its own packets and the management replies to
+            # Netmaker peers' connections go out. Nothing else of that zone does.
             for cidr in _cidrs(host.netmaker_side):
-                yield Flow.make(FORWARD.id, P_EXIT,
-                                {"metadata": int(Zone.MANAGEMENT), "eth_type": ETH_TYPE_IP,
-                                 "eth_dst": mac, "ipv4_dst": cidr},
-                                (Apply((Output(number),)),), Purpose.MANAGEMENT.cookie)
+                yield from _tracked(
+                    FORWARD, P_EXIT, {"metadata": int(Zone.MANAGEMENT), "eth_type": ETH_TYPE_IP,
+                                      "eth_dst": mac, "ipv4_dst": cidr}, zone,
+                    {"+trk+new-inv": (CT(zone, commit=True, mark=int(Mark.OUTBOUND)), out),
+                     ("+trk+est-rpl-inv", Mark.OUTBOUND): (out,),
+                     ("+trk+rpl-inv", Mark.MANAGEMENT): (out,)},
+                    Purpose.MANAGEMENT.cookie)
             yield _directed_arp(port.address.ip, number)
 
     for link in links:
@@ -243,14 +327,13 @@ def _mesh(host: Host, ports: _Ports):
                         {"in_port": link_no, "eth_src": xc.mac, "eth_dst": UNICAST,
                          "eth_type": ETH_TYPE_IP, "ipv4_src": str(xc.address)},
                         _zone(Zone.PROXY_REPLY, FORWARD), Purpose.ADMIT.cookie)
-        for svc in xc.services:
-            proto, src_field, _ = _service_match(svc)
-            for dst in _cidrs(host.netmaker_ranges):
-                yield Flow.make(FORWARD.id, P_REPLY,
-                                {"metadata": int(Zone.PROXY_REPLY), "eth_type": ETH_TYPE_IP,
-                                 "ip_proto": proto, "ipv4_dst": dst, src_field: svc.port},
-                                (Apply((SetField("eth_dst", up_mac), Output(up_no))),),
-                                Purpose.PRIVACY.cookie)
+        # Only as the reply direction of a connection marked privacy.
+        for dst in _cidrs(host.netmaker_ranges):
+            yield from _tracked(
+                FORWARD, P_REPLY, {"metadata": int(Zone.PROXY_REPLY), "eth_type": ETH_TYPE_IP,
+                                   "ipv4_dst": dst}, zone,
+                {("+trk+rpl-inv", Mark.PRIVACY): (SetField("eth_dst", up_mac), Output(up_no))},
+                Purpose.PRIVACY.cookie)
         # W6 for W1: the host resolves the xray client on the mesh adapter; the
         # switch answers, so ARP never crosses the inter-bridge link (N6).
         yield Flow.make(ARP.id, P_RESPONDER,
@@ -314,6 +397,7 @@ def _privacy(host: Host, ports: _Ports):
                         (Apply((Output(up_no),)),), Purpose.WARP.cookie)
 
     xray_present = any(p.role is Role.PRIVACY_PROXY for p, _, _ in members)
+    zone = conntrack_zone(host, host.privacy)
     for link in links:
         link_no = ports.number(link)
         for src in _cidrs(host.netmaker_ranges):
@@ -324,18 +408,19 @@ def _privacy(host: Host, ports: _Ports):
             continue
         xray_no = ports.number(host.xray_client)
         for svc in xc.services:
-            proto, src_field, dst_field = _service_match(svc)
-            # W1, vmbr0 half: to the xray service, as if from vmbr0's gateway.
-            yield Flow.make(FORWARD.id, P_HOST,
-                            {"metadata": int(Zone.PRIVACY_INGRESS), "eth_type": ETH_TYPE_IP,
-                             "ip_proto": proto, "eth_dst": xc.mac,
-                             "ipv4_dst": str(xc.address), dst_field: svc.port},
-                            (Apply((SetField("eth_src", up_mac), Output(xray_no))),),
-                            Purpose.PRIVACY.cookie)
-            # W3, vmbr0 half: the service's replies to Netmaker peers.
-            for dst in _cidrs(host.netmaker_ranges):
-                yield Flow.make(FORWARD.id, P_REPLY,
-                                {"metadata": int(Zone.PROXY), "eth_type": ETH_TYPE_IP,
-                                 "ip_proto": proto, "eth_dst": up_mac, "ipv4_dst": dst,
-                                 src_field: svc.port},
-                                (Apply((Output(link_no),)),), Purpose.PRIVACY.cookie)
+            proto, _, dst_field = _service_match(svc)
+            # W1, vmbr0 half: to the xray service, as if from vmbr0's gateway,
+            # the connection committed to vmbr0's zone.
+            yield from _tracked(
+                FORWARD, P_HOST, {"metadata": int(Zone.PRIVACY_INGRESS), "eth_type": ETH_TYPE_IP,
+                                  "ip_proto": proto, "eth_dst": xc.mac,
+                                  "ipv4_dst": str(xc.address), dst_field: svc.port}, zone,
+                {"+trk-rpl-inv": (CT(zone, commit=True), SetField("eth_src", up_mac),
+                                  Output(xray_no))},
+                Purpose.PRIVACY.cookie)
+        # W3, vmbr0 half: to Netmaker peers, only as replies (vmbr0's zone).
+        for dst in _cidrs(host.netmaker_ranges):
+            yield from _tracked(
+                FORWARD, P_REPLY, {"metadata": int(Zone.PROXY), "eth_type": ETH_TYPE_IP,
+                                   "eth_dst": up_mac, "ipv4_dst": dst}, zone,
+                {"+trk+rpl-inv": (Output(link_no),)}, Purpose.PRIVACY.cookie)

@@ -1,29 +1,26 @@
 """Hand-packed OpenFlow 1.3 messages for the packet-in hot path.
 
-Each new Netmaker-ingress flow costs socketnet one FlowMod (the cached decision)
-and one PacketOut (the packet itself, sent back through the pipeline). Building
-the FlowMod from os-ken objects costs ~60 µs (measured), more than
-everything else per packet-in together; here the same bytes are packed with
-`struct` directly. tests/unit/controller/test_fastpath.py proves them identical,
-byte for byte, to what os-ken sends for the same flow (controller.ofmsg).
+Each new Netmaker-ingress connection costs socketnet one PacketOut: the packet
+itself, committing its connection to the conntrack zone with its class's mark
+and sent back through the pipeline. Building messages from os-ken objects costs
+tens of µs each (measured), more than everything else per packet-in together;
+here the same bytes are packed with `struct` directly.
+tests/unit/controller/test_fastpath.py proves them identical, byte for byte, to
+what os-ken sends for the same message (controller.ofmsg).
 
-    pack_flow_mod(xid, flow, command=ADD) -> bytes   a table-1 (classify) flow
+    pack_commit(xid, in_port, data, zone, mark, send_on=True) -> bytes
+                                                     the PacketOut of a decision
+    pack_flow_mod(xid, flow, command=ADD) -> bytes   a flow of basic match fields
     pack_packet_out(xid, in_port, data, output=OFPP_TABLE) -> bytes
     pack_barrier(xid) -> bytes
-    DecisionPacker(classification).pack(xid, flow5, decision) -> bytes
-                                                     the FlowMod of a cached decision
-                                                     from a per-kind template: the same
-                                                     bytes as pack_flow_mod(xid,
-                                                     decision_flow(...)), ~8x faster
     unpack_packet_in(buf) -> PacketIn                the other way: a PACKET_IN,
                                                      as os-ken would parse it, without
                                                      building its OFPMatch (~11 µs)
 
-Only what table 1's flows use is encoded: the match fields the classify table
-declares (metadata, eth_type, ip_proto, IPv4 addresses, TCP/UDP ports, ICMP type
-and code; metadata and addresses may be masked) and the instructions
-write-metadata and goto-table. Anything else raises FlowError: use
-controller.ofmsg for it. Importing this module does not import os-ken.
+pack_flow_mod encodes only OpenFlow-basic match fields (metadata, eth_type,
+ip_proto, IPv4 addresses, TCP/UDP ports, ICMP type and code; metadata and
+addresses may be masked) and the instructions write-metadata and goto-table.
+Anything else raises FlowError: use controller.ofmsg for it. Importing this module does not import os-ken.
 """
 from __future__ import annotations
 
@@ -62,6 +59,8 @@ _WRITE_METADATA = Struct("!HH4xQQ")
 _GOTO_TABLE = Struct("!HHB3x")
 # ofp_header + ofp_packet_out + one ofp_action_output.
 _PACKET_OUT_HEAD = Struct("!BBHIIIH6xHHIH6x")
+_PACKET_OUT_FIXED_HEAD = Struct("!BBHIIIH6x")  # without its actions
+_PACKET_OUT_FIXED = _PACKET_OUT_FIXED_HEAD.size
 _OUTPUT_ACTION_LEN = 16
 _BARRIER = Struct("!BBHI")
 _MAX_MESSAGE = 0xFFFF
@@ -202,49 +201,38 @@ def pack_packet_out(xid: int, in_port: int, data: bytes, output: int = OFPP_TABL
         _OUTPUT_ACTION_LEN, OFPAT_OUTPUT, _OUTPUT_ACTION_LEN, output, OFPCML_MAX) + data
 
 
-class DecisionPacker:
-    """The FlowMods of cached decisions, from templates: one per protocol (with
-    5-tuple granularity) and class, packed once by pack_flow_mod; each call
-    copies it and writes the xid, the addresses and the ports into their places."""
+# Nicira's ct action (NXAST_CT) with an immediate zone and no ALG, optionally
+# holding one set_field of ct_mark (Open vSwitch's exec(set_field:M->ct_mark)).
+OFPAT_EXPERIMENTER = 0xFFFF
+OFPAT_SET_FIELD = 25
+NX_EXPERIMENTER_ID = 0x00002320
+NXAST_CT = 35
+NX_CT_FLAG_COMMIT = 1
+NX_CT_RECIRC_NONE = 0xFF
+_CT_ACTION = Struct("!HHIHH4sHB3xH")
+_SET_CT_MARK = Struct("!HHII4x")  # set_field header, NXM1 ct_mark OXM, value, padding
+_CT_MARK_OXM = (0x0001 << 16) | (107 << 9) | 4
+_OUTPUT_ACTION = Struct("!HHIH6x")
 
-    _XID = Struct("!I")
-    _ADDRESS = Struct("!I")
-    _PORT = Struct("!H")
 
-    def __init__(self, classification):
-        from topology.model import Granularity
-        self.classification = classification
-        self._five_tuple = classification.granularity == Granularity.FIVE_TUPLE
-        self._templates = {}  # (proto or None, class) -> (bytes, src at, dst at, sport at, dport at)
-
-    def pack(self, xid: int, flow5, decision) -> bytes:
-        key = (flow5.proto if self._five_tuple else None, decision.cls)
-        template = self._templates.get(key)
-        if template is None:
-            template = self._templates[key] = self._template(flow5, decision)
-        raw, src_at, dst_at, sport_at, dport_at = template
-        buf = bytearray(raw)
-        self._XID.pack_into(buf, 4, xid)
-        self._ADDRESS.pack_into(buf, src_at, flow5.src)
-        self._ADDRESS.pack_into(buf, dst_at, flow5.dst)
-        if sport_at:
-            self._PORT.pack_into(buf, sport_at, flow5.sport)
-            self._PORT.pack_into(buf, dport_at, flow5.dport)
-        return bytes(buf)
-
-    def _template(self, flow5, decision) -> tuple:
-        from controller.classifier import decision_flow
-        raw = pack_flow_mod(0, decision_flow(flow5, decision, self.classification))
-        at = {}  # OXM field number -> where its value starts
-        offset, end = _FLOW_MOD_FIXED + 4, _FLOW_MOD_FIXED + _MATCH_HEAD.unpack_from(raw, 50)[0]
-        while offset < end:
-            oxm_class, field, length = _OXM_HEAD.unpack_from(raw, offset)
-            at[field >> 1] = offset + 4
-            offset += 4 + length
-        ports = [n for n in (13, 15) if n in at]  # tcp_src or udp_src
-        sport_at = at[ports[0]] if ports else 0
-        dport_at = at[ports[0] + 1] if ports else 0
-        return raw, at[11], at[12], sport_at, dport_at
+def pack_commit(xid: int, in_port: int, data: bytes, zone: int, mark: int,
+                send_on: bool = True) -> bytes:
+    """The PacketOut that decides a connection: the frame `data`, as if it arrived
+    on `in_port`, commits its connection to the connection tracker's `zone` with
+    ct_mark `mark`, then (`send_on`) goes through the flow tables from table 0,
+    where the mark now sends it on its class's path. Without `send_on` the frame
+    is dropped once committed (a drop decision)."""
+    ct_len = _CT_ACTION.size + _SET_CT_MARK.size
+    actions = _CT_ACTION.pack(OFPAT_EXPERIMENTER, ct_len, NX_EXPERIMENTER_ID, NXAST_CT,
+                              NX_CT_FLAG_COMMIT, b"\0\0\0\0", zone, NX_CT_RECIRC_NONE, 0)
+    actions += _SET_CT_MARK.pack(OFPAT_SET_FIELD, _SET_CT_MARK.size, _CT_MARK_OXM, mark)
+    if send_on:
+        actions += _OUTPUT_ACTION.pack(OFPAT_OUTPUT, _OUTPUT_ACTION_LEN, OFPP_TABLE, 0)
+    length = _PACKET_OUT_FIXED + len(actions) + len(data)
+    if length > _MAX_MESSAGE:
+        raise ValueError(f"a {len(data)}-byte frame does not fit in one OpenFlow message")
+    return _PACKET_OUT_FIXED_HEAD.pack(OFP_VERSION, OFPT_PACKET_OUT, length, xid,
+                                       OFP_NO_BUFFER, in_port, len(actions)) + actions + data
 
 
 def pack_barrier(xid: int) -> bytes:

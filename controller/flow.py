@@ -13,9 +13,11 @@ encoding to OpenFlow messages.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Union
+import re
+from typing import Iterable, Mapping, Optional, Union
 
 OFPP_IN_PORT = 0xFFFFFFF8
+OFPP_TABLE = 0xFFFFFFF9
 OFPP_CONTROLLER = 0xFFFFFFFD
 OFPP_LOCAL = 0xFFFFFFFE
 OFPCML_NO_BUFFER = 0xFFFF
@@ -47,6 +49,9 @@ _OFCTL_FIELD = {
     "tcp_dst": "tp_dst",
     "udp_src": "tp_src",
     "udp_dst": "tp_dst",
+    "ct_state": "ct_state",
+    "ct_zone": "ct_zone",
+    "ct_mark": "ct_mark",
 }
 MATCH_FIELDS = frozenset(_OFCTL_FIELD) | {"eth_type", "ip_proto"}
 _FIELD_ORDER = {name: i for i, name in enumerate(_OFCTL_FIELD)}
@@ -82,6 +87,34 @@ _OFCTL_MOVE = {
 
 MatchValue = Union[int, str, tuple]
 
+# The connection tracker's state bits (ct_state), as Open vSwitch names them.
+CT_STATE_BITS = {"new": 0x01, "est": 0x02, "rel": 0x04, "rpl": 0x08, "inv": 0x10,
+                 "trk": 0x20, "snat": 0x40, "dnat": 0x80}
+_CT_FLAG = re.compile(r"([+-])([a-z]+)")
+
+
+def ct_state(text: str) -> tuple:
+    """`"+trk-inv"` as the (value, mask) pair a ct_state match holds; FlowError if
+    a flag is not one of CT_STATE_BITS or the text is not flags."""
+    value = mask = 0
+    if _CT_FLAG.sub("", text):
+        raise FlowError(f"ct_state {text!r} is not a list of +flag and -flag")
+    for sign, name in _CT_FLAG.findall(text):
+        bit = CT_STATE_BITS.get(name)
+        if bit is None:
+            raise FlowError(f"ct_state flag {name!r} is not one of {sorted(CT_STATE_BITS)}")
+        mask |= bit
+        if sign == "+":
+            value |= bit
+    return (value, mask)
+
+
+def ct_state_text(value: int, mask: int) -> str:
+    """The (value, mask) of a ct_state match as ovs-ofctl writes it: +trk-inv."""
+    return "".join(("+" if value & bit else "-") + name
+                   for name, bit in sorted(CT_STATE_BITS.items(), key=lambda kv: kv[1])
+                   if mask & bit)
+
 
 class FlowError(ValueError):
     """A flow value that OpenFlow 1.3 (or socketnet's subset of it) cannot express."""
@@ -97,6 +130,8 @@ class Output:
     def ofctl(self, names: Mapping[int, str]) -> str:
         if self.port == OFPP_IN_PORT:
             return "IN_PORT"
+        if self.port == OFPP_TABLE:
+            return "TABLE"
         if self.port == OFPP_LOCAL:
             return "LOCAL"
         return f"output:{names.get(self.port, self.port)}"
@@ -138,7 +173,40 @@ class Controller:
         return f"CONTROLLER:{self.max_len}"
 
 
-Action = Union[Output, SetField, Move, Controller]
+@dataclass(frozen=True, order=True)
+class CT:
+    """Pass the packet through the connection tracker (Nicira's ct action).
+
+    `zone`: the tracker's zone. `table`: continue in this table with the
+    connection's state (ct_state, ct_mark) known; without it the packet goes on
+    here, untracked. `commit`: remember the connection; `mark`: with commit, the
+    ct_mark it is given (exec(set_field:MARK->ct_mark))."""
+    zone: int
+    table: Optional[int] = None
+    commit: bool = False
+    mark: Optional[int] = None
+
+    def __post_init__(self):
+        if not 0 <= self.zone <= 0xFFFF:
+            raise FlowError(f"conntrack zone {self.zone} is not within 0..65535")
+        if self.mark is not None and not self.commit:
+            raise FlowError("a ct_mark is set only on commit")
+        if self.mark is not None and not 0 <= self.mark <= 0xFFFFFFFF:
+            raise FlowError(f"ct_mark {self.mark} is not a 32-bit value")
+        if self.table is not None and not 0 <= self.table < 0xFF:
+            raise FlowError(f"ct table {self.table} is not within 0..254")
+
+    def ofctl(self, names: Mapping[int, str]) -> str:
+        args = ["commit"] if self.commit else []
+        if self.table is not None:
+            args.append(f"table={self.table}")
+        args.append(f"zone={self.zone}")
+        if self.mark is not None:
+            args.append(f"exec(set_field:{self.mark:#x}->ct_mark)")
+        return f"ct({','.join(args)})"
+
+
+Action = Union[Output, SetField, Move, Controller, CT]
 
 
 # --- instructions ----------------------------------------------------------
@@ -212,6 +280,17 @@ def _normalise_value(name: str, value) -> MatchValue:
         return str(value).lower()
     if name == "metadata":
         if mask is not None and mask != 0xFFFFFFFFFFFFFFFF:
+            return (int(value) & int(mask), int(mask))
+        return int(value)
+    if name == "ct_state":  # always (value, mask): a state match names the bits it tests
+        if isinstance(value, str):
+            if mask is not None:
+                raise FlowError(f"ct_state {value!r} cannot take a mask")
+            return ct_state(value)
+        mask = 0xFFFFFFFF if mask is None else int(mask)
+        return (int(value) & mask, mask)
+    if name == "ct_mark":
+        if mask is not None and mask != 0xFFFFFFFF:
             return (int(value) & int(mask), int(mask))
         return int(value)
     if mask is not None:
@@ -319,10 +398,12 @@ def _ofctl_value(name: str, value, names: Mapping[int, str]) -> str:
         if value == OFPP_LOCAL:
             return "LOCAL"
         return str(names.get(value, value))
-    if name == "metadata":
+    if name in ("metadata", "ct_mark"):
         if isinstance(value, tuple):
             return f"{value[0]:#x}/{value[1]:#x}"
         return f"{value:#x}"
+    if name == "ct_state":
+        return ct_state_text(*value)
     if isinstance(value, tuple):
         return f"{value[0]}/{value[1]}"
     return str(value)

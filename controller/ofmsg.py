@@ -13,11 +13,14 @@ from os_ken.ofproto import nx_actions  # noqa: F401  (registers NXActionRegMove)
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from controller.flow import (OFPP_CONTROLLER, Apply, Controller, Flow, FlowError, Goto,
+from controller.flow import (CT, OFPP_CONTROLLER, Apply, Controller, Flow, FlowError, Goto,
                              Meter, Move, Output, SetField, WriteMetadata)
 
 _MOVE_BITS = {"eth_src": 48, "eth_dst": 48, "arp_sha": 48, "arp_tha": 48,
               "arp_spa": 32, "arp_tpa": 32}
+
+NX_CT_FLAG_COMMIT = 1
+NX_CT_RECIRC_NONE = 0xFF
 
 ADD = ofp.OFPFC_ADD
 DELETE_STRICT = ofp.OFPFC_DELETE_STRICT
@@ -44,6 +47,13 @@ def _action(action):
     if isinstance(action, Move):
         return parser.NXActionRegMove(src_field=action.src, dst_field=action.dst,
                                       n_bits=_MOVE_BITS[action.src])
+    if isinstance(action, CT):
+        nested = [] if action.mark is None else [parser.OFPActionSetField(ct_mark=action.mark)]
+        return parser.NXActionCT(
+            flags=NX_CT_FLAG_COMMIT if action.commit else 0, zone_src="",
+            zone_ofs_nbits=action.zone,
+            recirc_table=NX_CT_RECIRC_NONE if action.table is None else action.table,
+            alg=0, actions=nested)
     raise FlowError(f"cannot encode action {action!r}")
 
 
@@ -96,7 +106,24 @@ def _decode_action(action):
         if _MOVE_BITS.get(src) != action.n_bits or action.src_ofs or action.dst_ofs:
             raise FlowError(f"partial register move {action!r}")
         return Move(src, dst)
+    if isinstance(action, parser.NXActionCT):
+        return _decode_ct(action)
     raise FlowError(f"unknown action {action!r}")
+
+
+def _decode_ct(action) -> CT:
+    """Only socketnet's form of ct: an immediate zone, no ALG, at most a ct_mark set."""
+    if action.zone_src or action.alg or action.flags & ~NX_CT_FLAG_COMMIT:
+        raise FlowError(f"unsupported ct action {action!r}")
+    mark = None
+    for nested in action.actions:
+        if not (isinstance(nested, parser.OFPActionSetField) and nested.key == "ct_mark"
+                and mark is None):
+            raise FlowError(f"unsupported action inside ct: {nested!r}")
+        mark = nested.value
+    table = None if action.recirc_table == NX_CT_RECIRC_NONE else action.recirc_table
+    return CT(zone=action.zone_ofs_nbits, table=table,
+              commit=bool(action.flags & NX_CT_FLAG_COMMIT), mark=mark)
 
 
 def _decode_instruction(ins):

@@ -6,7 +6,8 @@ either:
     table 0  admit     who sent this? port security: in_port + MAC + IPv4/ARP source
                        must be the port's own; tags IPv4 with the sender's zone
                        (metadata) and sends ARP to table 3. Everything else drops.
-    table 1  classify  mesh only: Netmaker ingress, privacy or management?
+    table 1  classify  mesh only: Netmaker ingress, privacy or management? It passes
+                       the connection tracker; a connection's class is its ct_mark
     table 2  forward   where may it go? (zone, destination) -> one output port
     table 3  arp       ARP, directed to the one port that owns the target address
                        (or answered by the switch); never flooded.
@@ -37,9 +38,10 @@ _L3 = {"eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "tcp_src", "tcp_dst",
 ADMIT = Table(0, "admit", frozenset({"in_port", "eth_src", "eth_dst", "eth_type", "ipv4_src",
                                      "arp_spa", "arp_sha"}),
               "port security: the sender must be the port's own host")
-CLASSIFY = Table(1, "classify", frozenset({"metadata"} | _L3),
+_CT = {"ct_state", "ct_zone", "ct_mark"}
+CLASSIFY = Table(1, "classify", frozenset({"metadata"} | _L3 | _CT),
                  "Netmaker ingress: privacy or management")
-FORWARD = Table(2, "forward", frozenset({"metadata", "eth_dst"} | _L3),
+FORWARD = Table(2, "forward", frozenset({"metadata", "eth_dst"} | _L3 | _CT),
                 "zone and destination to one output port")
 ARP = Table(3, "arp", frozenset({"in_port", "eth_type", "arp_op", "arp_tpa"}),
             "ARP directed to the owner of the target address")
@@ -61,6 +63,20 @@ class Zone(enum.IntEnum):
     WARP = 7             # arriving from the warp uplink (vmbr0)
 
 
+class Mark(enum.IntEnum):
+    """The ct_mark of a connection in socketnet's conntrack zone on the mesh.
+
+    The class marks are set only by the controller's packet-out that answers a
+    packet-in (controller.classifier); OUTBOUND only by the static flow that
+    commits a connection a management container opens over Netmaker, and it is
+    honoured on Netmaker ingress only in the reply direction."""
+    UNDECIDED = 0   # no decision yet: table 1 sends it to the controller
+    PRIVACY = 1     # Netmaker ingress classified privacy (W1; W3 is its reply direction)
+    MANAGEMENT = 2  # Netmaker ingress classified management (W5)
+    DROP = 3        # Netmaker ingress classified drop: repeats are dropped in the switch
+    OUTBOUND = 4    # a management container's own connection over Netmaker (W5)
+
+
 # The meters that cap packet-ins from table 1's miss (mesh): one for the sources
 # the config names (other nodes, sources of privacy and management rules), one for
 # everybody else, so that a flood from unknown sources cannot starve known ones.
@@ -78,8 +94,11 @@ class Purpose(enum.IntEnum):
     DROP = 0x02           # every table's last flow: isolation drops
     FORGED = 0x03         # table 0: forged sources, dropped explicitly
     CLASSIFY = 0x10       # table 1: proactive classification
-    CLASSIFIED = 0x11     # table 1: reactive, cached decisions
+    CLASSIFIED = 0x11     # table 1: a connection's class, by its ct_mark (one flow per class)
     BLOCKED = 0x12        # table 1: reactive, a source over its cap, dropped for a while
+    CONNTRACK = 0x13      # tables 1, 2: into the connection tracker, back with its state
+    INVALID = 0x14        # tables 1, 2: invalid connection state (+inv), dropped
+    REPLY = 0x15          # table 1: replies to a management container's own connections
     MANAGEMENT = 0x20     # table 2: management forwarding (W5)
     PRIVACY = 0x21        # table 2: across the inter-bridge link (W1, W3)
     WARP = 0x22           # table 2: privacy containers to and from warp (W2, W4)

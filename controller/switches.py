@@ -60,6 +60,16 @@ class Runtime:
         self.config_loads = {"success": 0, "failure": 0}
         self.config_loaded_at = 0.0  # time.time() the running config was taken on
         self.config_error = ""  # why the last load was refused; "" if it was not
+        self._vswitchd = None
+
+    @property
+    def vswitchd(self):
+        """The one connection to ovs-vswitchd's control socket the apps share
+        (controller.vswitchd.Vswitchd: trace, audit, conntrack), opened when first used."""
+        if self._vswitchd is None:
+            from controller.vswitchd import Vswitchd
+            self._vswitchd = Vswitchd(lambda: self.host.settings.rest_ovs_ctl)
+        return self._vswitchd
 
     def on_host_change(self, listener) -> None:
         """Call `listener(host)` whenever the running config is replaced."""

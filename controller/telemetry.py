@@ -9,7 +9,6 @@ scrape time.
                        `observe(packets, bytes)` with the sum over the flows it holds
                        now, `removed(packets, bytes)` with a flow's final count
                        (flow-removed)
-    class_of(...)      the traffic class of a cached decision, from its instructions
 
 Why `Totals`: the switch counts per flow, and a reactive flow's counts leave with
 it (idle or hard timeout). A sum over the live flows therefore drops whenever one
@@ -117,17 +116,3 @@ class Totals:
         """One flow of the set left the switch with these final counts."""
         self._packets.removed(packets)
         self._bytes.removed(bytes_)
-
-
-_CLASS_OF_ZONE = {int(Zone.PRIVACY_INGRESS): TrafficClass.PRIVACY,
-                  int(Zone.MANAGEMENT): TrafficClass.MANAGEMENT}
-
-
-def class_of(metadata: Optional[int]) -> Optional[TrafficClass]:
-    """The class of a cached decision (controller.classifier.decision_flow) from the
-    metadata it writes: None (no write-metadata) is a drop; an unknown zone None."""
-    if metadata is None:
-        return TrafficClass.DROP
-    return _CLASS_OF_ZONE.get(metadata)
-
-

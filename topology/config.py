@@ -123,17 +123,20 @@ ranges or the nodes' subnets.
 
 socketnet.classification
 ------------------------
-How table 1 of the mesh bridge decides Netmaker ingress it has no flow for: the
-switch hands the first packet of such a flow to socketnet, which decides privacy,
-management or drop (`controller.classifier`) and caches the decision in the
-switch as a table-1 flow with these timeouts. Every key is optional.
+How the mesh bridge decides Netmaker ingress: every such packet passes the
+connection tracker in socketnet's zone (`conntrack_zone`). A connection with a
+decision carries it as its ct_mark, and static flows send it on its class's
+path; the first packet of a connection without one goes to socketnet, which
+decides privacy, management or drop (`controller.classifier`) and commits the
+connection with that class. Every key is optional.
 
 | key (under classification)   | value                                          | default |
 |------------------------------|------------------------------------------------|---------|
+| default |
+|------------------------------|------------------------------------------------|---------|
 | default                      | privacy, management or drop                    | drop    |
-| granularity                  | 5-tuple or host-pair                           | 5-tuple |
 | idle_timeout                 | seconds, 1..65535                              | 60      |
-| hard_timeout                 | seconds, 0..65535 (0: none)                    | 3600    |
+| conntrack_zone               | zone, 1..65534                                 | 21326   |
 | seed_services                | true or false                                  | true    |
 | rules[].name                 | string, unique (required)                      |         |
 | rules[].class                | privacy, management or drop (required)         |         |
@@ -156,21 +159,29 @@ switch as a table-1 flow with these timeouts. Every key is optional.
 - The first rule that matches decides; then, with seed_services, the seed's own
   services: a service of the xray client is privacy, a service of a management
   container is management; then `default`.
-- granularity: what one cached decision covers: the packet's 5-tuple (addresses
-  and protocol only for ICMP), or all traffic between the two addresses.
+- idle_timeout: how long a connection with no packets keeps its decision: the
+  zone's timeout policy (`socketnet host apply`) for TCP established and every
+  UDP and ICMP state. The connection tracker has no absolute lifetime, so the
+  keys `hard_timeout` and `granularity` (one decision per host pair) of earlier
+  versions are read, warned about and have no effect.
+- conntrack_zone: the mesh's zone; vmbr0 uses the next one. Pick others if
+  something else on the host uses these zones.
 - A privacy rule's dst must lie within the xray client's address (W1), a
   management rule's within the management subnet (W5). Whatever a rule says,
   socketnet decides privacy only for a Netmaker source reaching an xray client
   service, and management only for a management container's address; anything
   else is dropped as unroutable.
 - Rule names "default", "unroutable" and "service:..." are socketnet's own.
-- limits: cached_total and cached_per_source cap the decisions cached in the
-  switch; a source over its cap is dropped in the switch for
-  over_limit.seconds. cached_unknown caps the decisions of sources that are
-  not known (other nodes, sources of privacy and management rules): a flood of
-  random sources fills that share and no more, and known sources go on being
-  decided (each decision is a flow Open vSwitch walks after every change). packet_in_rate and packet_in_burst are the meter in front
-  of the controller; queue bounds the packet-ins waiting to be decided.
+- limits: cached_total is the zone's connection limit, set in the datapath;
+  cached_per_source caps the decisions one source holds at a time, and a
+  source over it is dropped in the switch for over_limit.seconds.
+  cached_unknown caps the decisions of sources that are not known (other
+  nodes, sources of privacy and management rules): a flood of random sources
+  fills that share and no more, and known sources go on being decided. The
+  controller enforces both shares before it commits, counting a decision as
+  held for idle_timeout (it does not see connections end). packet_in_rate and
+  packet_in_burst are the meter in front of the controller; queue bounds the
+  packet-ins waiting to be decided.
 - ingress_rate and ingress_per_source police new Netmaker-ingress flows in
   the host's nftables (`socketnet host apply`; run it again after changing
   them or the known sources), before they reach the mesh adapter: known sources (other nodes, sources of privacy and management
@@ -200,7 +211,7 @@ from netaddr import EUI, AddrFormatError, IPAddress, IPNetwork, IPSet, mac_unix_
 from topology import seedflows
 from topology.model import (
     DEFAULT_NETMAKER_RANGES, DEFAULT_PRIVACY_BLOCKED, RULE_PROTOCOLS, Bridge, Classification,
-    ClassificationLimits, ClassRule, Container, Granularity, Host, Kind, Node, Port, Role,
+    ClassificationLimits, ClassRule, Container, Host, Kind, Node, Port, Role,
     Service, Settings, TrafficClass,
 )
 
@@ -246,7 +257,7 @@ class ConfigError(ValueError):
 class CheckResult:
     host: Optional[Host]  # None when there are errors
     errors: list
-    warnings: list  # of ConfigIssue: seed flows socketnet does not install as written
+    warnings: list  # of ConfigIssue: retired keys; seed flows socketnet does not install as written
 
 
 def load_host(path) -> Host:
@@ -276,7 +287,7 @@ def check_file(path) -> CheckResult:
     host = _build_host(reader, _read_seed(reader, _At("", data)), file)
     if reader.issues:
         return CheckResult(None, reader.issues, [])
-    return CheckResult(host, [], _flow_warnings(file, host))
+    return CheckResult(host, [], reader.warnings + _flow_warnings(file, host))
 
 
 # --- the file --------------------------------------------------------------
@@ -376,9 +387,14 @@ class _Reader:
     def __init__(self, file: str):
         self.file = file
         self.issues: list = []
+        self.warnings: list = []
 
     def error(self, at: _At, message: str) -> None:
         self.issues.append(ConfigIssue(self.file, at.path, at.value, message))
+
+    def warn(self, at: _At, message: str) -> None:
+        """Not an error: the file loads, and `check` says this."""
+        self.warnings.append(ConfigIssue(self.file, at.path, at.value, message))
 
     def lacking(self, at: _At, message: str) -> None:
         """An error about what a section lacks, rather than about its value."""
@@ -995,8 +1011,15 @@ def _read_settings(f: _Reader, at: _At) -> Settings:
     return replace(Settings(), **changes)
 
 
-_CLASSIFICATION_KEYS = ("default", "granularity", "idle_timeout", "hard_timeout",
-                        "seed_services", "rules", "limits")
+_CLASSIFICATION_KEYS = ("default", "idle_timeout", "conntrack_zone", "seed_services", "rules",
+                        "limits") + ("granularity", "hard_timeout")  # the last two: retired
+_RETIRED = {
+    "granularity": "has no effect: decisions live in the connection tracker, one per "
+                   "connection (its 5-tuple); a host pair is not a connection",
+    "hard_timeout": "has no effect: the connection tracker has no absolute lifetime; a "
+                    "connection keeps its decision until idle for idle_timeout "
+                    "(`socketnet cache flush` ends them all)",
+}
 _RULE_KEYS = ("name", "class", "src", "dst", "protocol", "src_ports", "dst_ports")
 _LIMIT_KEYS = ("cached_total", "cached_per_source", "cached_unknown", "packet_in_rate",
                "packet_in_burst", "queue", "over_limit", "ingress_rate", "ingress_per_source",
@@ -1018,11 +1041,11 @@ def _read_classification(f: _Reader, at: _At) -> tuple:
     default = f.choice(at["default"], _CLASSES)
     if default is not None:
         changes["default"] = TrafficClass(default)
-    granularity = f.choice(at["granularity"], [g.value for g in Granularity])
-    if granularity is not None:
-        changes["granularity"] = Granularity(granularity)
+    for key, why in _RETIRED.items():
+        if at[key].present:
+            f.warn(at[key], why)
     for key, value in (("idle_timeout", f.integer(at["idle_timeout"], 1, 65535)),
-                       ("hard_timeout", f.integer(at["hard_timeout"], 0, 65535)),
+                       ("conntrack_zone", f.integer(at["conntrack_zone"], 1, 65534)),
                        ("seed_services", f.flag(at["seed_services"]))):
         if value is not None:
             changes[key] = value

@@ -150,16 +150,6 @@ class TrafficClass(str, enum.Enum):
         return self.value
 
 
-class Granularity(str, enum.Enum):
-    """What one cached decision covers: the packet's 5-tuple (ICMP and other
-    protocols: addresses and protocol), or every packet between two addresses."""
-    FIVE_TUPLE = "5-tuple"
-    HOST_PAIR = "host-pair"
-
-    def __str__(self) -> str:
-        return self.value
-
-
 RULE_PROTOCOLS = ("tcp", "udp", "icmp", "any")
 
 
@@ -182,8 +172,8 @@ class ClassRule:
 @dataclass(frozen=True)
 class ClassificationLimits:
     """How much of the switch and the controller reactive classification may use."""
-    cached_total: int = 100_000  # cached decisions in the switch, all sources
-    cached_per_source: int = 1000  # cached decisions of one source address
+    cached_total: int = 100_000  # connections in the mesh's conntrack zone (its limit)
+    cached_per_source: int = 1000  # decisions for one source address, live at a time
     packet_in_rate: int = 1000  # packets/s the meter lets through to the controller
     packet_in_burst: int = 200  # packets the meter lets through above the rate
     queue: int = 1024  # packet-ins waiting in the controller; more are dropped
@@ -211,9 +201,8 @@ class Classification:
     services of the xray client (privacy) and of the management containers
     (management), then `default`."""
     default: TrafficClass = TrafficClass.DROP
-    granularity: Granularity = Granularity.FIVE_TUPLE
-    idle_timeout: int = 60  # seconds, >= 1
-    hard_timeout: int = 3600  # seconds, 0 = none
+    idle_timeout: int = 60  # seconds a connection lives without traffic, >= 1
+    conntrack_zone: int = 21326  # the mesh's connection-tracker zone (0x534e, "SN")
     seed_services: bool = True
     rules: tuple = ()  # of ClassRule, in config order
     limits: ClassificationLimits = field(default_factory=ClassificationLimits)

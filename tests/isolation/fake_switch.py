@@ -10,7 +10,15 @@ flow tables and runs a packet (a header dict, packets.py) through them:
   - matches are exact or masked (MACs, metadata, IPv4 prefixes) and honour
     OpenFlow's prerequisites: tcp_dst only matches TCP packets, arp_tpa only ARP;
   - instructions run in order: meter (ignored), apply-actions (output, set_field,
-    move, IN_PORT, CONTROLLER), write-metadata, goto-table;
+    move, IN_PORT, CONTROLLER, ct), write-metadata, goto-table;
+  - the connection tracker is modelled (`Tracker`, one per datapath, shared by both
+    bridges, zones apart): ct(zone, table=T) continues in table T with ct_state,
+    ct_zone and ct_mark of the packet's connection (+trk+new if the zone does not
+    hold it, +trk+est if it does, +rpl in its reply direction); ct(commit) adds the
+    connection (with its mark), and ct without a table leaves the packet
+    untracked. Connections committed before a trace are the test's to say (a
+    controller's decisions); what one trace commits is forgotten after it, so
+    that each packet is judged on the same state;
   - an output to the packet's own in_port is dropped unless it is IN_PORT, as
     Open vSwitch does; FLOOD and ALL go everywhere but in_port, LOCAL included;
     NORMAL is taken to go everywhere too, the worst a learning switch can do.
@@ -35,8 +43,9 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional
 
 from controller.compiler import SwitchPort, compile_bridge
-from controller.flow import (OFPP_CONTROLLER, OFPP_IN_PORT, OFPP_LOCAL, Apply, Controller, Flow,
-                             Goto, Meter, Move, Output, SetField, WriteMetadata)
+from controller.flow import (CT, CT_STATE_BITS, OFPP_CONTROLLER, OFPP_IN_PORT, OFPP_LOCAL,
+                             Apply, Controller, Flow, Goto, Meter, Move, Output, SetField,
+                             WriteMetadata)
 from topology.model import Bridge, Host
 
 from tests.isolation.packets import LOCAL
@@ -46,6 +55,7 @@ OFPP_NORMAL = 0xFFFFFFFA
 OFPP_FLOOD = 0xFFFFFFFB
 OFPP_ALL = 0xFFFFFFFC
 MAX_HOPS = 4
+MAX_RECIRCULATIONS = 4
 _ALL_ONES = (1 << 64) - 1
 
 # OXM field -> the packet header (ovs-ofctl name) it reads and writes.
@@ -113,6 +123,60 @@ def live_ports(bridge: Bridge, macs: Mapping[str, str], absent: Iterable[str] = 
             if name != LOCAL and name not in absent}
 
 
+# --- the connection tracker ---------------------------------------------------------------
+
+TRK, NEW, EST, RPL, INV = (CT_STATE_BITS[n] for n in ("trk", "new", "est", "rpl", "inv"))
+UNTRACKED = (0, 0, 0)  # ct_state, ct_zone, ct_mark
+
+
+def connection_of(packet: Mapping) -> Optional[tuple]:
+    """An IPv4 packet's connection in the direction it travels: (src, dst, proto,
+    sport, dport); ICMP echo request and reply are one connection. None for anything
+    the tracker cannot follow."""
+    if packet.get("dl_type") != 0x0800 or "nw_proto" not in packet:
+        return None
+    proto = packet["nw_proto"]
+    ports = (packet.get("tp_src", 0), packet.get("tp_dst", 0)) if proto in (6, 17) else (0, 0)
+    return (packet["nw_src"], packet["nw_dst"], proto) + ports
+
+
+def reverse(connection: tuple) -> tuple:
+    src, dst, proto, sport, dport = connection
+    return (dst, src, proto, dport, sport)
+
+
+class Tracker:
+    """Connections by zone, in their original direction, each with its ct_mark."""
+
+    def __init__(self, connections: Optional[Mapping] = None):
+        self.connections = dict(connections or {})  # (zone, connection) -> mark
+
+    def copy(self) -> "Tracker":
+        return Tracker(self.connections)
+
+    def commit(self, zone: int, packet: Mapping, mark: Optional[int] = None) -> None:
+        c = connection_of(packet)
+        if c is None:
+            return
+        for key in ((zone, c), (zone, reverse(c))):
+            if key in self.connections:
+                if mark is not None:
+                    self.connections[key] = mark
+                return
+        self.connections[(zone, c)] = mark or 0
+
+    def state(self, zone: int, packet: Mapping) -> tuple:
+        """(ct_state, ct_zone, ct_mark) of the packet after ct(zone=...)."""
+        c = connection_of(packet)
+        if c is None:
+            return (TRK | INV, zone, 0)
+        if (zone, c) in self.connections:
+            return (TRK | EST, zone, self.connections[(zone, c)])
+        if (zone, reverse(c)) in self.connections:
+            return (TRK | EST | RPL, zone, self.connections[(zone, reverse(c))])
+        return (TRK | NEW, zone, 0)
+
+
 # --- one bridge ---------------------------------------------------------------------------
 
 
@@ -144,8 +208,10 @@ class FakeSwitch:
     """One bridge's flow tables, interpreted. `ports` maps the port names the
     switch has to their numbers (LOCAL is always there)."""
 
-    def __init__(self, name: str, flows: Iterable[Flow], ports: Mapping[str, int]):
+    def __init__(self, name: str, flows: Iterable[Flow], ports: Mapping[str, int],
+                 tracker: Optional[Tracker] = None):
         self.name = name
+        self.tracker = tracker if tracker is not None else Tracker()
         self.numbers = dict(ports)
         self.numbers.setdefault(LOCAL, OFPP_LOCAL)
         self.names = {n: name for name, n in self.numbers.items()}
@@ -165,10 +231,16 @@ class FakeSwitch:
         if "in_port" in match and match["in_port"] not in self.names:
             raise FlowRejected(f"{self.name}: in_port {match['in_port']} is not a port "
                                f"of the switch: {f.ofctl(self.names)}")
+        recirculates = any(isinstance(a, CT) and a.table is not None
+                           for ins in f.instructions if isinstance(ins, Apply)
+                           for a in ins.actions)
         for ins in f.instructions:
             if isinstance(ins, Goto) and ins.table <= f.table:
                 raise FlowRejected(f"{self.name}: goto_table must go forward: "
                                    f"{f.ofctl(self.names)}")
+            if isinstance(ins, Goto) and recirculates:
+                raise FlowRejected(f"{self.name}: ct(table=...) and goto_table fork the "
+                                   f"packet in two: {f.ofctl(self.names)}")
             for action in (ins.actions if isinstance(ins, Apply) else ()):
                 if isinstance(action, SetField):
                     _require_prerequisites(action.field, match, f, "set_field")
@@ -191,8 +263,10 @@ class FakeSwitch:
         packet = {k: v for k, v in headers.items() if k != "in_port"}
         metadata, table, hit = 0, 0, []
         outputs, packet_ins = [], []
+        ct = UNTRACKED
+        recirculations = 0
         while True:
-            flow = self._lookup(table, packet, in_port, metadata)
+            flow = self._lookup(table, packet, in_port, metadata, ct)
             if flow is None:
                 break  # table miss: drop
             hit.append(flow)
@@ -200,6 +274,18 @@ class FakeSwitch:
             for ins in flow.instructions:
                 if isinstance(ins, Apply):
                     for action in ins.actions:
+                        if isinstance(action, CT):
+                            if action.commit:
+                                self.tracker.commit(action.zone, packet, action.mark)
+                            ct = UNTRACKED
+                            if action.table is not None:
+                                recirculations += 1
+                                if recirculations > MAX_RECIRCULATIONS:
+                                    raise ForwardingLoop(f"{self.name}: {packet} goes into the "
+                                                         f"connection tracker again and again")
+                                ct = self.tracker.state(action.zone, packet)
+                                goto = action.table
+                            continue
                         self._apply(action, packet, in_port, tuple(hit), outputs, packet_ins)
                 elif isinstance(ins, WriteMetadata):
                     metadata = (metadata & ~ins.mask & _ALL_ONES) | (ins.value & ins.mask)
@@ -235,7 +321,8 @@ class FakeSwitch:
         else:
             raise FlowRejected(f"{self.name}: unknown action {action!r}")
 
-    def _lookup(self, table: int, packet: Mapping, in_port: int, metadata: int) -> Optional[Flow]:
+    def _lookup(self, table: int, packet: Mapping, in_port: int, metadata: int,
+                ct: tuple = UNTRACKED) -> Optional[Flow]:
         key = (table, in_port, metadata)
         candidates = self._candidates.get(key)
         if candidates is None:
@@ -243,6 +330,7 @@ class FakeSwitch:
                           if e.in_port in (None, in_port) and e.metadata in (None, metadata)]
             self._candidates[key] = candidates
         view = _oxm_view(packet, metadata)
+        view["ct_state"], view["ct_zone"], view["ct_mark"] = ct
         winner = None
         for e in candidates:
             if winner is not None and e.flow.priority < winner.flow.priority:
@@ -376,9 +464,11 @@ class Trace:
 class HostSwitches:
     """Both bridges of a host and the inter-bridge link between them."""
 
-    def __init__(self, host: Host, switches: Mapping[str, FakeSwitch]):
+    def __init__(self, host: Host, switches: Mapping[str, FakeSwitch],
+                 tracker: Optional[Tracker] = None):
         self.host = host
         self.switches = dict(switches)
+        self.tracker = tracker if tracker is not None else Tracker()
         # (bridge, port) -> (bridge, port) at the far end of the inter-bridge
         # link, as configured; an end its switch does not have takes nothing in.
         self.link = {}
@@ -405,9 +495,25 @@ class HostSwitches:
                                           {name: sp.number for name, sp in live.items()})
         return cls(host, switches)
 
+    def commit(self, zone: int, packet: Mapping, mark: Optional[int] = None) -> None:
+        """A connection the tracker holds before any trace (a controller's decision)."""
+        self.tracker.commit(zone, packet, mark)
+
     def trace(self, bridge: str, headers: Mapping) -> Trace:
         """Every place the packet leaves a bridge, following the link."""
         egress, packet_ins = [], []
+        held = self.tracker.connections
+        trial = self.tracker.copy()  # what this trace commits, it forgets
+        for switch in self.switches.values():
+            switch.tracker = trial
+        try:
+            return self._trace(bridge, headers, egress, packet_ins)
+        finally:
+            for switch in self.switches.values():
+                switch.tracker = self.tracker
+            assert self.tracker.connections is held
+
+    def _trace(self, bridge: str, headers: Mapping, egress: list, packet_ins: list) -> Trace:
         pending = [(bridge, dict(headers), (), ())]  # ..., path, ports entered so far
         while pending:
             bridge, h, path, entered = pending.pop(0)

@@ -34,9 +34,11 @@ takes where the text leaves room, each in one place below:
     safe (N4). W1 is required only of privacy-classified ingress to the xray
     service, addressed to the xray client's MAC (what the mesh's ARP answer
     gives the host).
-  - The xray client's "replies to Netmaker-side peers" (N5, W3) are told
-    statelessly: from its service port, to the Netmaker ranges or another
-    node's subnet.
+  - The xray client's "replies to Netmaker-side peers" (N5, W3) are the reply
+    direction of a privacy connection: one a Netmaker-side peer opened to its
+    service and the product classified privacy (`privacy_connections`, the
+    connections the tracker holds). Anything else the xray client sends to the
+    Netmaker side, from whatever port, is not a reply.
   - N6: a frame is flooding traffic when its destination MAC is a group address
     or a unicast MAC no container or adapter of this host owns, or its IPv4
     destination is a broadcast or multicast address. It must not cross the
@@ -140,9 +142,12 @@ class Oracle:
     """The isolation policy of one host. `macs` are the MACs learned from the
     switch (packets.py): the adapters' are part of what W1 and W3 must carry."""
 
-    def __init__(self, host: Host, macs: Mapping[str, str], privacy_classified: bool = False):
+    def __init__(self, host: Host, macs: Mapping[str, str], privacy_classified: bool = False,
+                 privacy_connections: frozenset = frozenset()):
         self.host = host
         self.privacy_classified = privacy_classified
+        # (src, dst, proto, sport, dport) of the privacy connections Netmaker peers opened
+        self.privacy_connections = frozenset(privacy_connections)
         self.mesh, self.vmbr0 = host.mesh.name, host.privacy.name
         self._ports = {(b.name, p.name): p for b in host.bridges for p in b.ports}
         self.points = tuple(self._ports) + ((self.mesh, LOCAL), (self.vmbr0, LOCAL))
@@ -324,12 +329,15 @@ class Oracle:
         return not _in(address, self.not_internet)
 
     def _is_reply_to_netmaker_side(self, h: Mapping) -> bool:
-        """The xray client answering from its service port to a Netmaker-side
-        peer: the one thing N5 lets it send across the link."""
+        """The xray client answering a Netmaker-side peer's privacy connection to
+        its service: the one thing N5 lets it send across the link."""
         if h.get("dl_type") != ETH_IP or h.get("nw_src") != self.xray_address:
             return False
-        return (_in(h.get("nw_dst"), self.netmaker_side)
-                and any(_PROTO[s.protocol] == h.get("nw_proto") and h.get("tp_src") == s.port
+        proto = h.get("nw_proto")
+        ports = (h.get("tp_src", 0), h.get("tp_dst", 0)) if proto in (6, 17) else (0, 0)
+        opened = (h.get("nw_dst"), h.get("nw_src"), proto, ports[1], ports[0])
+        return (_in(h.get("nw_dst"), self.netmaker_side) and opened in self.privacy_connections
+                and any(_PROTO[s.protocol] == proto and ports[0] == s.port
                         for s in self.xray_services))
 
     # --- N6 -------------------------------------------------------------------------------

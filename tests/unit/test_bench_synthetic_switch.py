@@ -9,7 +9,7 @@ from bench import frames
 from bench import openflow as of
 from bench.synthetic import SyntheticSwitch, mesh_ports
 from controller import fastpath
-from controller.classifier import Classifier, Flow5, decision_flow, parse_ipv4
+from controller.classifier import MARKS, Classifier, Flow5, parse_ipv4
 from controller.pipeline import CLASSIFY, Purpose, Zone
 from topology.model import TrafficClass
 
@@ -134,11 +134,9 @@ def test_every_flow_has_its_own_source_and_port():
 def test_the_answers_of_socketnet_and_of_the_baseline_name_their_flow(seed_host):
     flow5 = Flow5.of("10.101.3.4", "10.0.0.102", "tcp", 4321, 8080)
     decision = Classifier(seed_host).decide(flow5)
-    socketnet = (fastpath.pack_flow_mod(1, decision_flow(flow5, decision,
-                                                         seed_host.classification))
-                 + fastpath.pack_packet_out(2, 1, bytes(
-                     frames.syn_frame(0, "02:fe:00:00:00:01", "02:00:0a:00:00:66",
-                                      "10.0.0.102", 8080))))
+    socketnet = fastpath.pack_commit(2, 1, bytes(
+        frames.syn_frame(0, "02:fe:00:00:00:01", "02:00:0a:00:00:66", "10.0.0.102", 8080)),
+        seed_host.classification.conntrack_zone, int(MARKS[decision.cls]))
     dp = _Datapath()
     baseline = parser.OFPFlowMod(dp, match=parser.OFPMatch(
         in_port=1, eth_type=0x0800, ip_proto=6, ipv4_src="10.101.3.4", ipv4_dst="10.0.0.102",
@@ -150,12 +148,10 @@ def test_the_answers_of_socketnet_and_of_the_baseline_name_their_flow(seed_host)
     reader = of.Reader()
     stream = socketnet + bytes(baseline.buf) + bytes(table_miss.buf)
     got = list(reader.feed(stream[:50])) + list(reader.feed(stream[50:]))
-    assert [t for t, _, _ in got] == [of.OFPT_FLOW_MOD, of.OFPT_PACKET_OUT, of.OFPT_FLOW_MOD,
-                                      of.OFPT_FLOW_MOD]
-    assert of.flow_mod_key(got[0][2]) == (flow5.src, 4321)
-    assert of.packet_out_key(got[1][2]) == frames.flow_source(0)
-    assert of.flow_mod_key(got[2][2]) == (flow5.src, 4321)
-    assert of.flow_mod_key(got[3][2]) is None
+    assert [t for t, _, _ in got] == [of.OFPT_PACKET_OUT, of.OFPT_FLOW_MOD, of.OFPT_FLOW_MOD]
+    assert of.packet_out_key(got[0][2]) == frames.flow_source(0)
+    assert of.flow_mod_key(got[1][2]) == (flow5.src, 4321)
+    assert of.flow_mod_key(got[2][2]) is None
 
 
 @pytest.mark.parametrize("length", [0, 4, 7])

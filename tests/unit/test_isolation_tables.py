@@ -34,7 +34,7 @@ from controller.flow import (ETH_TYPE_ARP, ETH_TYPE_IP, OFPP_IN_PORT, OFPP_LOCAL
 from controller.pipeline import CLASSIFY, PACKET_IN_METER, TABLES, Purpose
 from topology.model import Host, Role
 
-from tests.isolation.decisions import decisions, refused_by_config
+from tests.isolation.decisions import decisions, privacy_connections, refused_by_config
 from tests.isolation.fake_switch import (OFPP_ALL, OFPP_FLOOD, OFPP_NORMAL, AmbiguousMatch,
                                          FakeSwitch, FlowRejected, HostSwitches, live_ports,
                                          port_numbers, switch_macs)
@@ -53,11 +53,13 @@ SHOWN = 8  # violations spelled out per failure; the rest are counted
 class Scenario:
     id: str
     absent: Callable  # host -> names of the ports the switches do not have
-    classified: bool = False  # the classifier's privacy decisions installed on mesh (W1)
+    classified: bool = False  # the classifier's privacy decisions in the tracker (W1)
 
     def switches(self, host: Host, macs: dict) -> HostSwitches:
-        extra = {host.mesh.name: decisions(host, macs, privacy=self.classified)}
-        return HostSwitches.compile(host, macs, self.absent(host), extra)
+        switches = HostSwitches.compile(host, macs, self.absent(host))
+        for zone, headers, mark in decisions(host, macs, privacy=self.classified):
+            switches.commit(zone, headers, mark)
+        return switches
 
 
 def _names(*ports) -> tuple:
@@ -95,7 +97,10 @@ class SeedTables:
         self.host = host
         self.macs = switch_macs(host)
         self.packets = matrix(host, self.macs)
-        self.oracles = {c: Oracle(host, self.macs, privacy_classified=c) for c in (False, True)}
+        self.oracles = {c: Oracle(host, self.macs, privacy_classified=c,
+                                  privacy_connections=privacy_connections(
+                                      decisions(host, self.macs, privacy=c)))
+                        for c in (False, True)}
         self._judged = {c: {} for c in self.oracles}  # classified -> ingress -> [(p, v)]
         for c, oracle in self.oracles.items():
             for p in self.packets:
@@ -297,20 +302,31 @@ def _holds_flooding_address(prefix: str, oracle: Oracle) -> bool:
     return any(ipaddress.ip_address(b) in net for b in oracle.broadcasts)
 
 
-def test_every_table_ends_in_a_drop_or_the_metered_classifier(bridge_flows, seed_host):
+def test_every_table_ends_in_a_drop_and_only_undecided_connections_reach_the_controller(
+        bridge_flows, seed_host):
     """N7: with fail_mode=secure and no NORMAL, a table miss must be a drop, so
-    every table holds a priority-0 catch-all without actions; except mesh's
-    classify table, whose miss goes to the controller through the packet-in meter
-    (and is dropped by the switch while no controller is connected)."""
+    every table holds a priority-0 catch-all without actions. Only mesh's
+    classify table sends anything to the controller: connections of its own zone
+    with no decision (ct_mark 0), not invalid, and always through a packet-in meter."""
     bridge, flows, names = bridge_flows
     for table in TABLES:
         misses = [f for f in flows if f.table == table.id and f.priority == 0 and not f.match]
-        if bridge.name == seed_host.mesh.name and table is CLASSIFY:
-            expected = [(Meter(PACKET_IN_METER), Apply((Controller(),)))]
-        else:
-            expected = [()]
-        assert [f.instructions for f in misses] == expected, \
+        assert [f.instructions for f in misses] == [()], \
             f"{bridge.name} table {table.id} ({table.name}) misses wrongly"
+    zone = seed_host.classification.conntrack_zone
+    to_controller = [f for f in flows if any(
+        isinstance(a, Controller) for i in f.instructions if isinstance(i, Apply)
+        for a in i.actions)]
+    if bridge.name != seed_host.mesh.name:
+        assert not to_controller
+        return
+    assert to_controller
+    for f in to_controller:
+        match = f.match_dict
+        assert f.table == CLASSIFY.id, f
+        assert (match["ct_zone"], match["ct_mark"]) == (zone, 0), f
+        assert match["ct_state"] == (0x20, 0x30), f  # +trk-inv
+        assert isinstance(f.instructions[0], Meter), f
 
 
 def test_open_vswitch_would_accept_every_flow(seed, seed_host):
@@ -413,8 +429,10 @@ def test_a_broken_pipeline_is_caught_with_the_rule_it_breaks(seed, seed_host, ed
 
 def test_a_lost_mac_rewrite_is_caught_as_a_missing_w3(seed, seed_host):
     switches = _broken_switches(seed_host, seed.macs, no_mac_rewrites_on_mesh)
+    for zone, headers, mark in decisions(seed_host, seed.macs, privacy=True):
+        switches.commit(zone, headers, mark)  # W3 is the reply of a privacy connection
     found = {rule for point in ingress_points(seed_host)
-             for f in missing_deliveries(switches, seed.judged(point, False)) for rule in f.rules}
+             for f in missing_deliveries(switches, seed.judged(point, True)) for rule in f.rules}
     assert "W3" in found
 
 

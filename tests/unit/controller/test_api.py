@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from controller.api import Api, ApiError, FlowStat, ROUTES, openapi, parse_entry
-from controller.classifier import Classifier, Flow5, decision_flow
+from controller.api import Api, ApiError, FlowStat, ROUTES, openapi
+from controller.conntrack import Connection
 from controller.compiler import SwitchPort, compile_bridge
 from controller.pipeline import Purpose
 from controller.switches import Runtime
@@ -25,7 +25,8 @@ def ports_of(bridge, base):
 
 
 class FakeBackend:
-    """Holds each bridge's compiled flows plus cached decisions, as a switch would."""
+    """Holds each bridge's compiled flows, and the mesh zone's connections, as a
+    switch and its connection tracker would."""
 
     def __init__(self, runtime):
         self.runtime = runtime
@@ -36,12 +37,15 @@ class FakeBackend:
         host = runtime.host
         for dpid, state in runtime.switches.items():
             self.tables[dpid] = list(compile_bridge(host, state.bridge, state.ports))
-        classifier = Classifier(host)
-        for f5 in (Flow5.of("10.101.0.5", "10.0.0.102", "tcp", 40000, 8080),
-                   Flow5.of("10.101.0.6", "10.1.0.200", "icmp"),
-                   Flow5.of("10.101.0.7", "10.0.0.100", "udp", 5, 53)):
-            self.tables[MESH_DPID].append(decision_flow(f5, classifier.decide(f5),
-                                                        host.classification))
+        self.held = [
+            Connection("tcp", "10.101.0.5", "10.0.0.102", 40000, 8080, mark=1,
+                       state="ESTABLISHED", timeout=59),
+            Connection("icmp", "10.101.0.6", "10.1.0.200", icmp_id=7, mark=2, timeout=20),
+            Connection("udp", "10.101.0.7", "10.0.0.100", 5, 53, mark=3, timeout=30),
+            Connection("udp", "10.1.0.200", "10.101.0.9", 5353, 53, mark=4, timeout=30),
+        ]
+        self.flushed = []
+        self.zones = []
 
     def flow_stats(self, dpid):
         return [FlowStat(f, f.table, f.priority, f.cookie, 3, 300, 1.5)
@@ -56,12 +60,19 @@ class FakeBackend:
             return sorted(self.runtime.switches)
         return {str(dpid): []}
 
-    def delete_decisions(self, dpid, flows):
-        if flows is None:
-            flows = [f for f in self.tables[dpid] if f.cookie == Purpose.CLASSIFIED.cookie]
-        self.deleted.extend(flows)
-        self.tables[dpid] = [f for f in self.tables[dpid] if f not in flows]
-        return len(flows)
+    def connections(self, zone):
+        if self.unreachable:
+            raise ApiError(503, "cannot read the connection tracker: no control socket")
+        self.zones.append(zone)
+        return list(self.held)
+
+    def delete_connection(self, zone, connection):
+        self.deleted.append((zone, connection.id))
+        self.held = [c for c in self.held if c.id != connection.id]
+
+    def flush_connections(self, dpid, zone):
+        self.flushed.append((dpid, zone))
+        self.held = []
 
     def trace(self, bridge, flow):
         if self.unreachable:
@@ -210,35 +221,54 @@ def test_a_disconnected_switch_answers_503(api, runtime):
 # --- the cache ----------------------------------------------------------------------------
 
 
-def test_cache_lists_decisions_with_filters(api):
+def test_cache_lists_the_zones_connections_with_filters(api, runtime):
     status, doc = call(api, "GET", "/v1/cache")
-    assert status == 200 and doc["count"] == 3
+    zone = runtime.host.classification.conntrack_zone
+    assert status == 200 and doc["count"] == 4 and doc["zone"] == zone
+    assert api.fake.zones == [zone]
     ids = [e["id"] for e in doc["entries"]]
-    assert "tcp-10.101.0.5-40000-10.0.0.102-8080" in ids and "icmp-10.101.0.6-10.1.0.200" in ids
+    assert "tcp-10.101.0.5-40000-10.0.0.102-8080" in ids and "icmp-10.101.0.6-10.1.0.200-7" in ids
     privacy = call(api, "GET", "/v1/cache", query="class=privacy")[1]["entries"]
-    assert [e["dst"] for e in privacy] == ["10.0.0.102"]
+    assert [(e["dst"], e["state"], e["timeout"]) for e in privacy] == [
+        ("10.0.0.102", "ESTABLISHED", 59)]
+    replies = call(api, "GET", "/v1/cache", query="class=reply")[1]["entries"]
+    assert [e["src"] for e in replies] == ["10.1.0.200"]  # a management container's own
     assert call(api, "GET", "/v1/cache", query="src=10.101.0.6")[1]["count"] == 1
+    assert call(api, "GET", "/v1/cache", query="limit=1")[1]["entries"][0]["id"] == sorted(ids)[0]
     assert call(api, "GET", "/v1/cache", query="src=10.101.0.600")[0] == 400
 
 
-def test_deleting_one_entry_deletes_its_decision_flow(api):
+def test_without_the_control_socket_the_listing_is_503(api):
+    api.fake.unreachable = True
+    status, doc = call(api, "GET", "/v1/cache")
+    assert status == 503 and "connection tracker" in doc["error"]["message"]
+
+
+def test_deleting_one_entry_deletes_its_connection(api, runtime):
     status, doc = call(api, "DELETE", "/v1/cache/tcp-10.101.0.5-40000-10.0.0.102-8080")
-    assert status == 200
-    (flow,) = api.fake.deleted
-    assert flow.cookie == Purpose.CLASSIFIED.cookie and flow.match_dict["tcp_dst"] == 8080
+    assert status == 200 and doc["deleted"] == "tcp-10.101.0.5-40000-10.0.0.102-8080"
+    assert api.fake.deleted == [(runtime.host.classification.conntrack_zone,
+                                 "tcp-10.101.0.5-40000-10.0.0.102-8080")]
     assert call(api, "DELETE", "/v1/cache/tcp-10.101.0.5-40000-10.0.0.102-8080")[0] == 404
 
 
-def test_a_malformed_entry_is_400_and_an_unknown_one_404(api):
-    status, doc = call(api, "DELETE", "/v1/cache/not-an-entry-at-all")
+@pytest.mark.parametrize("entry", ["not-an-entry-at-all", "10.9.9.9-10.9.9.8",
+                                   "tcp-10.101.0.5-x-10.0.0.102-8080",
+                                   "tcp-10.101.0.5-1-10.0.0.102-70000", "icmp-10.101.0.6-1.2.3"])
+def test_a_malformed_entry_is_400_naming_it(api, entry):
+    status, doc = call(api, "DELETE", f"/v1/cache/{entry}")
     assert status == 400 and doc["error"]["field"] == "entry"
-    assert call(api, "DELETE", "/v1/cache/10.9.9.9-10.9.9.8")[0] == 404
-    assert parse_entry("icmp-10.101.0.6-10.1.0.200")["ip_proto"] == 1
+    assert entry in doc["error"]["message"]
 
 
-def test_flush_deletes_every_decision(api):
+def test_an_unknown_entry_is_404(api):
+    assert call(api, "DELETE", "/v1/cache/udp-10.9.9.9-1-10.9.9.8-2")[0] == 404
+
+
+def test_flush_empties_the_zone_by_openflow_and_says_how_many(api, runtime):
     status, doc = call(api, "DELETE", "/v1/cache")
-    assert status == 200 and doc["deleted"] == 3
+    assert status == 200 and doc["deleted"] == 4
+    assert api.fake.flushed == [(MESH_DPID, runtime.host.classification.conntrack_zone)]
     assert call(api, "GET", "/v1/cache")[1]["count"] == 0
 
 
@@ -249,7 +279,7 @@ def test_classify_says_privacy_for_the_xray_service(api):
     status, doc = call(api, "POST", "/v1/classify", {"src": "10.101.0.5", "dst": "10.0.0.102",
                                                       "proto": "tcp", "dport": 8080})
     assert status == 200 and doc["class"] == "privacy"
-    assert doc["rule"] and "tcp_dst" in doc["match"]
+    assert doc["rule"] and doc["mark"] == 1 and doc["commit"].startswith("ct(commit,")
 
 
 @pytest.mark.parametrize("body, field", [

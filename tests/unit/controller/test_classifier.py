@@ -15,15 +15,16 @@ from hypothesis import given, settings, strategies as st
 from netaddr import IPAddress, IPNetwork, IPSet
 
 from controller.classifier import (
-    P_DECISION, P_SOURCE_BLOCK, PROTOCOL_NUMBERS, Classifier, Decision, DecisionCache,
-    DropReason, EXPIRY_GRACE, Flow5, Verdict, address_int, cache_match, decision_flow,
-    parse_ipv4, seed_service_rules, source_block_flow,
+    CLASS_OF_MARK, MARKS, OFPP_TABLE, P_SOURCE_BLOCK, PROTOCOL_NUMBERS, RETRIES, RETRY_WINDOW,
+    Classifier, Decision, DecisionCache, DropReason, Flow5, Verdict, address_int,
+    commit_actions, parse_ipv4, seed_service_rules, source_block_flow,
 )
 from controller.cli import main
-from controller.flow import ETH_TYPE_IP, Flow, Goto, WriteMetadata
-from controller.pipeline import CLASSIFY, FORWARD, Purpose, Zone, check_flow
+from controller.compiler import P_CLASS
+from controller.flow import CT, ETH_TYPE_IP, Flow, Goto, Output, WriteMetadata
+from controller.pipeline import CLASSIFY, FORWARD, Mark, Purpose, Zone, check_flow
 from topology.config import load_host
-from topology.model import (Classification, ClassificationLimits, ClassRule, Granularity,
+from topology.model import (Classification, ClassificationLimits, ClassRule,
                             TrafficClass)
 
 SEED = Path(__file__).resolve().parents[3] / "examples" / "seed.yaml"
@@ -388,69 +389,46 @@ def test_no_rules_ever_send_privacy_or_management_where_they_cannot_go(rules, de
             assert flow.dst in mesh
 
 
-# --- the flows that cache decisions ----------------------------------------------
+# --- what the controller answers with ---------------------------------------------
 
 TCP_FLOW = Flow5.of(DROPLET, XRAY, "tcp", 40000, 8080)
 UDP_FLOW = Flow5.of(PEER, MCP, "udp", 5353, 53)
 ICMP_FLOW = Flow5.of(PEER, MCP, "icmp")
+ZONE = HOST.classification.conntrack_zone
 
 
-@pytest.mark.parametrize("flow, granularity, expected", [
-    (TCP_FLOW, Granularity.FIVE_TUPLE,
-     {"metadata": 2, "eth_type": 0x800, "ipv4_src": DROPLET, "ipv4_dst": XRAY, "ip_proto": 6,
-      "tcp_src": 40000, "tcp_dst": 8080}),
-    (UDP_FLOW, Granularity.FIVE_TUPLE,
-     {"metadata": 2, "eth_type": 0x800, "ipv4_src": PEER, "ipv4_dst": MCP, "ip_proto": 17,
-      "udp_src": 5353, "udp_dst": 53}),
-    (ICMP_FLOW, Granularity.FIVE_TUPLE,
-     {"metadata": 2, "eth_type": 0x800, "ipv4_src": PEER, "ipv4_dst": MCP, "ip_proto": 1}),
-    (TCP_FLOW, Granularity.HOST_PAIR,
-     {"metadata": 2, "eth_type": 0x800, "ipv4_src": DROPLET, "ipv4_dst": XRAY}),
-])
-def test_cache_match_at_each_granularity(flow, granularity, expected):
-    assert cache_match(flow, granularity) == expected
+@pytest.mark.parametrize("cls, mark", [(PRIVACY, Mark.PRIVACY), (MANAGEMENT, Mark.MANAGEMENT),
+                                       (DROP, Mark.DROP)])
+def test_a_decision_commits_its_connection_with_its_class_mark(cls, mark):
+    actions = commit_actions(Decision(cls, "r"), ZONE)
+    assert actions[0] == CT(ZONE, commit=True, mark=int(mark))
+    # Sent on through table 0 (where the mark now carries it), unless dropped.
+    assert actions[1:] == (() if cls is DROP else (Output(OFPP_TABLE),))
 
 
-@pytest.mark.parametrize("cls, instructions", [
-    (PRIVACY, (WriteMetadata(int(Zone.PRIVACY_INGRESS)), Goto(FORWARD.id))),
-    (MANAGEMENT, (WriteMetadata(int(Zone.MANAGEMENT)), Goto(FORWARD.id))),
-    (DROP, ()),
-])
-@pytest.mark.parametrize("flow", [TCP_FLOW, UDP_FLOW, ICMP_FLOW], ids=str)
-@pytest.mark.parametrize("granularity", list(Granularity), ids=str)
-def test_decision_flow_is_the_canonical_table_1_flow(cls, instructions, flow, granularity):
-    classification = Classification(granularity=granularity, idle_timeout=30, hard_timeout=600)
-    made = decision_flow(flow, Decision(cls, "r"), classification)
-    assert made == Flow.make(CLASSIFY.id, P_DECISION, cache_match(flow, granularity),
-                             instructions, Purpose.CLASSIFIED.cookie, idle_timeout=30,
-                             hard_timeout=600, send_flow_removed=True)
-    assert check_flow(made) is made
+def test_every_class_has_its_own_mark_and_none_is_the_undecided_one():
+    assert len(set(MARKS.values())) == len(TrafficClass)
+    assert Mark.UNDECIDED not in MARKS.values() and Mark.OUTBOUND not in MARKS.values()
+    assert {CLASS_OF_MARK[int(m)] for m in MARKS.values()} == set(TrafficClass)
 
 
-def test_decision_flow_reads_as_an_ovs_ofctl_line():
-    flow = decision_flow(TCP_FLOW, Decision(PRIVACY, "droplet-to-xray"), HOST.classification)
-    assert flow.ofctl() == (
-        "cookie=0x534e000000000011, table=1, idle_timeout=60, hard_timeout=3600, send_flow_rem, "
-        "priority=200,tcp,metadata=0x2,nw_src=10.101.0.5,nw_dst=10.0.0.102,tp_src=40000,"
-        "tp_dst=8080 actions=write_metadata:0x3,goto_table:2")
-
-
-def test_source_block_flow_drops_a_source_above_every_cached_decision():
-    flow = source_block_flow(address_int(PEER), 30)
-    assert flow == source_block_flow(PEER, 30)
+def test_source_block_flow_drops_only_undecided_connections_of_a_source():
+    flow = source_block_flow(address_int(PEER), 30, ZONE)
+    assert flow == source_block_flow(PEER, 30, ZONE)
     assert check_flow(flow) is flow
-    assert flow.priority == P_SOURCE_BLOCK > P_DECISION
+    assert flow.priority == P_SOURCE_BLOCK > P_CLASS
     assert (flow.table, flow.instructions, flow.hard_timeout, flow.idle_timeout) == (
         CLASSIFY.id, (), 30, 0)
-    assert flow.match_dict == {"metadata": 2, "eth_type": 0x800, "ipv4_src": PEER}
+    assert flow.match_dict == {"metadata": 2, "ct_zone": ZONE, "ct_mark": 0,
+                               "eth_type": 0x800, "ipv4_src": PEER}
     assert flow.cookie == Purpose.BLOCKED.cookie
 
 
-# --- the cache -------------------------------------------------------------------
+# --- the decisions a source holds ------------------------------------------------
 
 
-def cache(granularity=Granularity.FIVE_TUPLE, hard_timeout=3600, **limits):
-    return DecisionCache(Classification(granularity=granularity, hard_timeout=hard_timeout,
+def cache(idle_timeout=60, **limits):
+    return DecisionCache(Classification(idle_timeout=idle_timeout,
                                         limits=ClassificationLimits(**limits)))
 
 
@@ -463,7 +441,18 @@ def test_admit_counts_a_new_decision_once_and_a_repeat_as_pending():
     assert c.admit(tcp(), 0.0) is Verdict.ADMITTED
     assert c.admit(tcp(), 0.1) is Verdict.PENDING
     assert Verdict.ADMITTED.admitted and Verdict.PENDING.admitted
-    assert len(c) == 1 and c.cached_for(address_int(PEER)) == 1
+    assert len(c) == 1 and c.cached_for(address_int(PEER)) == 1 and list(c) == [tcp()]
+
+
+def test_a_connection_that_keeps_coming_back_is_not_held_and_is_dropped():
+    """A commit the tracker does not keep (a full zone on the userspace datapath
+    skips it silently) would send the packet round and round through the meter."""
+    c = cache()
+    c.admit(tcp(), 0.0)
+    assert [c.admit(tcp(), 0.1 * i) for i in range(1, RETRIES + 1)] == [Verdict.PENDING] * RETRIES
+    assert c.admit(tcp(), 0.5) is Verdict.NOT_HELD and not Verdict.NOT_HELD.admitted
+    assert c.drops["not-held"] == 1
+    assert c.admit(tcp(), 0.5 + RETRY_WINDOW) is Verdict.PENDING  # a new window
 
 
 def test_a_source_over_its_cap_is_blocked_for_the_configured_seconds():
@@ -475,7 +464,7 @@ def test_a_source_over_its_cap_is_blocked_for_the_configured_seconds():
     assert c.admit(tcp(sport=4), 30.9) is Verdict.SOURCE_BLOCKED
     assert not Verdict.SOURCE_BLOCKED.admitted and not Verdict.SOURCE_OVER_CAP.admitted
     assert c.admit(tcp(src=DROPLET), 2.0) is Verdict.ADMITTED  # other sources go on
-    c.removed(cache_match(tcp(sport=1), Granularity.FIVE_TUPLE))
+    assert c.forget(tcp(sport=1))
     assert c.admit(tcp(sport=4), 31.0) is Verdict.ADMITTED
     assert c.drops["source-cap"] == 1 and c.drops["source-blocked"] == 1
 
@@ -492,14 +481,13 @@ def test_the_total_cap_refuses_new_decisions_of_any_source():
     assert c.admit(tcp(src=PEER), 0.0) is Verdict.ADMITTED
     assert c.admit(tcp(src=DROPLET), 0.0) is Verdict.ADMITTED
     assert c.admit(tcp(src="10.101.0.6"), 0.0) is Verdict.TOTAL_OVER_CAP
-    assert c.admit(tcp(src=PEER), 0.0) is Verdict.PENDING  # known ones still go on
+    assert c.admit(tcp(src=PEER), 0.0) is Verdict.PENDING  # decided ones still go on
     assert c.drops["total-cap"] == 1
     assert not c.blocked(address_int("10.101.0.6"), 0.0)
 
 
 def test_sources_not_known_share_cached_unknown_and_known_ones_go_on():
-    """A flood of random sources fills its share of the switch and no more: each
-    decision is a timed flow Open vSwitch walks after every change."""
+    """A flood of random sources takes its share of the decisions and no more."""
     known = IPSet([DROPLET + "/32"])
     c = DecisionCache(Classification(limits=ClassificationLimits(cached_unknown=2)), known)
     assert c.admit(tcp(src="10.101.7.1"), 0.0) is Verdict.ADMITTED
@@ -510,77 +498,44 @@ def test_sources_not_known_share_cached_unknown_and_known_ones_go_on():
         Verdict.ADMITTED] * 3
     assert c.unknown == 2 and len(c) == 5 and c.drops["unknown-cap"] == 1
     assert not c.blocked(address_int("10.101.7.3"), 0.0)  # dropped, not blocked
-    assert c.removed(cache_match(tcp(src="10.101.7.1"), Granularity.FIVE_TUPLE))
-    assert c.removed(cache_match(tcp(src=DROPLET, sport=1), Granularity.FIVE_TUPLE))
+    assert c.forget(tcp(src="10.101.7.1")) and c.forget(tcp(src=DROPLET, sport=1))
+    assert not c.forget(tcp(src=DROPLET, sport=1))
     assert c.unknown == 1
     assert c.admit(tcp(src="10.101.7.3"), 1.0) is Verdict.ADMITTED
 
 
-def test_the_unknown_count_follows_resync_expiry_and_a_new_known_set():
-    classification = Classification(hard_timeout=10, limits=ClassificationLimits(
+def test_a_decision_counts_for_idle_timeout_and_then_is_forgotten():
+    c = cache(idle_timeout=100, cached_per_source=5, over_limit_seconds=10)
+    c.admit(tcp(sport=1), 0.0)
+    c.admit(tcp(sport=2), 50.0)
+    assert c.expire(100.0) == 0
+    assert c.expire(100.1) == 1
+    assert len(c) == 1 and c.cached_for(address_int(PEER)) == 1
+    assert c.expire(1000.0) == 1 and len(c) == 0
+
+
+def test_the_unknown_count_follows_expiry_and_a_new_known_set():
+    classification = Classification(idle_timeout=10, limits=ClassificationLimits(
         cached_unknown=3))
     c = DecisionCache(classification, IPSet([DROPLET + "/32"]))
-    c.resync([cache_match(tcp(src=s), Granularity.FIVE_TUPLE)
-              for s in ("10.101.7.1", "10.101.7.2", DROPLET)], 0.0)
+    for s in ("10.101.7.1", "10.101.7.2", DROPLET):
+        c.admit(tcp(src=s), 0.0)
     assert c.unknown == 2 and len(c) == 3
     c.reconfigure(classification, IPSet(["10.101.7.0/24"]))  # a reload names them
     assert c.unknown == 1
-    assert c.expire(10 + 11.0) == 3 and c.unknown == 0 and len(c) == 0
+    assert c.expire(10.1) == 3 and c.unknown == 0 and len(c) == 0
 
 
-def test_a_reload_brings_its_granularity_and_hard_timeout_to_the_cache():
-    c = cache()
+def test_a_reload_brings_its_idle_timeout_and_a_flush_forgets_everything():
+    c = cache(idle_timeout=60)
     c.admit(tcp(sport=1), 0.0)
-    c.reconfigure(Classification(granularity=Granularity.HOST_PAIR, hard_timeout=5), None)
-    assert c.admit(tcp(sport=2), 1.0) is Verdict.ADMITTED
-    assert c.admit(tcp(sport=3), 1.0) is Verdict.PENDING  # one decision per pair now
-    assert c.removed(cache_match(tcp(sport=2), Granularity.HOST_PAIR))
-    assert c.removed(cache_match(tcp(sport=1), Granularity.FIVE_TUPLE))  # the old one
-    assert len(c) == 0
-    c.admit(tcp(sport=4), 2.0)
-    assert c.expire(2.0 + 5 + EXPIRY_GRACE + 0.1) == 1
-
-
-def test_flow_removed_frees_the_decision_by_its_match():
-    c = cache()
-    c.admit(tcp(sport=1), 0.0)
-    c.admit(tcp(sport=2), 0.0)
-    assert c.removed(cache_match(tcp(sport=1), Granularity.FIVE_TUPLE))
-    assert not c.removed(cache_match(tcp(sport=1), Granularity.FIVE_TUPLE))
-    assert len(c) == 1 and c.cached_for(address_int(PEER)) == 1
-    assert c.removed(cache_match(tcp(sport=2), Granularity.FIVE_TUPLE))
-    assert len(c) == 0 and c.cached_for(address_int(PEER)) == 0
-
-
-@pytest.mark.parametrize("match", [
-    {},
-    source_block_flow(PEER, 30).match_dict,
-    {"ipv4_src": "10.0.0.0/8", "ipv4_dst": XRAY},
-    {"ipv4_src": "nonsense", "ipv4_dst": XRAY},
-    {"ipv4_src": PEER, "ipv4_dst": XRAY, "ip_proto": 6},  # tcp without ports
-])
-def test_flow_removed_of_anything_else_is_ignored(match):
-    c = cache()
-    c.admit(tcp(), 0.0)
-    assert not c.removed(match)
-    assert len(c) == 1
-
-
-def test_icmp_and_udp_decisions_are_freed_by_their_matches():
-    c = cache()
-    for flow in (ICMP_FLOW, UDP_FLOW, Flow5(1, 2, GRE)):
-        c.admit(flow, 0.0)
-        assert c.removed(cache_match(flow, Granularity.FIVE_TUPLE))
-    assert len(c) == 0
-
-
-def test_host_pair_decisions_cover_every_flow_between_two_addresses():
-    c = cache(granularity=Granularity.HOST_PAIR)
-    assert c.admit(tcp(sport=1), 0.0) is Verdict.ADMITTED
-    assert c.admit(tcp(sport=2), 0.0) is Verdict.PENDING
-    assert c.admit(Flow5.of(PEER, XRAY, "icmp"), 0.0) is Verdict.PENDING
-    assert c.removed(cache_match(tcp(sport=3), Granularity.HOST_PAIR))
-    assert len(c) == 0
+    c.reconfigure(Classification(idle_timeout=5), None)
+    assert c.expire(5.1) == 1
+    c.admit(tcp(sport=2), 10.0)
+    c.admit(tcp(sport=3, src=DROPLET), 10.0)
+    c.clear()
+    assert len(c) == 0 and c.cached_for(address_int(PEER)) == 0 and c.unknown == 0
+    assert c.admit(tcp(sport=2), 11.0) is Verdict.ADMITTED
 
 
 def test_every_drop_reason_has_a_counter_from_the_start():
@@ -591,42 +546,13 @@ def test_every_drop_reason_has_a_counter_from_the_start():
     assert c.drops["unparsable"] == 1 and c.drops["unroutable"] == 1
 
 
-def test_expire_forgets_decisions_past_their_hard_timeout_whose_removal_was_lost():
-    c = cache(hard_timeout=100, cached_per_source=5, over_limit_seconds=10)
-    c.admit(tcp(sport=1), 0.0)
-    c.admit(tcp(sport=2), 50.0)
-    assert c.expire(100.0 + EXPIRY_GRACE) == 0
-    assert c.expire(100.0 + EXPIRY_GRACE + 1) == 1
-    assert len(c) == 1 and c.cached_for(address_int(PEER)) == 1
-    assert c.expire(1000.0) == 1 and len(c) == 0
-
-
-def test_a_pending_repeat_renews_the_decisions_expiry():
-    c = cache(hard_timeout=100)
-    c.admit(tcp(sport=1), 0.0)
-    c.admit(tcp(sport=2), 10.0)
-    c.admit(tcp(sport=1), 50.0)  # installed again
-    assert c.expire(10.0 + 100 + EXPIRY_GRACE + 1) == 1  # sport=2 only
-    assert c.admit(tcp(sport=1), 121.0) is Verdict.PENDING
-    assert c.admit(tcp(sport=2), 121.0) is Verdict.ADMITTED
-
-
-def test_without_a_hard_timeout_nothing_expires_by_age_but_blocks_end():
-    c = cache(hard_timeout=0, cached_per_source=1, over_limit_seconds=5)
+def test_blocks_end_on_expiry():
+    c = cache(cached_per_source=1, over_limit_seconds=5)
     c.admit(tcp(sport=1), 0.0)
     c.admit(tcp(sport=2), 0.0)
-    assert c.expire(10**9) == 0 and len(c) == 1
-    assert not c.blocked(address_int(PEER), 10**9)
-
-
-def test_resync_counts_exactly_the_decisions_the_switch_holds():
-    c = cache()
-    c.admit(tcp(sport=1), 0.0)
-    held = [cache_match(tcp(sport=p, src=s), Granularity.FIVE_TUPLE)
-            for p, s in ((2, PEER), (3, PEER), (2, DROPLET))]
-    c.resync(held + [source_block_flow(PEER, 30).match_dict], 5.0)
-    assert len(c) == 3 and c.cached_for(address_int(PEER)) == 2
-    assert c.admit(tcp(sport=1), 6.0) is Verdict.ADMITTED
+    assert c.blocked(address_int(PEER), 1.0)
+    c.expire(6.0)
+    assert not c.blocked(address_int(PEER), 6.0)
 
 
 # --- purity ----------------------------------------------------------------------
@@ -645,15 +571,16 @@ def classify(*args):
     return CliRunner().invoke(main, ["classify", "-c", str(SEED), *args])
 
 
-def test_classify_prints_class_rule_and_the_flow_that_caches_it():
+def test_classify_prints_class_rule_the_commit_and_the_path():
     result = classify("--src", DROPLET, "--dst", XRAY, "--proto", "tcp", "--sport", "40000",
                       "--dport", "8080")
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
         "tcp 10.101.0.5:40000 -> 10.0.0.102:8080: privacy",
         "  decided by: droplet-to-xray",
-        "  cached as:  " + decision_flow(TCP_FLOW, Decision(PRIVACY, "droplet-to-xray"),
-                                         HOST.classification).ofctl(),
+        f"  committed:  ct(commit,zone={ZONE},exec(set_field:0x1->ct_mark)),TABLE (ct_mark 1)",
+        "  then:       table 1 tags it privacy ingress and sends it to table 2 (forward), "
+        "with every later packet of the connection",
     ]
 
 
@@ -665,13 +592,14 @@ def test_classify_says_why_a_decision_is_unroutable():
             "only from a Netmaker peer") in result.output
 
 
-def test_classify_json_has_class_rule_match_and_flow():
+def test_classify_json_has_class_rule_mark_and_commit():
     result = classify("--src", PEER, "--dst", XRAY, "--proto", "icmp", "--json")
     assert result.exit_code == 0
     doc = json.loads(result.output)
     assert doc["class"] == "drop" and doc["rule"] == "default" and doc["overruled"] is None
-    assert doc["match"] == cache_match(Flow5.of(PEER, XRAY, "icmp"), Granularity.FIVE_TUPLE)
-    assert doc["flow"].endswith("actions=drop")
+    assert doc["mark"] == int(Mark.DROP)
+    assert doc["commit"] == f"ct(commit,zone={ZONE},exec(set_field:0x3->ct_mark))"
+    assert doc["path"].startswith("dropped in table 1")
 
 
 @pytest.mark.parametrize("args, option, words", [

@@ -11,12 +11,11 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 from os_ken.lib.packet import ethernet, ipv4, packet, tcp
 
 from controller import fastpath, ofmsg
-from controller.classifier import (Classifier, Decision, Flow5, decision_flow, parse_ipv4,
-                                   source_block_flow)
+from controller.classifier import (MARKS, Classifier, Decision, commit_actions, parse_ipv4)
 from controller.flow import (ETH_TYPE_IP, Apply, Flow, FlowError, Goto, Meter, Output,
                              WriteMetadata)
 from controller.pipeline import CLASSIFY, FORWARD, Purpose, Zone
-from topology.model import Classification, Granularity, TrafficClass
+from topology.model import TrafficClass
 
 
 class _Datapath:
@@ -70,22 +69,34 @@ def test_os_ken_writes_an_output_action_with_max_len_ofpcml_max_by_default():
 _CLASSES = list(TrafficClass)
 
 
+def osken_commit(xid: int, in_port: int, data: bytes, decision, zone: int) -> bytes:
+    """The packet-out of a decision as os-ken builds it from commit_actions."""
+    actions = [ofmsg._action(a) for a in commit_actions(decision, zone)]
+    msg = parser.OFPPacketOut(_Datapath(), buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
+                              actions=actions, data=data)
+    msg.set_xid(xid)
+    msg.serialize()
+    return bytes(msg.buf)
+
+
 @pytest.mark.parametrize("cls", _CLASSES, ids=str)
-@pytest.mark.parametrize("packet", [
-    Flow5.of("10.101.0.5", "10.0.0.102", "tcp", 40000, 8080),
-    Flow5.of("100.64.0.9", "10.1.0.200", "udp", 5353, 53),
-    Flow5.of("100.64.0.9", "10.1.0.200", "icmp"),
-    Flow5(1, 2, 47),
-], ids=str)
-@pytest.mark.parametrize("granularity", list(Granularity), ids=str)
-def test_decision_flows_pack_as_os_ken_serialises_them(cls, packet, granularity):
-    flow = decision_flow(packet, Decision(cls, "r"), Classification(granularity=granularity))
-    assert fastpath.pack_flow_mod(0x12345678, flow) == osken_flow_mod(0x12345678, flow)
+@given(xid=st.integers(0, 2**32 - 1), in_port=st.integers(1, 0xFFFFFF00),
+       zone=st.integers(1, 0xFFFF), data=st.binary(min_size=14, max_size=1500))
+@settings(max_examples=60, deadline=None)
+def test_the_commit_packs_as_os_ken_serialises_the_decisions_actions(cls, xid, in_port, zone,
+                                                                      data):
+    decision = Decision(cls, "r")
+    assert fastpath.pack_commit(xid, in_port, data, zone, int(MARKS[cls]),
+                                send_on=cls is not TrafficClass.DROP) == \
+        osken_commit(xid, in_port, data, decision, zone)
 
 
-def test_source_block_flow_packs_as_os_ken_serialises_it():
-    flow = source_block_flow("10.101.0.5", 30)
-    assert fastpath.pack_flow_mod(1, flow) == osken_flow_mod(1, flow)
+def test_the_commits_actions_decode_back_to_the_decisions():
+    raw = fastpath.pack_commit(5, 3, syn(), 21326, 1)
+    ct = parser.OFPAction.parser(raw, 24)
+    output = parser.OFPAction.parser(raw, 24 + ct.len)
+    assert (ofmsg._decode_action(ct), ofmsg._decode_action(output)) == commit_actions(
+        Decision(TrafficClass.PRIVACY, "r"), 21326)
 
 
 _u32 = st.integers(0, 2**32 - 1)
@@ -161,7 +172,9 @@ def test_what_fastpath_does_not_encode_is_a_flow_error(flow, words):
 
 def test_an_unknown_flow_mod_command_is_a_flow_error():
     with pytest.raises(FlowError, match="command 1"):
-        fastpath.pack_flow_mod(1, source_block_flow("10.0.0.1", 1), ofp.OFPFC_MODIFY)
+        fastpath.pack_flow_mod(1, Flow.make(CLASSIFY.id, 1, {"ipv4_src": "10.0.0.1",
+                                                             "eth_type": ETH_TYPE_IP}),
+                               ofp.OFPFC_MODIFY)
 
 
 # --- PacketOut and barrier -------------------------------------------------------------
@@ -208,9 +221,10 @@ def test_a_packet_in_frame_becomes_the_messages_os_ken_would_send(seed_host):
     data = syn(src="10.101.0.5", dst="10.0.0.102", sport=40000, dport=8080)
     key = parse_ipv4(data)
     decision = Classifier(seed_host).decide(key)
-    flow = decision_flow(key, decision, seed_host.classification)
+    zone = seed_host.classification.conntrack_zone
     assert decision == Decision(TrafficClass.PRIVACY, "droplet-to-xray")
-    assert fastpath.pack_flow_mod(7, flow) == osken_flow_mod(7, flow)
+    assert fastpath.pack_commit(8, 1, data, zone, int(MARKS[decision.cls])) == \
+        osken_commit(8, 1, data, decision, zone)
     assert fastpath.pack_packet_out(8, 1, data) == osken_packet_out(8, 1, data)
 
 
@@ -245,28 +259,3 @@ def test_packet_ins_read_with_struct_equal_os_kens_parse(in_port, metadata, mask
     for field in ("buffer_id", "total_len", "reason", "table_id", "cookie", "data"):
         assert getattr(ours, field) == getattr(theirs, field), field
     assert ours.match.items() == theirs.match.items()
-
-
-# --- cached decisions from templates ------------------------------------------------------
-
-@given(src=st.integers(0, 2**32 - 1), dst=st.integers(0, 2**32 - 1),
-       proto=st.sampled_from([1, 6, 17]), sport=st.integers(0, 65535),
-       dport=st.integers(0, 65535), cls=st.sampled_from(["privacy", "management", "drop"]),
-       granularity=st.sampled_from(["5-tuple", "host-pair"]), xid=st.integers(0, 2**32 - 1))
-@settings(max_examples=300, deadline=None)
-def test_decision_templates_pack_the_same_bytes_as_pack_flow_mod(src, dst, proto, sport, dport,
-                                                                  cls, granularity, xid):
-    from controller.classifier import Decision, Flow5, decision_flow
-    from controller.fastpath import DecisionPacker, pack_flow_mod
-    from topology.model import Classification, Granularity, TrafficClass
-
-    classification = Classification(granularity=Granularity(granularity))
-    packer = DecisionPacker(classification)
-    ported = proto in (6, 17)
-    # The template is made from one flow and then used for another of its kind.
-    first = Flow5(dst ^ 0xFFFF, src ^ 0xFF, proto, 1 if ported else 0, 2 if ported else 0)
-    decision = Decision(TrafficClass(cls), "rule")
-    packer.pack(1, first, decision)
-    flow5 = Flow5(src, dst, proto, sport if ported else 0, dport if ported else 0)
-    assert packer.pack(xid, flow5, decision) == \
-        pack_flow_mod(xid, decision_flow(flow5, decision, classification))

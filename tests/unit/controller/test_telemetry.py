@@ -2,12 +2,8 @@
 import random
 
 import pytest
-from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from controller.classifier import Decision, Flow5, cache_key, decision_flow, key_of_match
-from controller.pipeline import Zone
-from controller.telemetry import Buckets, Totals, class_of
-from topology.model import Classification, Granularity, TrafficClass
+from controller.telemetry import Buckets, Totals
 
 
 def test_buckets_are_cumulative_and_end_with_inf():
@@ -108,38 +104,3 @@ def test_a_removal_seen_before_any_poll_still_counts():
     totals.removed(7, 700)
     totals.observe(0, 0)
     assert totals.packets == 7
-
-
-@pytest.mark.parametrize("cls, zone", [(TrafficClass.PRIVACY, Zone.PRIVACY_INGRESS),
-                                       (TrafficClass.MANAGEMENT, Zone.MANAGEMENT)])
-def test_class_of_a_decision_reads_its_zone(cls, zone):
-    flow = decision_flow(Flow5.of("10.101.0.5", "10.1.0.200", "tcp", 40000, 9573),
-                         Decision(cls, "r"), Classification())
-    (write, _) = flow.instructions
-    assert write.value == int(zone)
-    assert class_of(write.value) is cls
-
-
-def test_a_decision_without_write_metadata_is_a_drop_and_an_unknown_zone_nothing():
-    assert class_of(None) is TrafficClass.DROP
-    assert class_of(int(Zone.WARP)) is None
-
-
-@pytest.mark.parametrize("granularity", list(Granularity))
-@pytest.mark.parametrize("proto, sport, dport", [("tcp", 40000, 9573), ("udp", 5, 53),
-                                                 ("icmp", 0, 0)])
-def test_a_flow_removed_match_gives_back_the_key_the_classifier_remembers(
-        proto, sport, dport, granularity):
-    """apps/classifier.py remembers a decision's class by its cache key; the
-    metrics app looks it up with the match of the flow-removed, as parsed by os-ken."""
-    packet = Flow5.of("10.101.0.5", "10.1.0.200", proto, sport, dport)
-    flow = decision_flow(packet, Decision(TrafficClass.MANAGEMENT, "r"),
-                         Classification(granularity=granularity))
-    buf = bytearray()
-    parser.OFPMatch(**dict(flow.match)).serialize(buf, 0)
-    parsed = parser.OFPMatch.parser(bytes(buf), 0)
-    assert key_of_match(dict(parsed.items())) == cache_key(packet, granularity)
-
-
-def test_a_match_that_is_no_decision_has_no_key():
-    assert key_of_match({"in_port": 3}) is None

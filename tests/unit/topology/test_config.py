@@ -11,7 +11,7 @@ from netaddr import IPAddress, IPNetwork, IPSet
 from topology.config import (
     ABSENT, CheckResult, ConfigError, ConfigIssue, check, check_file, derived_mac, load_host,
 )
-from topology.model import (Classification, ClassificationLimits, ClassRule, Granularity, Kind,
+from topology.model import (Classification, ClassificationLimits, ClassRule, Kind,
                             Role, Settings, TrafficClass)
 
 SEED = Path(__file__).resolve().parents[3] / "examples" / "seed.yaml"
@@ -819,8 +819,8 @@ def classification(data) -> dict:
 
 def test_seed_classification_block_loads():
     c = load_host(SEED).classification
-    assert (c.default, c.granularity, c.idle_timeout, c.hard_timeout, c.seed_services) == (
-        TrafficClass.DROP, Granularity.FIVE_TUPLE, 60, 3600, True)
+    assert (c.default, c.idle_timeout, c.conntrack_zone, c.seed_services) == (
+        TrafficClass.DROP, 60, 21326, True)
     assert c.rules == (ClassRule("droplet-to-xray", TrafficClass.PRIVACY,
                                  IPSet(["10.101.0.5/32"]), IPSet(["10.0.0.102/32"]), "tcp",
                                  (), ((8080, 8080),)),)
@@ -831,16 +831,16 @@ def test_without_a_classification_block_the_defaults_apply(tmp_path, seed):
     del seed["socketnet"]["classification"]
     c = load_host(write(tmp_path, seed)).classification
     assert c == Classification()
-    assert (c.default, c.granularity, c.idle_timeout, c.hard_timeout, c.seed_services,
-            c.rules) == (TrafficClass.DROP, Granularity.FIVE_TUPLE, 60, 3600, True, ())
+    assert (c.default, c.idle_timeout, c.conntrack_zone, c.seed_services,
+            c.rules) == (TrafficClass.DROP, 60, 21326, True, ())
     assert c.limits == ClassificationLimits(100000, 1000, 1000, 200, 1024, "drop", 30,
                                             2000, 200, 100000, 51821, 20000)
 
 
 def test_every_classification_key_is_read(tmp_path, seed):
     classification(seed).update({
-        "default": "management", "granularity": "host-pair", "idle_timeout": 5,
-        "hard_timeout": 0, "seed_services": False,
+        "default": "management", "idle_timeout": 5, "conntrack_zone": 4000,
+        "seed_services": False,
         "limits": {"cached_total": 10, "cached_per_source": 2, "packet_in_rate": 50,
                    "packet_in_burst": 0, "queue": 8,
                    "over_limit": {"action": "drop", "seconds": 7},
@@ -852,14 +852,30 @@ def test_every_classification_key_is_read(tmp_path, seed):
          "protocol": "udp", "src_ports": [53, "1024-2047"], "dst_ports": ["5000"]},
     ]
     c = load_host(write(tmp_path, seed)).classification
-    assert (c.default, c.granularity, c.idle_timeout, c.hard_timeout, c.seed_services) == (
-        TrafficClass.MANAGEMENT, Granularity.HOST_PAIR, 5, 0, False)
+    assert (c.default, c.idle_timeout, c.conntrack_zone, c.seed_services) == (
+        TrafficClass.MANAGEMENT, 5, 4000, False)
     assert c.limits == ClassificationLimits(10, 2, 50, 0, 8, "drop", 7, 0, 30, 5000, 51820, 10)
     assert c.rules == (
         ClassRule("mgmt", TrafficClass.MANAGEMENT, None, IPSet(["10.1.0.0/24"])),
         ClassRule("quiet", TrafficClass.DROP, IPSet(["10.101.0.7/32", "100.64.0.0/10"]), None,
                   "udp", ((53, 53), (1024, 2047)), ((5000, 5000),)),
     )
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("granularity", "host-pair", "one per connection"),
+    ("hard_timeout", 600, "no absolute lifetime"),
+])
+def test_a_retired_key_loads_with_a_warning_that_says_it_has_no_effect(tmp_path, seed, key,
+                                                                        value, words):
+    """Decisions moved into the connection tracker: a config written for flow
+    decisions still loads, and `check` tells its owner what became of the key."""
+    classification(seed)[key] = value
+    result = check_file(write(tmp_path, seed))
+    assert result.errors == [] and result.host is not None
+    (warning,) = [w for w in result.warnings if w.path == f"socketnet.classification.{key}"]
+    assert warning.value == value
+    assert "has no effect" in warning.message and words in warning.message
 
 
 def test_a_rule_may_name_single_addresses_and_the_whole_management_subnet(tmp_path, seed):
@@ -873,11 +889,11 @@ def test_a_rule_may_name_single_addresses_and_the_whole_management_subnet(tmp_pa
 @pytest.mark.parametrize("keys, value, issue_path, words", [
     (("default",), "allow", "socketnet.classification.default",
      "must be one of privacy, management, drop"),
-    (("granularity",), "flow", "socketnet.classification.granularity",
-     "must be one of 5-tuple, host-pair"),
+    (("conntrack_zone",), 0, "socketnet.classification.conntrack_zone", "not in 1..65534"),
+    (("conntrack_zone",), 65535, "socketnet.classification.conntrack_zone",
+     "not in 1..65534"),
     (("idle_timeout",), 0, "socketnet.classification.idle_timeout", "not in 1..65535"),
     (("idle_timeout",), 1.5, "socketnet.classification.idle_timeout", "expected an integer"),
-    (("hard_timeout",), 65536, "socketnet.classification.hard_timeout", "not in 0..65535"),
     (("seed_services",), "yes", "socketnet.classification.seed_services",
      "expected true or false"),
     (("rules",), {"name": "x"}, "socketnet.classification.rules", "expected a list"),
