@@ -14,6 +14,9 @@ What the host gets (the routed design: the WireGuard interfaces stay outside the
   with no controller gets it in one transaction; a bridge that has it is only
   corrected; a bridge with someone else's gets ours added (1 -> 2 does not flush
   the flows, 0 <-> 1 does). Nothing here ever removes a controller.
+- each bridge's conntrack zone (the mesh's `classification.conntrack_zone`, vmbr0
+  the next) with a timeout policy of `idle_timeout` (`ovs-vsctl add-zone-tp`, on
+  the datapath type's Datapath record, made if missing);
 - the inter-bridge link (a veth pair, IPv6 off, up) and its two ends on the bridges;
 - for each l3 uplink (WireGuard), its adapter: an OVS internal port with its
   address (the containers' gateway), up; an l2 uplink is a plain port;
@@ -58,6 +61,9 @@ import hashlib
 import shlex
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
+
+from controller.compiler import conntrack_zone
+from controller.conntrack import timeout_policy
 
 from netaddr import IPNetwork, IPSet
 
@@ -192,6 +198,9 @@ class HostState:
     sysctls: Mapping[str, str] = field(default_factory=dict)
     nft: Optional[NftState] = None
     foreign_routes: tuple = ()  # of Route through an uplink outside socketnet's tables
+    # datapath type -> {conntrack zone -> {timeout key: seconds}}; a type missing has
+    # no Datapath record in OVSDB (timeout policies need one)
+    zone_policies: Mapping[str, Mapping[int, Mapping[str, int]]] = field(default_factory=dict)
 
     def bridge_of(self, port: str) -> Optional[str]:
         for b in self.bridges.values():
@@ -396,6 +405,7 @@ def plan(host: Host, state: HostState, datapath_type: str = "system",
     p.release_enslaved()
     p.filter()
     p.bridges()
+    p.conntrack()
     p.inter_bridge_link()
     p.ports()
     p.controllers()
@@ -499,6 +509,28 @@ class _Planner:
             if diff:
                 self.act(Vsctl(("set", "Bridge", bridge.name, *diff),
                                why=f"bridge {bridge.name}: {', '.join(diff)}"))
+
+    def conntrack(self) -> None:
+        """Each bridge's conntrack zone gets the config's idle timeout as its
+        timeout policy (Open vSwitch's own defaults keep an established TCP
+        connection 24 h). Timeout policies live on a Datapath record."""
+        dp = self.datapath_type
+        policies = self.state.zone_policies.get(dp)
+        if policies is None:
+            self.act(Vsctl(("--", "--id=@dp", "create", "Datapath", "datapath_version=0", "--",
+                            "set", "Open_vSwitch", ".", f"datapaths:{dp}=@dp"),
+                           why=f"a Datapath record for {dp}: zone timeout policies live there"))
+            policies = {}
+        wanted = timeout_policy(self.host.classification)
+        for bridge in self.host.bridges:
+            zone = conntrack_zone(self.host, bridge)
+            have = policies.get(zone)
+            if have == wanted:
+                continue
+            add = ("add-zone-tp", dp, f"zone={zone}", *(f"{k}={v}" for k, v in wanted.items()))
+            args = ("--", "del-zone-tp", dp, f"zone={zone}", "--", *add) if have else add
+            self.act(Vsctl(args, why=f"zone {zone} ({bridge.name}): connections idle "
+                                     f"{self.host.classification.idle_timeout}s end"))
 
     def controllers(self) -> None:
         for bridge in self.host.bridges:

@@ -18,6 +18,7 @@ eventlet's monkey-patching (its green `select` has no `poll`).
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 from typing import Callable, Optional, Sequence
@@ -26,7 +27,7 @@ from netaddr import IPNetwork
 from pyroute2 import IPRoute
 
 from topology.host import (
-    NFT_DIGEST_PREFIX, NFT_TABLES, Action, AddAddress, AddRoute, AddRule, AddVeth,
+    DATAPATH_TYPES, NFT_DIGEST_PREFIX, NFT_TABLES, Action, AddAddress, AddRoute, AddRule, AddVeth,
     DelRoute, DelRule, HostPlan, HostState, Link, LinkUp, LoadNft, NftState, OvsBridge,
     OvsController, OvsInterface, ReplaceRoute, Route, RoutingIds, Rule, Sysctl, Vsctl,
     sysctl_keys,
@@ -97,7 +98,30 @@ def read_state(host: Host, system: HostSystem, ids: RoutingIds = RoutingIds()) -
             sysctls[key] = proc.stdout.strip()
     return HostState(bridges=bridges, interfaces=interfaces, links=links, routes=routes,
                      rules=rules, sysctls=sysctls, nft=_read_nft(system),
-                     foreign_routes=foreign)
+                     foreign_routes=foreign, zone_policies=_read_zone_policies(system))
+
+
+_ZONE_LINE = re.compile(r"^Zone:(\d+), Timeout Policies: (.*)$")
+
+
+def _read_zone_policies(system: HostSystem) -> dict:
+    """datapath type -> zone -> timeouts, for the types with a Datapath record."""
+    out = {}
+    for dp in DATAPATH_TYPES:
+        try:
+            text = system.vsctl("list-zone-tp", dp)
+        except RuntimeError as exc:  # no Datapath record for that type: "does not exist"
+            if "does not exist" in str(exc):
+                continue
+            raise
+        zones = {}
+        for line in text.splitlines():
+            m = _ZONE_LINE.match(line.strip())
+            if m:
+                zones[int(m.group(1))] = {k: int(v) for k, v in
+                                          (pair.split("=", 1) for pair in m.group(2).split())}
+        out[dp] = zones
+    return out
 
 
 def _ovsdb(value):

@@ -15,6 +15,7 @@ from topology.host import (
     LinkUp, LoadNft, NftState, OvsBridge, OvsController, OvsInterface, ReplaceRoute, Route,
     RoutingIds, Rule, Sysctl, Vsctl, default_controller, nft_script, plan, sysctl_keys,
 )
+from controller.conntrack import IDLE_TIMEOUTS, timeout_policy
 from topology.model import Kind
 
 SEED = Path(__file__).resolve().parents[3] / "examples" / "seed.yaml"
@@ -77,13 +78,41 @@ def converged(host, datapath_type="netdev") -> HostState:
     first = plan(host, HostState(links=links))
     routes = tuple(a.route for a in of_type(first, AddRoute))
     rules = tuple(a.rule for a in of_type(first, AddRule))
+    zone = host.classification.conntrack_zone
+    policy = timeout_policy(host.classification)
     return HostState(bridges=bridges, interfaces=interfaces, links=links, routes=routes,
                      rules=rules, sysctls={k: "1" for k in sysctl_keys(host)},
                      nft=NftState(digest, sum('comment "' in line
-                                              for line in script.splitlines())))
+                                              for line in script.splitlines())),
+                     zone_policies={datapath_type or "system": {zone: policy,
+                                                                zone + 1: policy}})
 
 
 # --------------------------------------------------------------------------- a fresh host
+
+
+def test_each_bridges_zone_gets_the_idle_timeout_as_its_policy_on_a_datapath_record(
+        seed_host, fresh):
+    p = plan(seed_host, fresh, datapath_type="netdev")
+    cmds = commands(p)
+    record = index_of(p, "create Datapath")
+    assert "datapaths:netdev=@dp" in cmds[record]
+    zone = seed_host.classification.conntrack_zone
+    timeouts = " ".join(f"{k}=60" for k in IDLE_TIMEOUTS)
+    for z in (zone, zone + 1):
+        at = cmds.index(f"ovs-vsctl add-zone-tp netdev zone={z} {timeouts}")
+        assert record < at < index_of(p, "add-port")  # before any port carries traffic
+
+
+def test_a_changed_idle_timeout_replaces_the_zones_policy_and_nothing_else(seed_host):
+    state = converged(seed_host, "system")
+    host = replace(seed_host, classification=replace(seed_host.classification,
+                                                      idle_timeout=30))
+    zone = host.classification.conntrack_zone
+    timeouts = " ".join(f"{k}=30" for k in IDLE_TIMEOUTS)
+    assert commands(plan(host, state)) == [
+        f"ovs-vsctl -- del-zone-tp system zone={z} -- add-zone-tp system zone={z} {timeouts}"
+        for z in (zone, zone + 1)]
 
 
 def test_a_fresh_host_gets_bridges_secure_openflow13_without_in_band(seed_host, fresh):
@@ -385,8 +414,12 @@ def test_only_what_differs_is_set_on_an_existing_bridge(seed_host):
 
 def test_a_datapath_type_change_is_made_and_reported(seed_host):
     p = plan(seed_host, converged(seed_host, "netdev"), datapath_type="system")
-    assert commands(p) == ["ovs-vsctl set Bridge mesh datapath_type=system",
-                           "ovs-vsctl set Bridge vmbr0 datapath_type=system"]
+    assert commands(p)[:2] == ["ovs-vsctl set Bridge mesh datapath_type=system",
+                               "ovs-vsctl set Bridge vmbr0 datapath_type=system"]
+    # The zones' timeout policies follow to the new datapath's record.
+    assert "datapaths:system=@dp" in commands(p)[2]
+    assert [c.split(" zone=")[0] for c in commands(p)[3:]] == [
+        "ovs-vsctl add-zone-tp system"] * 2
     assert {f.subject for f in p.findings} == {"mesh", "vmbr0"}
 
 
