@@ -1,64 +1,73 @@
 """Part (a): new-flow setups on real Open vSwitch, in labs of the seed's bridges.
 
-Four phases, each in a fresh lab (topology/lab.py: a private userspace Open
+Every phase runs in a fresh lab (topology/lab.py: a private userspace Open
 vSwitch, the containers in network namespaces), so that none inherits another's
-flows; each offered the same traffic: TCP SYNs of new 5-tuples from Netmaker peers
-to the xray client's service, sent with AF_PACKET into the Netmaker adapter
-(mesh-gw) from the lab's host netns (bench/traffic.py). Every controller runs
-inside the OVS netns and is reached on its 127.0.0.1, as on a real host (no relay).
+flows or connections; each is offered the same traffic: TCP SYNs of new 5-tuples
+from Netmaker peers to the xray client's service, sent with AF_PACKET into the
+Netmaker adapter (mesh-gw) from the lab's host netns (bench/traffic.py). Every
+controller runs inside the OVS netns and is reached on its 127.0.0.1, as on a
+real host (no relay). The mesh's conntrack zone gets socketnet's connection
+limit (cached_total) in every phase that has socketnet's pipeline.
 
 1. socketnet: pipelines synced, meter 1 raised (the bench config). A setup is a
    first packet delivered to the xray client's eth0 (captured there; its address
-   is removed so its kernel answers nothing): packet-in -> decision -> FlowMod +
-   PacketOut -> mesh -> inter-bridge link -> vmbr0 -> veth102.
-2. ceiling: socketnet installs the pipeline, a do-nothing sink joins mesh as a
-   second controller (1 -> 2 controllers keeps the flows), socketnet stops; the
-   traffic now ends at table 1's miss and the sink counts the packet-ins Open
-   vSwitch manages to send: its upcall + packet-in ceiling, this machine, this run.
-3. minimal: the same, but the sink answers each packet-in as socketnet's pure core
-   would (the same decision, struct-packed, no os-ken; bench/traffic.py --answer):
-   Open vSwitch's ceiling for whole setups (packet-in, FlowMod, PacketOut, both
-   bridges) with a controller that costs next to nothing.
-4. untimed: phase 3 with decisions that carry no idle and hard timeout (the
-   throughput run only). Open vSwitch walks every flow that has a timeout after
-   each revalidation round, and each FlowMod starts one: this is what the
-   timeouts issue #4 asks of a cached decision cost the switch.
-5. conntrack: phase 3 with the decision kept in the connection tracker instead of a
-   flow (bench/traffic.py --decisions conntrack): static flows on mesh's classify
-   table send untracked packets through conntrack and each class's mark its way;
-   the sink answers a packet-in with one PacketOut that commits the connection with
-   its class's mark, and no FlowMod (the throughput run only). Open vSwitch's setup
-   ceiling for that design, against phase 3's for today's.
+   is removed so its kernel answers nothing): table 1's conntrack pass, packet-in,
+   decision, one PacketOut that commits the connection with its class's mark,
+   table 1 again (the mark), mesh -> inter-bridge link -> vmbr0 (its own commit)
+   -> veth102.
+2. conntrack: socketnet installs the pipeline, a minimal controller joins mesh as
+   a second controller (1 -> 2 controllers keeps the flows), socketnet stops; the
+   minimal controller answers every packet-in exactly as socketnet does
+   (bench/traffic.py --decisions conntrack: the same decision and the same
+   PacketOut bytes, no os-ken, no bookkeeping). What Open vSwitch sustains for
+   socketnet's design with a controller that costs next to nothing.
+3. timed: the same minimal controller answering as the classifier did before its
+   decisions moved into the connection tracker: a FlowMod of its own table-1 flow
+   per decision (above socketnet's, with idle and hard timeouts), then a PacketOut
+   (--decisions timed). That design's setup ceiling, on today's pipeline.
+4. ceiling: socketnet's pipeline with a do-nothing sink in mesh's controller's
+   place; the sink counts the packet-ins Open vSwitch manages to send for the same
+   traffic: its upcall + packet-in ceiling, this machine, this run.
+5. untimed: phase 3 with flows that carry no timeouts (the closed loop only):
+   Open vSwitch walks every flow with a timeout after each revalidation round, and
+   each FlowMod starts one; this is what the timeouts cost the timed design.
 6. baseline: bench/simple_switch.py on mesh alone. It learns the MCP container's
    MAC (one ARP from it), the traffic is addressed to that MAC, and a setup is a
    first packet delivered to the MCP container's eth0 (its kernel drops it: not
    its address). One bridge, not two: Open vSwitch has less to do per setup.
+7. live decisions (`live`, each N): socketnet as in 1, but before its closed loop
+   N more connections are decided through it (a fill: N SYNs, all committed to the
+   zone); the connections then in the zone (dpctl/ct-get-limits), socketnet's
+   VmRSS, and the setups/s of the closed loop that follows.
 
-Phases 1 and 3 run `repeat` times, in turn (1, 3, 1, 3, ...), then 2, 4, 5 and 6.
-Each phase (but 2 and 4): an open-loop run at 5,000 new flows/s (send stamp -> capture:
-first-packet latency p50/p99), then a closed-loop run with a window of packets in
-flight (delivered/s, the first half second left out). Phase 2 is that closed loop
-only, a packet-in at the sink counting as delivered; phases 4 and 5 that closed
-loop only.
+Phases 1 to 4 run `repeat` times, in turn (1, 2, 3, 4, 1, 2, 3, 4, ...), then 5,
+6 and 7. Phases 1, 2, 3 and 6: an open-loop run at 5,000 new flows/s (send stamp ->
+capture: first-packet latency p50/p99), then a closed-loop run with a window of
+packets in flight (delivered/s, the first half second left out). Phase 4 is that
+closed loop only, a packet-in at the sink counting as delivered; phases 5 and 7
+that closed loop only.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from typing import Optional
 
-from bench import processes, traffic
+from bench import processes
 from bench.stats import percentile
+from controller.compiler import conntrack_zone
 from topology.lab import HOST, Lab
 from topology.model import Host, Role
-from topology.ovs import wait_until
+from topology.ovs import OvsError, wait_until
 
 WARMUP = 0.5
+FILL_RATE_FLOOR = 1_000  # a fill slower than this (flows/s) is given up
 
 
 @dataclass
@@ -75,6 +84,18 @@ class Phase:
     latency_delivered: int = 0
     latency_sent: int = 0
     cpu: dict = None  # process -> share of one core during the window run
+
+
+@dataclass
+class Live:
+    """Phase 7 for one N: the fill, what it left in the zone, and the closed loop after."""
+    decisions: int  # flows the fill sent
+    filled: int  # of them delivered
+    fill_per_second: float
+    in_zone: Optional[int]  # connections in the mesh's zone after the fill (None: unknown)
+    rss_kib: int  # socketnet's VmRSS after the fill
+    idle_rss_kib: int  # and before it
+    after: Phase  # the closed loop that followed
 
 
 class Actor:
@@ -111,17 +132,25 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _window_phase(r: dict, window: int) -> Phase:
+    return Phase(per_second=r["delivered"] / r["seconds"], window=window, lost=r["lost"],
+                 p50_window=percentile(r["latencies"], 50), cpu=r["cpu"])
+
+
 class OvsBench:
     """`OvsBench(host, config, name, ...).run()`: the phases, each in a fresh lab
-    named `name`-N (labs are torn down whatever happens)."""
+    named `name`-N (labs are torn down whatever happens). `live`: the N of phase 7
+    (none: no phase 7); `untimed`: whether phase 5 runs."""
 
     def __init__(self, host: Host, config: str, name: str, seconds: float, window: int,
-                 latency_rate: float, latency_seconds: float, repeat: int = 1):
+                 latency_rate: float, latency_seconds: float, repeat: int = 1,
+                 live: tuple = (), untimed: bool = True):
         self.host, self.config, self.name = host, config, name
         self.seconds, self.window = seconds, window
         self.latency_rate, self.latency_seconds = latency_rate, latency_seconds
-        self.repeat = repeat
+        self.repeat, self.live, self.untimed = repeat, tuple(live), untimed
         self.uplink = host.mesh.one(Role.NETMAKER_UPLINK).name
+        self.zone = conntrack_zone(host, host.mesh)
         self.next_flow = 0
         self.lab: Optional[Lab] = None
         self._labs = 0
@@ -174,7 +203,22 @@ class OvsBench:
         for bridge in bridges:
             self._controllers(bridge, [ctl.port])
         ctl.wait_synced(bridges, after=mark)
+        # What socketnet sets on a host when it reaches ovs-vswitchd's control
+        # socket (the lab's is not where it looks): the zone's connection limit.
+        # A datapath without zone limits leaves the zone bounded by its own.
+        limit = self.host.classification.limits.cached_total
+        with contextlib.suppress(OvsError):
+            self.lab.ovs.appctl("dpctl/ct-set-limits", f"zone={self.zone},limit={limit}")
         return ctl
+
+    def _in_zone(self) -> Optional[int]:
+        """Connections in the mesh's conntrack zone now (dpctl/ct-get-limits)."""
+        try:
+            out = self.lab.ovs.appctl("dpctl/ct-get-limits", f"zone={self.zone}")
+        except OvsError:
+            return None
+        found = re.search(rf"zone={self.zone},limit=\d+,count=(\d+)", out)
+        return int(found.group(1)) if found else None
 
     # --- traffic -------------------------------------------------------------
 
@@ -188,13 +232,14 @@ class OvsBench:
         self._actors.append(actor)
         return actor
 
-    def _run(self, actor: Actor, controller: Optional[processes.Child] = None) -> dict:
+    def _run(self, actor: Actor, controller: Optional[processes.Child] = None,
+             timeout: float = 60.0) -> dict:
         pids = {"ovs-vswitchd": self.lab.ovs.pids["ovs-vswitchd"]}
         if controller is not None and controller.proc.poll() is None:
             pids["controller"] = controller.pid
         before, started = {k: _cpu_seconds(p) for k, p in pids.items()}, time.monotonic()
         try:
-            result = actor.result()
+            result = actor.result(timeout)
         finally:
             actor.kill()
         wall = time.monotonic() - started
@@ -204,11 +249,11 @@ class OvsBench:
         return result
 
     def _phase(self, dst_mac: str, receiver_ns: str, controller=None, sink: tuple = (),
-                keep: tuple = ()) -> Phase:
-        """Latency at the fixed rate, then the window run. `sink`: the actor's own
-        minimal controller (its arguments), made mesh's controller for each run
-        beside the (stopped) controllers on ports `keep`, so that mesh never goes
-        down to no controller (which would flush its flows)."""
+               keep: tuple = (), latency: bool = True) -> Phase:
+        """Latency at the fixed rate (unless not `latency`), then the window run.
+        `sink`: the actor's own minimal controller (its arguments), made mesh's
+        controller for each run beside the (stopped) controllers on ports `keep`,
+        so that mesh never goes down to no controller (which would flush its flows)."""
         end = ("--receive-netns", receiver_ns, *sink)
 
         def one(mode, seconds):
@@ -218,32 +263,39 @@ class OvsBench:
                 actor.expect("connected")
             return self._run(actor, controller)
 
+        if not latency:
+            return _window_phase(one("window", self.seconds), self.window)
         fixed = one("rate", self.latency_seconds)
         time.sleep(0.3)  # what is still queued drains
-        r = one("window", self.seconds)
-        return Phase(per_second=r["delivered"] / r["seconds"], window=self.window,
-                     lost=r["lost"], p50_window=percentile(r["latencies"], 50), cpu=r["cpu"],
-                     latency_rate=fixed["sent"] / self.latency_seconds,
-                     p50=percentile(fixed["latencies"], 50),
-                     p99=percentile(fixed["latencies"], 99),
-                     latency_delivered=len(fixed["latencies"]), latency_sent=fixed["sent"])
+        phase = _window_phase(one("window", self.seconds), self.window)
+        phase.latency_rate = fixed["sent"] / self.latency_seconds
+        phase.p50 = percentile(fixed["latencies"], 50)
+        phase.p99 = percentile(fixed["latencies"], 99)
+        phase.latency_delivered, phase.latency_sent = len(fixed["latencies"]), fixed["sent"]
+        return phase
 
     # --- the phases ------------------------------------------------------------------
 
     def run(self) -> dict:
-        """{phase: Phase}; with `repeat`, socketnet and minimal run that many times,
-        one after the other, their median throughput run kept, and "shares" holds
-        each pair's socketnet/minimal ratio."""
-        runs = {"socketnet": [], "minimal": []}
+        """{phase: Phase}: "socketnet", "conntrack", "timed" and "ceiling" (the
+        medians of `repeat` runs taken in turn, by throughput), "rounds" (each
+        turn's setups/s of the four, for the ratios within one round), "untimed"
+        (if run), "baseline", and "live" ([Live] for each N of `live`)."""
+        names = ("socketnet", "conntrack", "timed", "ceiling")
+        runs = {name: [] for name in names}
         for _ in range(self.repeat):
             runs["socketnet"].append(self._socketnet_phase())
-            runs["minimal"].append(self._minimal_phase())
+            runs["conntrack"].append(self._minimal_phase("conntrack"))
+            runs["timed"].append(self._minimal_phase("timed"))
+            runs["ceiling"].append(self._ceiling_phase())
         results = {name: sorted(phases, key=lambda p: p.per_second)[len(phases) // 2]
                    for name, phases in runs.items()}
-        results["shares"] = [s.per_second / m.per_second
-                             for s, m in zip(runs["socketnet"], runs["minimal"])
-                             if m.per_second]
-        results.update(self._other_phases())
+        results["rounds"] = [{name: runs[name][i].per_second for name in names}
+                             for i in range(self.repeat)]
+        if self.untimed:
+            results["untimed"] = self._minimal_phase("untimed", latency=False)
+        results["baseline"] = self._baseline_phase()
+        results["live"] = [self._live_phase(n) for n in self.live]
         return results
 
     def _socketnet_phase(self) -> Phase:
@@ -263,55 +315,33 @@ class OvsBench:
             ctl.stop()
             yield lab, ctl
 
-    def _minimal_phase(self) -> Phase:
+    def _minimal_phase(self, decisions: str, latency: bool = True) -> Phase:
+        """The minimal controller answering with `decisions` (bench/traffic.py
+        --decisions) on socketnet's pipeline, in a fresh lab; no flow is added."""
         xray = self.host.xray_client.container
         with self._pipeline_without_socketnet() as (lab, ctl):
             port = str(processes.free_port())
             return self._phase(xray.mac, lab.ns(xray.id),
-                               sink=("--sink-port", port, "--answer", self.config),
-                               keep=(ctl.port,))
+                               sink=("--sink-port", port, "--answer", self.config,
+                                     "--decisions", decisions),
+                               keep=(ctl.port,), latency=latency)
 
-    def _minimal_throughput(self, decisions: str) -> Phase:
-        """The minimal controller's closed-loop run, answering with `decisions`
-        (bench/traffic.py --decisions), in a fresh lab."""
+    def _ceiling_phase(self) -> Phase:
+        """socketnet installs the pipeline, then hands mesh to the do-nothing sink:
+        1 -> 2 controllers keeps the flows, and so does its stopping."""
         mesh = self.host.mesh.name
         xray = self.host.xray_client.container
-        with self._pipeline_without_socketnet() as (lab, ctl):
-            if decisions == "conntrack":
-                lab.ovs.add_flows(mesh, traffic.conntrack_flows(self.config))
-            port = processes.free_port()
-            actor = self._actor("window", self.seconds, xray.mac, "--receive-netns",
-                                lab.ns(xray.id), "--sink-port", str(port), "--answer",
-                                self.config, "--decisions", decisions)
-            self._controllers(mesh, [ctl.port, port])
-            actor.expect("connected")
-            r = self._run(actor)
-            return Phase(per_second=r["delivered"] / r["seconds"], window=self.window,
-                         lost=r["lost"], p50_window=percentile(r["latencies"], 50),
-                         cpu=r["cpu"])
-
-    def _other_phases(self) -> dict:
-        mesh = self.host.mesh.name
-        xray = self.host.xray_client.container
-        results = {}
-
-        with self._fresh_lab() as lab:
-            # socketnet installs the pipeline, then hands mesh to the sink: 1 -> 2
-            # controllers keeps the flows, and so does its stopping.
+        with self._fresh_lab():
             ctl = self._socketnet_synced()
             sink_port = processes.free_port()
             sink = self._actor("window", self.seconds, xray.mac, "--sink-port", str(sink_port))
             self._controllers(mesh, [ctl.port, sink_port])
             sink.expect("connected")
             ctl.stop()
-            r = self._run(sink)
-            results["ceiling"] = Phase(per_second=r["delivered"] / r["seconds"],
-                                       window=self.window, lost=r["lost"],
-                                       p50_window=percentile(r["latencies"], 50), cpu=r["cpu"])
+            return _window_phase(self._run(sink), self.window)
 
-        for decisions in ("untimed", "conntrack"):
-            results[decisions] = self._minimal_throughput(decisions)
-
+    def _baseline_phase(self) -> Phase:
+        mesh = self.host.mesh.name
         with self._fresh_lab() as lab:
             base = self._start(processes.baseline(netns=lab.ns(HOST)))
             self._controllers(mesh, [base.port])
@@ -319,5 +349,22 @@ class OvsBench:
                        "the baseline's table-miss flow")
             mcp = self.host.mesh.containers[0]
             lab.exec(mcp.id, "ping", "-c1", "-W0.3", str(mcp.gateway))  # its MAC, learned
-            results["baseline"] = self._phase(mcp.mac, lab.ns(mcp.id), base)
-        return results
+            return self._phase(mcp.mac, lab.ns(mcp.id), base)
+
+    def _live_phase(self, decisions: int) -> Live:
+        """socketnet decides `decisions` connections first (a fill through it, the
+        same traffic), then the closed loop; VmRSS and the zone read in between."""
+        xray = self.host.xray_client.container
+        with self._fresh_lab() as lab:
+            ctl = self._socketnet_synced()
+            idle = ctl.rss_kib()
+            longest = decisions / FILL_RATE_FLOOR + 5
+            actor = self._actor("fill", longest, xray.mac, "--receive-netns", lab.ns(xray.id),
+                                "--count", str(decisions))
+            fill = self._run(actor, ctl, timeout=longest + 30)
+            time.sleep(0.3)  # the last answers' garbage goes, what is queued drains
+            in_zone, rss = self._in_zone(), ctl.rss_kib()
+            after = self._phase(xray.mac, lab.ns(xray.id), ctl, latency=False)
+            return Live(decisions=fill["sent"], filled=fill["delivered"],
+                        fill_per_second=fill["sent"] / fill["seconds"] if fill["seconds"] else 0.0,
+                        in_zone=in_zone, rss_kib=rss, idle_rss_kib=idle, after=after)

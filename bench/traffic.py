@@ -10,20 +10,23 @@ and sees each one come out at the other end:
   echo replies, answers nothing); a packet counts when its packet-in arrives.
   What Open vSwitch can send when the controller costs nothing: its own upcall
   and packet-in ceiling;
-- `--sink-port P --answer CONFIG --receive-netns NS`: the sink answers each
-  packet-in with socketnet's decision (its pure core, struct-packed; no os-ken),
-  and a packet counts when delivered: Open vSwitch's ceiling for whole setups
-  with a controller that costs next to nothing. `--decisions`: `timed` (the
-  default: a FlowMod with socketnet's idle and hard timeouts, then a PacketOut),
-  `untimed` (the same FlowMod without timeouts: what they cost Open vSwitch) or
-  `conntrack` (no FlowMod: one PacketOut that commits the connection in the
-  connection tracker's zone CT_ZONE with its class in ct_mark, then resubmits it to
-  the classify table, where static flows carry each mark; `conntrack_flows`).
+- `--sink-port P --answer CONFIG --receive-netns NS`: a minimal controller instead
+  (socketnet's pure core, struct-packed answers, no os-ken, no bookkeeping), on
+  socketnet's installed pipeline; a packet counts when delivered. `--decisions`:
+  `conntrack` answers exactly as socketnet does (`commit_answer`: one PacketOut
+  that commits the connection to the mesh's zone with its class's mark, then
+  sends it through the tables; no FlowMod); `timed` as the classifier did before
+  its decisions moved into the connection tracker (`timed_answer`: a FlowMod of
+  its own table-1 flow, above socketnet's, with idle and hard timeouts, then a
+  PacketOut); `untimed` the same flow without timeouts (what the timeouts cost
+  Open vSwitch).
 
-Two modes: `window` keeps W packets in flight (sent, not yet seen; after 0.5 s
+Three modes: `window` keeps W packets in flight (sent, not yet seen; after 0.5 s
 unseen a packet is lost and replaced): the rate a path sustains, closed loop,
 without the overload that makes Open vSwitch drop packet-ins; `rate` sends at a
-fixed offered rate, open loop: first-packet latency at that rate.
+fixed offered rate, open loop: first-packet latency at that rate; `fill` sends
+exactly `--count` flows with W in flight and ends once they are all seen or lost
+(to fill the conntrack zone with live decisions before a measured run).
 
 Protocol on stdin/stdout: "ready" (and with a sink "connected" once Open vSwitch
 is), then a line on stdin starts the run, then one JSON line with the result.
@@ -33,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import dataclasses
 import json
 import os
 import select
@@ -97,12 +99,12 @@ class _Capture:
 
 class _Sink:
     """A controller that answers nothing: the seq numbers of the packet-ins it gets.
-    With `config`, a minimal controller instead: each packet-in is answered with
-    socketnet's own decision (controller.classifier's pure core, packed by
-    controller.fastpath), with no os-ken and no bookkeeping around it."""
+    With `config`, a minimal controller instead: each packet-in is answered as
+    `--decisions` says (`_minimal_controller`), with no os-ken and no bookkeeping
+    around it."""
 
     def __init__(self, port: int, config: str = None, timeout: float = 20.0,
-                 decisions: str = "timed"):
+                 decisions: str = "conntrack"):
         self.decide = _minimal_controller(config, decisions) if config else None
         self.server = socket.socket()
         self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -129,19 +131,22 @@ class _Sink:
                 return out
             if not data:
                 raise ConnectionError("the switch closed the sink's connection")
+            answers = []
             for msg_type, xid, msg in self.reader.feed(data):
                 if msg_type == of.OFPT_PACKET_IN:
                     match_len = struct.unpack_from("!H", msg, 26)[0]
-                    data = msg[24 + (match_len + 7) // 8 * 8 + 2:]
+                    frame = msg[24 + (match_len + 7) // 8 * 8 + 2:]
                     if self.decide is not None:
-                        in_port = struct.unpack_from("!I", msg, 32)[0]
-                        self._send(self.decide(data, in_port))
+                        in_port = struct.unpack_from("!I", msg, 32)[0]  # the match's first OXM
+                        answers.append(self.decide(frame, in_port))
                         continue  # counted when delivered, not here
-                    stamp = frames.read_stamp(data)
+                    stamp = frames.read_stamp(frame)
                     if stamp is not None:
                         out.append(stamp[0])
                 elif msg_type == of.OFPT_ECHO_REQUEST:
-                    self._send(of.echo_reply(xid, msg[8:]))
+                    answers.append(of.echo_reply(xid, msg[8:]))
+            if answers:
+                self._send(b"".join(answers))
 
     def _send(self, data: bytes) -> None:
         self.sock.setblocking(True)
@@ -149,99 +154,107 @@ class _Sink:
         self.sock.setblocking(False)
 
 
-def _minimal_controller(config: str, decisions: str = "timed"):
-    """data, in_port -> what the minimal controller answers (see `--decisions`):
-    the FlowMod + PacketOut socketnet's classifier app sends, that FlowMod without
-    timeouts, or one PacketOut committing the connection with its class's mark."""
+# --- the minimal controller's answers -------------------------------------------
+
+# The timed design's own table-1 flow: above every flow of socketnet's classify
+# table (the highest is the +inv drop, 400), so a decided packet takes it before
+# the connection tracker; the timeouts of that design's defaults; a cookie that
+# is not socketnet's ("BENCH"), so socketnet would never take it for its own.
+TIMED_PRIORITY = 500
+TIMED_IDLE_TIMEOUT = 60
+TIMED_HARD_TIMEOUT = 3600
+BENCH_COOKIE = 0x42454E43_48000000
+
+
+def timed_flow(flow5, cls, idle_timeout: int = TIMED_IDLE_TIMEOUT,
+               hard_timeout: int = TIMED_HARD_TIMEOUT):
+    """The table-1 flow that caches the class `cls` of the connection `flow5`
+    (controller.classifier.Flow5): Netmaker ingress (metadata), IPv4, the
+    protocol, both addresses and (TCP, UDP) both ports; its instructions are the
+    class's path (controller.compiler.CLASS_PATHS: privacy is write_metadata of
+    PRIVACY_INGRESS, then the forward table; drop is none). It reports its removal,
+    as that design's decision flows did."""
+    from controller.classifier import MARKS, address_text
+    from controller.compiler import CLASS_PATHS
+    from controller.flow import ETH_TYPE_IP, IPPROTO_TCP, IPPROTO_UDP, Flow
+    from controller.pipeline import CLASSIFY, Zone
+
+    match = {"metadata": int(Zone.NETMAKER), "eth_type": ETH_TYPE_IP, "ip_proto": flow5.proto,
+             "ipv4_src": address_text(flow5.src), "ipv4_dst": address_text(flow5.dst)}
+    if flow5.proto == IPPROTO_TCP:
+        match.update(tcp_src=flow5.sport, tcp_dst=flow5.dport)
+    elif flow5.proto == IPPROTO_UDP:
+        match.update(udp_src=flow5.sport, udp_dst=flow5.dport)
+    # The values are canonical already (integers, dotted quads): what Flow.make
+    # would make of them, without its normalising, once per packet-in.
+    return Flow(CLASSIFY.id, TIMED_PRIORITY, tuple(sorted(match.items())),
+                CLASS_PATHS[MARKS[cls]][1], BENCH_COOKIE, idle_timeout=idle_timeout,
+                hard_timeout=hard_timeout, send_flow_removed=True)
+
+
+def timed_answer(xid: int, in_port: int, data: bytes, flow) -> bytes:
+    """The timed design's answer to a packet-in: the FlowMod of `flow` (xid), then
+    the packet itself back through the tables from table 0 (xid + 1), where the
+    new flow now takes it."""
     from controller import fastpath
-    from controller.classifier import Classifier, decision_flow, parse_ipv4
+    return (fastpath.pack_flow_mod(xid, flow)
+            + fastpath.pack_packet_out((xid + 1) & 0xFFFFFFFF, in_port, data))
+
+
+def commit_answer(xid: int, in_port: int, data: bytes, cls, zone: int) -> bytes:
+    """socketnet's answer to a packet-in decided `cls`: one PacketOut committing the
+    connection to `zone` with the class's mark (controller.classifier.MARKS) and,
+    unless the class is drop, sending the packet on through the tables."""
+    from controller import fastpath
+    from controller.classifier import MARKS
+    from topology.model import TrafficClass
+    return fastpath.pack_commit(xid, in_port, data, zone, int(MARKS[cls]),
+                                send_on=cls is not TrafficClass.DROP)
+
+
+def _minimal_controller(config: str, decisions: str = "conntrack"):
+    """data, in_port -> what the minimal controller answers (see `--decisions`);
+    nothing for a frame socketnet could not parse either."""
+    from controller.classifier import Classifier, parse_ipv4
+    from controller.compiler import conntrack_zone
     from topology.config import load_host
 
     host = load_host(config)
-    classifier, classification = Classifier(host), host.classification
-    xids = iter(range(1, 1 << 32))
+    decide = Classifier(host).decide
+    zone = conntrack_zone(host, host.mesh)
+    xids = iter(range(1, 1 << 32, 2))  # the timed answer takes xid and xid + 1
+
     if decisions == "conntrack":
-        templates = {cls: _ct_packet_out(mark) for cls, mark in _marks().items()}
+        def answer(data: bytes, in_port: int) -> bytes:
+            flow5 = parse_ipv4(data)
+            if flow5 is None:
+                return b""
+            return commit_answer(next(xids), in_port, data, decide(flow5).cls, zone)
+        return answer
 
-        def commit(data: bytes, in_port: int) -> bytes:
-            head = templates[classifier.decide(parse_ipv4(data)).cls]
-            out = bytearray(head)
-            struct.pack_into("!HI", out, 2, len(head) + len(data), next(xids))
-            struct.pack_into("!I", out, 12, in_port)
-            return bytes(out) + data
-        return commit
+    if decisions == "timed":
+        timeouts = (TIMED_IDLE_TIMEOUT, TIMED_HARD_TIMEOUT)
+    elif decisions == "untimed":
+        timeouts = (0, 0)
+    else:
+        raise ValueError(f"decisions {decisions!r}: conntrack, timed or untimed")
 
-    def decide(data: bytes, in_port: int) -> bytes:
+    def answer(data: bytes, in_port: int) -> bytes:
         flow5 = parse_ipv4(data)
-        flow = decision_flow(flow5, classifier.decide(flow5), classification)
-        if decisions == "untimed":
-            flow = dataclasses.replace(flow, idle_timeout=0, hard_timeout=0)
-        return (fastpath.pack_flow_mod(next(xids), flow)
-                + fastpath.pack_packet_out(next(xids), in_port, data))
-    return decide
-
-
-# --decisions conntrack: the zone, and a ct_mark per class (0: no decision yet).
-CT_ZONE = 7
-CT_MARKS = {}  # TrafficClass -> mark, filled on first use (imports the core)
-
-
-def _marks() -> dict:
-    if not CT_MARKS:
-        from controller.classifier import TrafficClass
-        CT_MARKS.update({TrafficClass.PRIVACY: 1, TrafficClass.MANAGEMENT: 2,
-                         TrafficClass.DROP: 3})
-    return CT_MARKS
-
-
-def _ct_packet_out(mark: int) -> bytes:
-    """A PacketOut (xid, length and in_port to be patched, the frame to be appended)
-    whose one action is ct(commit, zone=CT_ZONE, table=classify,
-    exec(set_field:MARK->ct_mark)). Encoded once, by os-ken."""
-    from os_ken.ofproto import nicira_ext, ofproto_v1_3, ofproto_v1_3_parser as parser
-
-    from controller.pipeline import CLASSIFY
-
-    class _Datapath:
-        ofproto, ofproto_parser = ofproto_v1_3, parser
-
-    ct = parser.NXActionCT(flags=nicira_ext.NX_CT_F_COMMIT, zone_src="",
-                           zone_ofs_nbits=CT_ZONE, recirc_table=CLASSIFY.id, alg=0,
-                           actions=[parser.OFPActionSetField(ct_mark=mark)])
-    msg = parser.OFPPacketOut(_Datapath(), buffer_id=ofproto_v1_3.OFP_NO_BUFFER, in_port=1,
-                              actions=[ct], data=b"")
-    msg.serialize()
-    return bytes(msg.buf)
-
-
-def conntrack_flows(config: str) -> list:
-    """The static flows `--decisions conntrack` needs on mesh, as ovs-ofctl lines:
-    in the classify table, untracked IPv4 passes the connection tracker (zone
-    CT_ZONE) and comes back to the table; a tracked packet whose connection has a
-    mark takes its class's path (the instructions of socketnet's decision flows);
-    one without falls through to socketnet's own miss (the meter, the controller).
-    Invalid connection state is dropped."""
-    from controller.classifier import Decision, Flow5, decision_flow
-    from controller.pipeline import CLASSIFY
-    from topology.config import load_host
-
-    classification = load_host(config).classification
-    table, priority = CLASSIFY.id, 60000
-    flows = [f"table={table},priority={priority},ip,ct_state=-trk,"
-             f"actions=ct(table={table},zone={CT_ZONE})",
-             f"table={table},priority={priority},ip,ct_state=+trk+inv,actions=drop"]
-    for cls, mark in _marks().items():
-        line = decision_flow(Flow5(1, 2, 6, 3, 4), Decision(cls, "bench"), classification).ofctl()
-        actions = line.split("actions=", 1)[1] if "actions=" in line else "drop"
-        flows.append(f"table={table},priority={priority - 1},ip,ct_state=+trk,"
-                     f"ct_mark={mark},actions={actions}")
-    return flows
+        if flow5 is None:
+            return b""
+        return timed_answer(next(xids), in_port, data,
+                            timed_flow(flow5, decide(flow5).cls, *timeouts))
+    return answer
 
 
 def run(ifname, src_mac, dst_mac, dst_ip, dport, mode, window, rate, seconds, first,
         receive_netns=None, receive_ifname=None, sink_port=None, answer=None,
-        decisions="timed") -> dict:
-    count = int(rate * seconds) if mode == "rate" else 1 << 40
+        decisions="conntrack", count=None) -> dict:
+    if mode == "rate":
+        count = int(rate * seconds)
+    elif mode == "window" or count is None:
+        count = 1 << 40
     make = frames.syn_frame  # ~2 us: built as sent
     tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     tx.bind((ifname, 0))
@@ -266,14 +279,17 @@ def run(ifname, src_mac, dst_mac, dst_ip, dport, mode, window, rate, seconds, fi
     measure_from = start + int(WARMUP * 1e9) if mode == "window" else start
     stop_sending = measure_from + int(seconds * 1e9)
     next_expiry = start
+    keep_latencies = mode != "fill"  # a fill's are not wanted, and would be many
     while True:
         now = now_ns()
+        if mode == "fill" and sent >= count and stop_sending > now:
+            stop_sending = now  # all sent: what is in flight arrives or is lost
         if now >= stop_sending:
             if mode == "window" or not pending or now > stop_sending + 1_000_000_000:
                 break
             due = 0
-        elif mode == "window":
-            due = window - len(pending)
+        elif mode != "rate":
+            due = min(window - len(pending), count - sent)
         else:
             due = min(count, (now - start) * rate // 1_000_000_000 + 1) - sent
         for _ in range(max(0, due)):
@@ -301,7 +317,7 @@ def run(ifname, src_mac, dst_mac, dst_ip, dport, mode, window, rate, seconds, fi
             sent_at = pending.pop(seq, None)
             if sent_at is None:
                 continue
-            if sent_at >= measure_from:
+            if sent_at >= measure_from and keep_latencies:
                 latencies.append((arrived - sent_at) / 1e9)
             if arrived >= measure_from:
                 delivered += 1
@@ -324,10 +340,12 @@ def main(argv=None) -> int:
     parser.add_argument("--dst-mac", required=True)
     parser.add_argument("--dst-ip", required=True)
     parser.add_argument("--dport", type=int, required=True)
-    parser.add_argument("--mode", choices=("window", "rate"), required=True)
+    parser.add_argument("--mode", choices=("window", "rate", "fill"), required=True)
     parser.add_argument("--window", type=int, default=128)
     parser.add_argument("--rate", type=int, default=5000)
-    parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument("--seconds", type=float, required=True,
+                        help="the run's length (fill: the longest it may take)")
+    parser.add_argument("--count", type=int, help="fill: how many flows")
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--receive-netns")
     parser.add_argument("--receive-ifname", default="eth0")
@@ -335,14 +353,16 @@ def main(argv=None) -> int:
     parser.add_argument("--answer", metavar="CONFIG",
                         help="the sink answers as socketnet's core would, for this config "
                              "(needs --receive-netns: delivered packets count)")
-    parser.add_argument("--decisions", choices=("timed", "untimed", "conntrack"),
-                        default="timed",
+    parser.add_argument("--decisions", choices=("conntrack", "timed", "untimed"),
+                        default="conntrack",
                         help="with --answer: how the sink answers (see the module doc)")
     args = parser.parse_args(argv)
     if not args.receive_netns and not (args.sink_port and not args.answer):
         parser.error("--receive-netns, or --sink-port without --answer")
-    if args.decisions != "timed" and not args.answer:
+    if args.decisions != "conntrack" and not args.answer:
         parser.error("--decisions: only with --answer")
+    if (args.mode == "fill") != (args.count is not None):
+        parser.error("--count goes with --mode fill, and fill needs it")
     print(json.dumps(run(**vars(args))), flush=True)
     return 0
 

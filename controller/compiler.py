@@ -157,7 +157,8 @@ def _classify(host: Host) -> list:
     zone = conntrack_zone(host, host.mesh)
     netmaker = {"metadata": int(Zone.NETMAKER)}
     tracked = {**netmaker, "ct_zone": zone}
-    flows = [Flow.make(CLASSIFY.id, P_MISS + TRACKED_LEFTOVER, netmaker,
+    flows = [Flow.make(CLASSIFY.id, P_MISS + TRACKED_LEFTOVER,
+                       {**netmaker, "eth_type": ETH_TYPE_IP},  # ct needs an IP match
                        (Apply((CT(zone, table=CLASSIFY.id),)),), Purpose.CONNTRACK.cookie),
              Flow.make(CLASSIFY.id, P_MISS + TRACKED_STATES, tracked, (), Purpose.DROP.cookie),
              _invalid(CLASSIFY, zone, netmaker)]

@@ -6,14 +6,16 @@ address 10.101.0.5 and a /32 route to the xray client through the mesh adapter,
 as the host's `iif nm-privacy` table would give it. So a connection from
 10.101.0.5 enters mesh from the netmaker uplink exactly as Netmaker ingress does:
 the host resolves 10.0.0.102 through mesh's ARP responder, the first packet goes
-to socketnet, and the decision comes back as a table-1 flow.
+to socketnet, and the decision comes back as a commit: the connection in the mesh's
+conntrack zone with its class as ct_mark, and no flow.
 """
 import textwrap
 
 import pytest
 import yaml
 
-from controller.pipeline import Purpose
+from controller.conntrack import parse_dump
+from controller.pipeline import Mark, Purpose
 from topology.config import load_host
 from topology.lab import HOST
 from topology.ovs import wait_until
@@ -80,6 +82,16 @@ def table1(lab, cookie) -> list:
             if f"cookie={cookie:#x}" in line]
 
 
+def connections(lab) -> list:
+    """The connections of the mesh's conntrack zone, as the datapath holds them."""
+    zone = lab.host.classification.conntrack_zone
+    return parse_dump(lab.ovs.appctl("dpctl/dump-conntrack", f"zone={zone}"), zone)
+
+
+def mesh_flows(lab) -> list:
+    return sorted(lab.ovs.dump_flows("mesh", names=True, stats=False))
+
+
 @pytest.fixture
 def classified(lab, controller):
     ctl = controller()
@@ -93,16 +105,19 @@ def classified(lab, controller):
 
 def test_a_users_connection_to_the_xray_client_is_classified_privacy_without_a_retransmission(
         classified):
+    """One packet-in, one committing packet-out, no flow: the connection is in the
+    zone marked privacy, both directions carried by static flows."""
     lab, _ = classified
-    before = retransmissions(lab)
+    before, flows = retransmissions(lab), mesh_flows(lab)
     result = connect(lab, DROPLET, XRAY, XRAY_PORT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split(None, 1)[1].strip() == f"hello from {XRAY}"
     assert retransmissions(lab) == before
-    decisions = table1(lab, Purpose.CLASSIFIED.cookie)
-    assert any(f"nw_src={DROPLET}" in d and f"nw_dst={XRAY}" in d and "tp_dst=8080" in d
-               and "write_metadata:0x3" in d and "idle_timeout=" in d and "send_flow_rem" in d
-               for d in decisions), decisions
+    held = [c for c in connections(lab) if (c.src, c.dst, c.dport) == (DROPLET, XRAY, XRAY_PORT)]
+    assert [c.mark for c in held] == [Mark.PRIVACY], connections(lab)
+    assert mesh_flows(lab) == flows  # no FlowMod per connection
+    assert all("idle_timeout" not in f and "hard_timeout" not in f
+               for f in table1(lab, Purpose.CLASSIFIED.cookie))
 
 
 def test_netmaker_ingress_to_a_management_service_is_classified_management(classified):
@@ -110,16 +125,19 @@ def test_netmaker_ingress_to_a_management_service_is_classified_management(class
     result = connect(lab, DROPLET, MCP, MCP_PORT)
     assert result.returncode == 0, result.stderr
     assert f"hello from {MCP}" in result.stdout
-    assert any(f"nw_dst={MCP}" in d and "write_metadata:0x1" in d
-               for d in table1(lab, Purpose.CLASSIFIED.cookie))
+    assert [c.mark for c in connections(lab) if c.dst == MCP] == [Mark.MANAGEMENT]
 
 
-def test_what_no_rule_claims_is_dropped_and_the_drop_is_cached(classified):
-    lab, _ = classified
+def test_what_no_rule_claims_is_dropped_and_the_drop_is_kept_in_the_zone(classified):
+    lab, ctl = classified
     result = connect(lab, DROPLET, XRAY, 22, timeout=1.5)
     assert result.returncode != 0
-    drops = [d for d in table1(lab, Purpose.CLASSIFIED.cookie) if "tp_dst=22" in d]
-    assert len(drops) == 1 and drops[0].endswith("actions=drop"), drops
+    drops = [c for c in connections(lab) if c.dport == 22]
+    assert [c.mark for c in drops] == [Mark.DROP], connections(lab)
+    # The SYN's retransmissions were dropped by the drop class's flow, in the switch.
+    (drop_flow,) = [f for f in lab.ovs.dump_flows("mesh", names=True, stats=True)
+                    if f"ct_mark={int(Mark.DROP):#x}" in f]
+    assert int(drop_flow.split("n_packets=")[1].split(",")[0]) >= 1, drop_flow
 
 
 @pytest.fixture
@@ -145,7 +163,8 @@ def test_a_source_over_its_cap_is_blocked_in_the_switch_while_others_are_still_c
     wait_until(lambda: table1(lab, Purpose.BLOCKED.cookie), 10, "the source block flow")
     (block,) = table1(lab, Purpose.BLOCKED.cookie)
     assert f"nw_src={DROPLET}" in block and "hard_timeout=60" in block
+    assert "ct_mark=0" in block  # only new connections: decided ones go on
     assert connect(lab, DROPLET, XRAY, XRAY_PORT, timeout=1.0).returncode != 0
-    ctl.wait_for(r"over its cap of 5 cached decisions", 5)
+    ctl.wait_for(r"over its cap of 5 decisions", 5)
     result = connect(lab, OTHER_PEER, XRAY, XRAY_PORT)
     assert result.returncode == 0, result.stderr

@@ -247,6 +247,9 @@ class FakeSwitch:
                 elif isinstance(action, Move):
                     _require_prerequisites(action.src, match, f, "move")
                     _require_prerequisites(action.dst, match, f, "move")
+                elif isinstance(action, CT) and match.get("eth_type") not in (0x0800, 0x86DD):
+                    raise FlowRejected(f"{self.name}: ct needs a match on IPv4 or IPv6: "
+                                       f"{f.ofctl(self.names)}")
                 elif isinstance(action, Output) and action.port not in self.names and \
                         action.port not in (OFPP_IN_PORT, OFPP_CONTROLLER, OFPP_NORMAL,
                                             OFPP_FLOOD, OFPP_ALL):
