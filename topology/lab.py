@@ -400,10 +400,13 @@ class Lab:
 
     # -- asking the tables -------------------------------------------------------
 
-    def trace(self, bridge: str, flow: str, ct_next: Optional[str] = None) -> TracePath:
+    def trace(self, bridge: str, flow: str, ct_next: Optional[str] = None,
+              ct_mark: Optional[int] = None) -> TracePath:
         """Trace a packet entering `bridge` (flow names its in_port) and follow it
-        over the inter-bridge link to the other bridge."""
-        return self.ovs.trace_across(bridge, flow, self.host.inter_bridge_links, ct_next=ct_next)
+        over the inter-bridge link to the other bridge; `ct_next` and `ct_mark`: the
+        state and mark the connection tracker gives it (ofproto/trace asks none)."""
+        return self.ovs.trace_across(bridge, flow, self.host.inter_bridge_links,
+                                     ct_next=ct_next, ct_mark=ct_mark)
 
 
 def _operstate(ipr: IPRoute, ifname: str) -> Optional[str]:

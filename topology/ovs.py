@@ -331,12 +331,15 @@ class TracePath:
 
 
 def follow_links(trace: Callable[[str, str], TraceResult], bridge: str, flow: str,
-                 links: Mapping[tuple, tuple], max_hops: int = 4) -> TracePath:
+                 links: Mapping[tuple, tuple], max_hops: int = 4,
+                 ct_mark: Optional[int] = None) -> TracePath:
     """Trace a packet with `trace(bridge, flow)` and follow it over veths between
     bridges (a trace stops at a veth): `links` maps (bridge, port) to the (bridge,
     port) at the veth's other end; a packet leaving by a linked port is traced again
     entering the peer, with its modified header fields and no pipeline metadata.
-    After `max_hops` traces, outputs to linked ports count as exits."""
+    After `max_hops` traces, outputs to linked ports count as exits. `ct_mark`: the
+    mark its connection has, given to the packet on every hop (with --ct-next it
+    is what the tracker answers; it does not cross a veth by itself)."""
     hops, exits, controller = [], [], []
     queue, seen = [(bridge, flow)], set()
     while queue:
@@ -351,7 +354,10 @@ def follow_links(trace: Callable[[str, str], TraceResult], bridge: str, flow: st
         for out in result.outputs:
             peer = links.get((br, out.port))
             if peer is not None and len(hops) < max_hops:
-                queue.append((peer[0], out.as_ingress(peer[1])))
+                hop = out.as_ingress(peer[1])
+                if ct_mark:
+                    hop += f",ct_mark={ct_mark}"
+                queue.append((peer[0], hop))
             else:
                 exits.append(out)
     return TracePath(hops=tuple(hops), exits=tuple(exits), controller=tuple(controller))
@@ -683,14 +689,17 @@ class OvsInstance:
         return parse_trace(bridge, flow, text, self._dp_port_name)
 
     def trace_across(self, bridge: str, flow: str, links: Mapping[tuple, tuple],
-                     ct_next: Optional[str] = None, max_hops: int = 4) -> TracePath:
+                     ct_next: Optional[str] = None, max_hops: int = 4,
+                     ct_mark: Optional[int] = None) -> TracePath:
         """Trace a packet and follow it over veths between bridges (a trace stops at
         a veth). `links` maps (bridge, port) to the (bridge, port) at the veth's
         other end; a packet leaving by a linked port is traced again entering the
         peer, with its modified header fields and no pipeline metadata. After
         `max_hops` traces, outputs to linked ports count as exits (no endless loop)."""
+        if ct_mark:
+            flow += f",ct_mark={ct_mark}"
         return follow_links(lambda br, fl: self.trace(br, fl, ct_next=ct_next), bridge, flow,
-                            links, max_hops)
+                            links, max_hops, ct_mark)
 
     # -- reaching a controller outside the netns -------------------------------
 

@@ -108,7 +108,10 @@ class Delivery:
     headers: tuple = ()  # of (field, value)
 
     def met_by(self, point: Point, headers: Mapping) -> bool:
-        return point == self.point and all(headers.get(k) == v for k, v in self.headers)
+        """`headers` as the table simulator gives them, or as a trace prints them
+        (every value a string)."""
+        return point == self.point and all(str(headers.get(k)).lower() == str(v).lower()
+                                           for k, v in self.headers)
 
     def __str__(self) -> str:
         with_ = ", ".join(f"{k}={v}" for k, v in self.headers)
