@@ -52,7 +52,7 @@ LOG = logging.getLogger("socketnet.metrics")
 
 ALL_ONES = 0xFFFFFFFFFFFFFFFF
 UNAVAILABLE = ALL_ONES  # what Open vSwitch reports for a counter it does not have
-REACTIVE_PAIRS = ((CLASSIFY.id, Purpose.CLASSIFIED), (CLASSIFY.id, Purpose.BLOCKED))
+REACTIVE_PAIRS = ((CLASSIFY.id, Purpose.BLOCKED),)
 METER_NAMES = {PACKET_IN_METER: "packet-in", KNOWN_SOURCES_METER: "packet-in-known-sources"}
 ERROR_TYPES = {getattr(ofp, n): n[len("OFPET_"):].lower().replace("_", "-")
                for n in dir(ofp) if n.startswith("OFPET_")}

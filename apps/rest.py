@@ -199,19 +199,20 @@ class RestApp(app_manager.OSKenApp):
         dp = channel.dp
         message = dp.ofproto_parser.OFPExperimenter(
             dp, experimenter=NX_EXPERIMENTER_ID, exp_type=NXT_CT_FLUSH_ZONE,
-            data=struct.pack("!H6x", zone))
+            data=struct.pack("!6xH", zone))  # nx_zone_id: 6 zero bytes, then the zone
         try:
             channel.send_checked([message], lambda i: f"flush conntrack zone {zone}")
         except ChannelError as exc:
             raise ApiError(503, str(exc), "switch") from None
         LOG.info("REST: flushed conntrack zone %d", zone)
 
-    def _trace_across(self, bridge: str, flow: str):
-        return self.vswitchd.trace_across(bridge, flow, self.runtime.host.inter_bridge_links)
+    def _trace_across(self, bridge: str, flow: str, ct_next=None, ct_mark=None):
+        return self.vswitchd.trace_across(bridge, flow, self.runtime.host.inter_bridge_links,
+                                          ct_next=ct_next, ct_mark=ct_mark)
 
-    def trace(self, bridge: str, flow: str) -> dict:
+    def trace(self, bridge: str, flow: str, ct_next=None, ct_mark=None) -> dict:
         try:
-            return path_doc(self._trace_across(bridge, flow))
+            return path_doc(self._trace_across(bridge, flow, ct_next, ct_mark))
         except VswitchdUnreachable as exc:
             raise ApiError(503, f"cannot trace: {exc}") from None
         except ValueError as exc:

@@ -44,7 +44,7 @@ from controller.flow import Apply, Flow, Output
 from controller.pipeline import Purpose, purpose_of
 from controller.switches import Runtime, SwitchState
 from topology.config import ABSENT
-from topology.model import Host, TrafficClass
+from topology.model import Host, Role, TrafficClass
 
 LOG = logging.getLogger("socketnet.api")
 
@@ -623,7 +623,16 @@ class Api:
         state = self.runtime.by_bridge(bridge.name)
         flow = trace_flow(host, bridge.name, body, state)
         result = self.backend.trace(bridge.name, flow)
-        return {"flow": flow, **result}
+        doc = {"flow": flow, **result}
+        packet = _undecided_packet(host, bridge.name, flow) if result.get("controller") else None
+        if packet is not None:
+            # What the classifier would decide, and the path the connection then takes:
+            # the packet-out's packet, tracked (trk,new) with its class's mark.
+            decision = classify_doc(host, packet)
+            doc["decision"] = decision
+            doc["decided"] = self.backend.trace(bridge.name, flow, ct_next="trk,new",
+                                                ct_mark=decision["mark"])
+        return doc
 
     def audit(self, req):
         return self.backend.audit()
@@ -798,6 +807,23 @@ def classify_doc(host: Host, body: dict) -> dict:
             "overruled": decision.overruled or None, "why": why, "mark": mark,
             "commit": ",".join(a.ofctl({}) for a in commit_actions(decision, zone)),
             "path": class_path(decision.cls)}
+
+
+def _undecided_packet(host: Host, bridge: str, flow: str) -> Optional[dict]:
+    """The classify body of a traced IPv4 packet entering the mesh from the
+    Netmaker uplink (what table 1 hands the controller); None for anything else."""
+    fields = dict(part.partition("=")[::2] for part in flow.split(","))
+    uplink = next((p for p in host.mesh.ports if p.role is Role.NETMAKER_UPLINK), None)
+    if bridge != host.mesh.name or uplink is None or fields.get("in_port") != uplink.name:
+        return None
+    proto = next((p for p in ("tcp", "udp", "icmp") if p in fields), None)
+    if proto is None or "nw_src" not in fields or "nw_dst" not in fields:
+        return None
+    body = {"src": fields["nw_src"], "dst": fields["nw_dst"], "proto": proto}
+    if proto != "icmp":
+        body["sport"] = int(fields.get(f"{proto}_src", 0))
+        body["dport"] = int(fields.get(f"{proto}_dst", 0))
+    return body
 
 
 def class_path(cls: TrafficClass) -> str:

@@ -236,6 +236,15 @@ def trace(bridge, in_port, proto, src, dst, sport, dport, eth_src, eth_dst, api_
             click.echo(f"  leaves by {e['bridge']}/{e['port']}  {headers}")
     elif doc["controller"]:
         click.echo("  goes to the controller (undecided)")
+        decision = doc.get("decision")
+        if decision:
+            click.echo(f"  the classifier decides {decision['class']} (rule "
+                       f"{decision['rule']}): {decision['commit']}")
+            decided = doc["decided"]
+            for e in decided["exits"]:
+                click.echo(f"  then leaves by {e['bridge']}/{e['port']}")
+            if not decided["exits"]:
+                click.echo("  then dropped")
     else:
         click.echo("  dropped")
 

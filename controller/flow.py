@@ -401,7 +401,7 @@ def _ofctl_value(name: str, value, names: Mapping[int, str]) -> str:
     if name in ("metadata", "ct_mark"):
         if isinstance(value, tuple):
             return f"{value[0]:#x}/{value[1]:#x}"
-        return f"{value:#x}"
+        return f"{value:#x}" if value else "0"  # as ovs-ofctl prints it
     if name == "ct_state":
         return ct_state_text(*value)
     if isinstance(value, tuple):

@@ -17,7 +17,7 @@ from controller.flow import Flow
 from controller.pipeline import Purpose, owns, purpose_of
 
 # Flows of these purposes are installed by event handlers, not by the compiler.
-REACTIVE = frozenset({Purpose.CLASSIFIED, Purpose.BLOCKED})
+REACTIVE = frozenset({Purpose.BLOCKED})
 
 
 @dataclass(frozen=True)

@@ -126,22 +126,28 @@ class Vswitchd:
 
     # --- tracing -----------------------------------------------------------------
 
-    def trace(self, bridge: str, flow: str):
-        """`ofproto/trace BRIDGE FLOW`, parsed (topology.ovs.TraceResult).
-        ValueError when ovs-vswitchd refuses the flow."""
+    def trace(self, bridge: str, flow: str, ct_next: Optional[str] = None):
+        """`ofproto/trace BRIDGE FLOW [--ct-next FLAGS]`, parsed
+        (topology.ovs.TraceResult). ValueError when ovs-vswitchd refuses the flow."""
         from topology.ovs import OvsError, parse_trace
-        text = self.call("ofproto/trace", bridge, flow)
+        text = self.call("ofproto/trace", bridge, flow, *(("--ct-next", ct_next) if ct_next
+                                                          else ()))
         try:
             return parse_trace(bridge, flow, text, self.dp_port_name)
         except OvsError as exc:
             raise ValueError(str(exc)) from None
 
     def trace_across(self, bridge: str, flow: str, links: Mapping[tuple, tuple],
-                     max_hops: int = 4):
+                     max_hops: int = 4, ct_next: Optional[str] = None,
+                     ct_mark: Optional[int] = None):
         """Trace and follow the packet over `links` ((bridge, port) -> (bridge, port)
-        at the veth's other end): a topology.ovs.TracePath."""
+        at the veth's other end): a topology.ovs.TracePath. `ct_next`, `ct_mark`: the
+        connection tracker's answer to assume (ofproto/trace asks none)."""
         from topology.ovs import follow_links
-        return follow_links(self.trace, bridge, flow, links, max_hops)
+        if ct_mark:
+            flow += f",ct_mark={ct_mark}"
+        return follow_links(lambda br, fl: self.trace(br, fl, ct_next), bridge, flow, links,
+                            max_hops, ct_mark)
 
 
 def path_doc(path) -> dict:

@@ -11,14 +11,12 @@ import pytest
 import requests
 import yaml
 
-from controller.classifier import Classifier, Flow5, decision_flow
 from controller.process import ControllerProcess, free_port
 from controller.pipeline import Purpose
 from topology.ovs import wait_until
 
 from tests.conftest import module
 from tests.integration.conftest import SEED_YAML, switch_macs, unique_lab_name
-from tests.isolation.decisions import decisions
 
 TOKEN = "rest-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -86,7 +84,7 @@ def test_flows_are_what_the_switch_holds_with_counters(live):
     text = get(base, "/v1/switches/vmbr0/flows", params={"format": "ofctl", "table": 0}).text
     assert text.splitlines() and all("table=0" in line for line in text.splitlines())
     drops = get(base, "/v1/switches/mesh/flows", params={"purpose": "drop"}).json()["flows"]
-    assert {f["table"] for f in drops} == {0, 2, 3}  # table 1 misses to the controller
+    assert {f["table"] for f in drops} == {0, 1, 2, 3}  # every table ends in a drop
 
 
 def test_ports_carry_roles_and_counters(live):
@@ -121,54 +119,69 @@ def test_ryu_ofctl_rest_paths_answer_in_ryus_format(live):
     assert get(base, "/stats/flow/12345").status_code == 404
 
 
-def test_cache_delete_and_flush_reach_the_switch(live):
+def commit(lab, src, sport, dst, dport, mark):
+    """A connection in the mesh's zone, as the controller's packet-out commits it."""
+    from bench import frames
+    zone = lab.host.classification.conntrack_zone
+    frame = frames.syn_frame(0, "02:00:00:00:00:01", "02:00:00:00:00:02", dst, dport)
+    # the frame's own source and port, then its checksum
+    frame[26:30] = bytes(int(x) for x in src.split("."))
+    frame[34:36] = sport.to_bytes(2, "big")
+    frame[24:26] = b"\0\0"
+    header = bytes(frame[14:34])
+    total = sum(int.from_bytes(header[i:i + 2], "big") for i in range(0, 20, 2))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    frame[24:26] = (~total & 0xFFFF).to_bytes(2, "big")
+    frames.stamp(frame, 0, 1)
+    lab.ovs.ofctl("packet-out", "mesh", f"in_port=mesh-gw packet={bytes(frame).hex()} "
+                  f"actions=ct(commit,zone={zone},exec(set_field:{mark}->ct_mark))")
+
+
+def test_cache_lists_deletes_and_flushes_the_zones_connections(live):
     lab, _, base = live
-    cookie = f"cookie={Purpose.CLASSIFIED.cookie:#x}/-1"
-    for flow in decisions(lab.host, switch_macs(lab), privacy=True)[:3]:
-        lab.ovs.ofctl("add-flow", "mesh", flow.ofctl())
-    # A reload re-syncs, and the sync hands the decisions the switch holds to the
-    # classifier's count (as after a controller restart).
-    requests.post(base + "/v1/reload", json={}, headers=AUTH, timeout=10)
+    for sport in (40001, 40002, 40003):
+        commit(lab, "10.101.0.5", sport, "10.0.0.102", 8080, 1)
 
-    def counted(n):
-        return lambda: get(base, "/v1/cache").json()["counted"] == n
+    def listed():
+        return get(base, "/v1/cache").json()
 
-    wait_until(counted(3), 10, "the classifier to count the 3 decisions")
-    entries = get(base, "/v1/cache").json()["entries"]
-    assert len(entries) == 3
-    r = requests.delete(f"{base}/v1/cache/{entries[0]['id']}", headers=AUTH, timeout=10)
+    wait_until(lambda: listed()["count"] == 3, 10, "the 3 connections in the zone")
+    doc = listed()
+    assert {(e["class"], e["sport"]) for e in doc["entries"]} == {
+        ("privacy", p) for p in (40001, 40002, 40003)}
+    assert all(e["timeout"] is not None and e["state"] for e in doc["entries"]), doc
+    first = doc["entries"][0]["id"]
+    r = requests.delete(f"{base}/v1/cache/{first}", headers=AUTH, timeout=10)
     assert r.status_code == 200, r.text
-    assert len(lab.ovs.dump_flows("mesh", match=cookie)) == 2
-    wait_until(counted(2), 10, "the flow-removed of the deleted decision")
-    assert requests.delete(f"{base}/v1/cache/{entries[0]['id']}", headers=AUTH,
+    assert first not in {e["id"] for e in listed()["entries"]} and listed()["count"] == 2
+    assert requests.delete(f"{base}/v1/cache/{first}", headers=AUTH,
                            timeout=10).status_code == 404
     r = requests.delete(f"{base}/v1/cache", headers=AUTH, timeout=10)
-    assert r.status_code == 200 and r.json()["deleted"] == 2
-    assert lab.ovs.dump_flows("mesh", match=cookie) == []
-    wait_until(counted(0), 10, "the flow-removed of the flushed decisions")
+    assert r.status_code == 200 and r.json()["deleted"] == 2, r.text
+    zone = lab.host.classification.conntrack_zone
+    assert lab.ovs.appctl("dpctl/dump-conntrack", f"zone={zone}").strip() == ""
 
 
 def test_trace_follows_the_packet_across_the_inter_bridge_link(live):
     lab, _, base = live
-    # W1 with its privacy decision cached: Netmaker ingress reaches the xray client.
+    # W1, its connection not decided: it stops at the controller, with the decision
+    # it would get.
     src, sport = "10.101.0.5", 40000
-    packet = Flow5.of(src, "10.0.0.102", "tcp", sport, 8080)
-    decision = Classifier(lab.host).decide(packet)
-    assert decision.cls.value == "privacy"
-    lab.ovs.ofctl("add-flow", "mesh",
-                  decision_flow(packet, decision, lab.host.classification).ofctl())
     body = {"bridge": "mesh", "in_port": "mesh-gw", "proto": "tcp", "src": src,
             "sport": sport, "dst": "10.0.0.102", "dport": 8080,
             "eth_dst": lab.host.xray_client.container.mac}
     doc = requests.post(base + "/v1/trace", json=body, headers=AUTH, timeout=10).json()
-    assert [h["bridge"] for h in doc["hops"]] == ["mesh", "vmbr0"], doc
-    assert [(e["bridge"], e["port"]) for e in doc["exits"]] == [("vmbr0", "veth102")]
+    assert doc["controller"] == ["mesh"] and doc["exits"] == [], doc
+    assert doc["decision"]["class"] == "privacy"
+    # ... and as its connection will be once decided: it reaches the xray client.
+    assert [h["bridge"] for h in doc["decided"]["hops"]] == ["mesh", "vmbr0"], doc
+    assert [(e["bridge"], e["port"]) for e in doc["decided"]["exits"]] == [("vmbr0", "veth102")]
     # A management container to a Netmaker peer: out through the mesh adapter only.
     doc = requests.post(base + "/v1/trace", json={"bridge": "mesh", "in_port": "veth200",
                                                   "proto": "udp", "dst": "10.101.0.5",
                                                   "dport": 53}, headers=AUTH, timeout=10).json()
     assert [(e["bridge"], e["port"]) for e in doc["exits"]] == [("mesh", "mesh-gw")]
-    requests.delete(f"{base}/v1/cache", headers=AUTH, timeout=10)
 
 
 def test_classify_dry_run(live):

@@ -220,7 +220,7 @@ def _ovs(socketnet: float, conntrack: float, timed: float, ceiling: float, p99: 
             "timed": phase(timed, 0.002), "ceiling": phase(ceiling), "untimed": phase(timed * 4),
             "baseline": phase(5_000, 0.01),
             "rounds": [{"socketnet": socketnet, "conntrack": conntrack, "timed": timed,
-                        "ceiling": ceiling}],
+                        "ceiling": ceiling, "p50": p99 / 2, "p99": p99, "all_delivered": True}],
             "live": [Live(1_000, 1_000, 9_000.0, 1_000, 80_000, 70_000, phase(socketnet)),
                      Live(100_000, 100_000, 9_000.0, 100_000, int(rss_mb * 1024), 70_000,
                           phase(socketnet))]}
@@ -246,3 +246,9 @@ def test_the_report_prints_each_target_pass_or_fail():
     failing = bench_classifier.report({}, {}, _ovs(20_000, 40_000, 8_000, 100_000, 0.003, 200))
     assert _verdicts(failing) == {"ceiling": "FAIL", "timed": "FAIL", "conntrack": "FAIL",
                                   "p99": "FAIL", "rss": "FAIL"}
+
+
+def test_a_round_that_lost_a_first_packet_fails_the_latency_target():
+    ovs = _ovs(30_000, 32_000, 8_000, 100_000, 0.0015, 120)
+    ovs["rounds"].append({**ovs["rounds"][0], "all_delivered": False})
+    assert _verdicts(bench_classifier.report({}, {}, ovs))["p99"] == "FAIL"

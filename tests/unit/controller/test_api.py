@@ -74,7 +74,7 @@ class FakeBackend:
         self.flushed.append((dpid, zone))
         self.held = []
 
-    def trace(self, bridge, flow):
+    def trace(self, bridge, flow, ct_next=None, ct_mark=None):
         if self.unreachable:
             raise ApiError(503, "cannot trace: no ovs-vswitchd control socket")
         self.traced.append((bridge, flow))

@@ -33,8 +33,8 @@ def test_flows_under_other_cookies_are_never_touched():
     assert p.empty
 
 
-def test_reactive_cached_decisions_are_left_to_expire():
-    cached = flow(7, 7, cookie=Purpose.CLASSIFIED.cookie, idle_timeout=30)
+def test_reactive_source_blocks_are_left_to_expire():
+    cached = flow(7, 7, cookie=Purpose.BLOCKED.cookie, idle_timeout=30)
     p = plan([flow(1, 1)], [flow(1, 1), cached])
     assert p.empty
 
