@@ -110,8 +110,8 @@ def _read_zone_policies(system: HostSystem) -> dict:
     for dp in DATAPATH_TYPES:
         try:
             text = system.vsctl("list-zone-tp", dp)
-        except RuntimeError as exc:  # no Datapath record for that type: "does not exist"
-            if "does not exist" in str(exc):
+        except RuntimeError as exc:  # no Datapath record for that type
+            if "does not exist" in str(exc) or "not found" in str(exc):
                 continue
             raise
         zones = {}

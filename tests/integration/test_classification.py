@@ -168,3 +168,53 @@ def test_a_source_over_its_cap_is_blocked_in_the_switch_while_others_are_still_c
     ctl.wait_for(r"over its cap of 5 decisions", 5)
     result = connect(lab, OTHER_PEER, XRAY, XRAY_PORT)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture
+def small_zone_config(tmp_path):
+    def make(lab):
+        data = yaml.safe_load(SEED_YAML.read_text())
+        data["socketnet"]["classification"]["limits"].update(
+            cached_total=3, cached_per_source=3, cached_unknown=3)
+        # The controller sets the zone's limit through this lab's ovs-vswitchd.
+        data["socketnet"].setdefault("rest", {})["ovs_ctl"] = lab.ovs.vswitchd_ctl
+        path = tmp_path / "small-zone.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return str(path)
+    return make
+
+
+def test_a_full_zone_refuses_new_connections_on_either_datapath_and_keeps_the_others(
+        make_lab, controller, small_zone_config, monkeypatch):
+    """cached_total is the zone's connection limit in the datapath. A restarted
+    controller counts no decision yet, so it commits past the limit: the kernel
+    datapath refuses the commit and drops the packet, the userspace one skips it
+    silently and the connection comes back for a decision, which the controller
+    drops once it has committed it RETRIES times. Either way the new connection
+    fails, the zone holds its limit, and the connections in it go on."""
+    from controller.classifier import RETRIES
+    monkeypatch.delenv("SOCKETNET_OVS_CTL", raising=False)
+    lab = make_lab(load_host(str(SEED_YAML)))
+    config = small_zone_config(lab)
+    ctl = controller(config)
+    lab.attach(ctl.target)
+    ctl.wait_synced(["mesh", "vmbr0"])
+    zone = lab.host.classification.conntrack_zone
+    wait_until(lambda: f"zone={zone},limit=3" in lab.ovs.appctl("dpctl/ct-get-limits",
+                                                                  f"zone={zone}"),
+               10, "the controller to set the zone's limit")
+    netmaker_side(lab, DROPLET, OTHER_PEER)
+    serve(lab, "102", XRAY, XRAY_PORT)
+    # Three connections that stay open fill the zone (a closed one keeps its entry
+    # in TIME_WAIT as well).
+    for _ in range(3):
+        assert connect(lab, DROPLET, XRAY, XRAY_PORT).returncode == 0
+    assert len(connections(lab)) == 3
+    ctl.stop()
+    ctl = controller(config, port=ctl.port)
+    ctl.wait_synced(["mesh", "vmbr0"], timeout=30)
+    result = connect(lab, OTHER_PEER, XRAY, XRAY_PORT, timeout=3.0)
+    assert result.returncode != 0, result.stdout
+    assert len(connections(lab)) == 3, connections(lab)
+    if lab.ovs.datapath == "netdev":
+        ctl.wait_for(rf"committed {RETRIES} times, the connection does not stay", 10)

@@ -8,11 +8,11 @@ import pytest
 
 from topology.lab import HOST
 
-from controller.pipeline import Purpose
+from controller.pipeline import Mark
 from topology.ovs import wait_until
 
-from tests.integration.test_classification import (DROPLET, XRAY, XRAY_PORT, netmaker_side,
-                                                   retransmissions, table1)
+from tests.integration.test_classification import (DROPLET, XRAY, XRAY_PORT, connections,
+                                                   netmaker_side, retransmissions)
 
 # A privacy stream: the droplet sends to the xray client for as long as it runs,
 # reading back what the server echoes; it prints the bytes that made the round trip.
@@ -67,9 +67,9 @@ def test_established_flows_keep_forwarding_without_loss_across_a_restart(lab, co
     pings = int(SECONDS / 0.02)
     management = lab.popen("200", "ping", "-q", "-i", "0.02", "-c", str(pings), "-W", "1", api,
                            stdout=subprocess.PIPE, text=True)
-    # Restart only once the stream is established: its decision is in the switch.
-    wait_until(lambda: any(f"nw_dst={XRAY}" in f for f in table1(lab, Purpose.CLASSIFIED.cookie)),
-               10, "the privacy stream's cached decision")
+    # Restart only once the stream is established: its decision is in the tracker.
+    wait_until(lambda: any(c.dst == XRAY and c.mark == Mark.PRIVACY for c in connections(lab)),
+               10, "the privacy stream's connection, decided")
     ctl.stop(how)
     ctl2 = controller(port=ctl.port)
     counts = ctl2.wait_synced(["mesh", "vmbr0"], timeout=30)
