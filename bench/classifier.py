@@ -249,12 +249,18 @@ def _ovs_rows(ovs: dict) -> list:
                  f">= {CONNTRACK_SHARE:.0%}",
                  _verdict(None if of_ct is None else of_ct >= CONNTRACK_SHARE)))
 
-    rows.append((f"(a) OVS first-packet p50/p99 ms at {FIXED_RATE:,}/s",
-                 f"{_ms(so.p50)} / {_ms(so.p99)}", f"{_ms(bo.p50)} / {_ms(bo.p99)}",
-                 _ratio(bo.p99, so.p99) + " lower p99" if so.p99 and bo.p99 else "",
+    # socketnet's first-packet latency: the medians of the rounds' p50 and p99; a
+    # round that lost a first packet counts as over the target.
+    timely = [r for r in rounds if r.get("p99") is not None]
+    p50, p99 = (_median([r[k] for r in timely]) for k in ("p50", "p99"))
+    over = [r for r in timely if not r["all_delivered"]]
+    rows.append((f"(a) OVS first-packet p50/p99 ms at {FIXED_RATE:,}/s (median of rounds)",
+                 f"{_ms(p50)} / {_ms(p99)}", f"{_ms(bo.p50)} / {_ms(bo.p99)}",
+                 "rounds' p99: " + ", ".join(_ms(r["p99"]) for r in timely)
+                 if len(timely) > 1 else "",
                  f"p99 <= {OVS_P99_AT_FIXED_RATE * 1e3:g} ms",
-                 _verdict(so.p99 is not None and so.latency_delivered == so.latency_sent
-                          and so.p99 <= OVS_P99_AT_FIXED_RATE)))
+                 _verdict(None if p99 is None else
+                          not over and p99 <= OVS_P99_AT_FIXED_RATE)))
     rows.append((f"(a) minimal's p50/p99 ms at {FIXED_RATE:,}/s: conntrack, timed",
                  f"{_ms(ct.p50)} / {_ms(ct.p99)}", "", "",
                  f"(timed: {_ms(ti.p50)} / {_ms(ti.p99)})", ""))

@@ -279,7 +279,8 @@ class OvsBench:
     def run(self) -> dict:
         """{phase: Phase}: "socketnet", "conntrack", "timed" and "ceiling" (the
         medians of `repeat` runs taken in turn, by throughput), "rounds" (each
-        turn's setups/s of the four, for the ratios within one round), "untimed"
+        turn's setups/s of the four, for the ratios within one round, and
+        socketnet's first-packet p50, p99 and whether all arrived), "untimed"
         (if run), "baseline", and "live" ([Live] for each N of `live`)."""
         names = ("socketnet", "conntrack", "timed", "ceiling")
         runs = {name: [] for name in names}
@@ -290,7 +291,10 @@ class OvsBench:
             runs["ceiling"].append(self._ceiling_phase())
         results = {name: sorted(phases, key=lambda p: p.per_second)[len(phases) // 2]
                    for name, phases in runs.items()}
-        results["rounds"] = [{name: runs[name][i].per_second for name in names}
+        results["rounds"] = [{**{name: runs[name][i].per_second for name in names},
+                              "p50": runs["socketnet"][i].p50, "p99": runs["socketnet"][i].p99,
+                              "all_delivered": runs["socketnet"][i].latency_delivered
+                              == runs["socketnet"][i].latency_sent}
                              for i in range(self.repeat)]
         if self.untimed:
             results["untimed"] = self._minimal_phase("untimed", latency=False)
