@@ -200,6 +200,7 @@ from __future__ import annotations
 
 import json
 import re
+import reprlib
 import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -236,13 +237,15 @@ class ConfigIssue:
         where = f"{self.file}: {self.path}" if self.path else self.file
         if self.value is ABSENT:
             return f"{where}: {self.message}"
-        value = repr(self.value)
+        value = _REPR.repr(self.value)  # bounded: never the whole of a big value
         if len(value) > _LONGEST_VALUE:
             value = value[:_LONGEST_VALUE - 3] + "..."
         return f"{where} = {value}: {self.message}"
 
 
 _LONGEST_VALUE = 60  # a mapping or list given where a scalar belongs can be long
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxstring, _REPR.maxother = 3, 4, 4, 80, 80
 
 
 class ConfigError(ValueError):
@@ -293,9 +296,22 @@ def check_file(path) -> CheckResult:
 # --- the file --------------------------------------------------------------
 
 
+# What a config document may expand to once its aliases are followed, and how
+# deep it may nest: a few hundred bytes of nested aliases ("billion laughs") would
+# otherwise expand to gigabytes before anything looked at them.
+MAX_VALUES = 100_000
+MAX_DEPTH = 64
+
+
 class _StrictYamlLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a key given twice in one mapping, which
-    PyYAML would otherwise resolve silently by keeping the last."""
+    PyYAML would otherwise resolve silently by keeping the last, and a document
+    whose aliases expand to more than MAX_VALUES values or that nests deeper than
+    MAX_DEPTH, before building it."""
+
+    def construct_document(self, node):
+        _check_expansion(node)
+        return super().construct_document(node)
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -306,6 +322,41 @@ class _StrictYamlLoader(yaml.SafeLoader):
                     None, None, f"duplicate key {key!r}", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep)
+
+
+def _check_expansion(root) -> None:
+    """Count the values `root` stands for with every alias followed (each node's
+    count is computed once, so this is linear in the file), and its depth."""
+    counts: dict = {}
+    depth: dict = {}
+    order, stack = [], [root]
+    seen = set()
+    while stack:  # the nodes, each once, children after their parents
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        order.append(node)
+        if isinstance(node, yaml.MappingNode):
+            stack.extend(n for pair in node.value for n in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    for node in reversed(order):  # children before their parents
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            children = ()
+        counts[id(node)] = 1 + sum(counts.get(id(c), 0) for c in children)
+        depth[id(node)] = 1 + max((depth.get(id(c), 0) for c in children), default=0)
+        if counts[id(node)] > MAX_VALUES:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"its aliases expand to more than {MAX_VALUES:,} values",
+                node.start_mark)
+        if depth[id(node)] > MAX_DEPTH:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"it nests deeper than {MAX_DEPTH} levels", node.start_mark)
 
 
 class _DuplicateJsonKey(ValueError):

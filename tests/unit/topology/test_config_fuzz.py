@@ -60,3 +60,46 @@ def test_any_bytes_give_issues_naming_the_file(tmp_path_factory, content):
     result = check_file(str(file))
     assert result.errors and result.host is None
     assert all(issue.file == str(file) for issue in result.errors)
+
+
+def _laughs(levels: int, width: int) -> str:
+    """A document of nested aliases: `width` ** `levels` strings in a few lines."""
+    lines = [f"l0: &l0 [{', '.join(['lol'] * width)}]"]
+    for i in range(1, levels):
+        lines.append(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]")
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(levels=st.integers(1, 12), width=st.integers(1, 12))
+def test_nested_aliases_are_refused_before_they_expand(tmp_path_factory, levels, width):
+    """A few hundred bytes of nested aliases would expand to gigabytes: the file is
+    refused, naming the limit, unless what it expands to stays within it."""
+    from topology.config import MAX_VALUES
+    path = tmp_path_factory.mktemp("laughs") / "config.yaml"
+    path.write_text(_laughs(levels, width))
+    result = check_file(path)
+    expanded = sum(width ** i for i in range(1, levels + 1)) + levels * 2 + 1
+    assert result.errors and result.host is None  # it is no config either way
+    if expanded > MAX_VALUES * 1.5:
+        (issue,) = result.errors
+        assert "aliases expand to more than" in issue.message, issue
+    elif expanded < MAX_VALUES / 1.5:
+        assert not any("aliases expand" in i.message for i in result.errors)
+    # an error never renders the expanded value
+    assert all(len(str(i)) < 300 for i in result.errors), result.errors[:3]
+
+
+def test_deep_nesting_is_refused_naming_the_depth(tmp_path):
+    from topology.config import MAX_DEPTH
+    path = tmp_path / "deep.yaml"
+    path.write_text("[" * (MAX_DEPTH + 5) + "]" * (MAX_DEPTH + 5) + "\n")
+    (issue,) = check_file(path).errors
+    assert f"nests deeper than {MAX_DEPTH} levels" in issue.message
+
+
+def test_an_issue_with_a_huge_value_prints_only_its_beginning():
+    from topology.config import ConfigIssue
+    text = str(ConfigIssue("f.yaml", "lxc", [list(range(1000))] * 1000, "expected a mapping"))
+    assert len(text) < 200 and text.endswith("expected a mapping")
