@@ -31,6 +31,8 @@ class ApiClient:
     def __init__(self, base_url: str = DEFAULT_API, token: Optional[str] = None,
                  timeout: float = 60.0):
         self.base = base_url.rstrip("/")
+        if self.base.endswith("/v1"):  # the address as the controller's log prints it
+            self.base = self.base[:-len("/v1")]
         self.token = token if token is not None else os.environ.get("SOCKETNET_TOKEN")
         self.timeout = timeout
 

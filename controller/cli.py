@@ -44,7 +44,17 @@ def _listen(value: str, option: str) -> tuple:
     return host.strip("[]"), int(port)
 
 
+def _version() -> str:
+    from importlib import metadata
+    try:
+        return metadata.version("socketnet")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), "--version", prog_name="socketnet",
+                      message="%(prog)s %(version)s")
 def main():
     """socketnet: the OpenFlow 1.3 controller of a host's two socket networks,
     mesh (Netmaker, management) and vmbr0 (privacy, out through WARP only)."""

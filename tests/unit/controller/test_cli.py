@@ -1,4 +1,5 @@
 """The command line: exit codes and what it prints, without starting a controller."""
+import pytest
 import json
 from pathlib import Path
 
@@ -57,3 +58,19 @@ def test_flows_prints_ofctl_lines_for_one_bridge():
     lines = [line for line in result.output.splitlines() if not line.startswith("#")]
     assert lines and all(" actions=" in line for line in lines)
     assert not any("mesh-gw" in line for line in lines)
+
+
+def test_version_says_the_installed_version():
+    from importlib import metadata
+    from click.testing import CliRunner
+    from controller.cli import main
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"socketnet {metadata.version('socketnet')}"
+
+
+@pytest.mark.parametrize("given", ["http://127.0.0.1:9641", "http://127.0.0.1:9641/",
+                                   "http://127.0.0.1:9641/v1", "http://127.0.0.1:9641/v1/"])
+def test_the_api_address_is_taken_with_or_without_v1_as_the_log_prints_it(given):
+    from controller.api_client import ApiClient
+    assert ApiClient(given).base == "http://127.0.0.1:9641"
