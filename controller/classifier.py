@@ -385,8 +385,10 @@ class DecisionCache:
     being decided up to cached_total."""
 
     def __init__(self, classification: Classification, known: Optional[IPSet] = None):
-        # cache key (the Flow5) -> [decided at, retries, retry window start], oldest first
+        # Flow5 -> when it was decided, oldest first. Plain floats: no per-entry
+        # container for Python's garbage collector to walk at 100,000 decisions.
         self._entries: OrderedDict = OrderedDict()
+        self._retries: dict = {}  # Flow5 -> (times it came back, since when): rare
         self._per_source: dict = {}  # source address -> decisions it holds
         self._unknown = 0  # decisions held by sources that are not known
         self._blocked: dict = {}  # source address -> blocked until
@@ -430,12 +432,13 @@ class DecisionCache:
                 return Verdict.SOURCE_BLOCKED
             del self._blocked[src]
         entries = self._entries
-        entry = entries.get(flow)
-        if entry is not None:
-            if now - entry[2] >= RETRY_WINDOW:
-                entry[1], entry[2] = 0, now
-            entry[1] += 1
-            if entry[1] > RETRIES:
+        if flow in entries:
+            count, since = self._retries.get(flow, (0, now))
+            if now - since >= RETRY_WINDOW:
+                count, since = 0, now
+            count += 1
+            self._retries[flow] = (count, since)
+            if count > RETRIES:
                 self.drops[DropReason.NOT_HELD.value] += 1
                 return Verdict.NOT_HELD
             return Verdict.PENDING
@@ -451,7 +454,7 @@ class DecisionCache:
         if not known and self._unknown >= self.limits.cached_unknown:
             self.drops[DropReason.UNKNOWN_CAP.value] += 1
             return Verdict.UNKNOWN_OVER_CAP
-        entries[flow] = [now, 0, now]
+        entries[flow] = now
         self._per_source[src] = count + 1
         if not known:
             self._unknown += 1
@@ -461,12 +464,14 @@ class DecisionCache:
         """The connection was deleted (REST, CLI); whether it was held."""
         if self._entries.pop(flow, None) is None:
             return False
+        self._retries.pop(flow, None)
         self._forget_source(flow.src)
         return True
 
     def clear(self) -> None:
         """The zone was flushed: no decision is held any more."""
         self._entries.clear()
+        self._retries.clear()
         self._per_source.clear()
         self._unknown = 0
 
@@ -482,12 +487,15 @@ class DecisionCache:
         oldest_alive = now - self.lifetime
         forgotten = 0
         while self._entries:
-            key, entry = next(iter(self._entries.items()))
-            if entry[0] >= oldest_alive:
+            key, decided = next(iter(self._entries.items()))
+            if decided >= oldest_alive:
                 break
             del self._entries[key]
+            self._retries.pop(key, None)
             self._forget_source(key.src)
             forgotten += 1
+        for key in [k for k, (_, since) in self._retries.items() if since < now - RETRY_WINDOW]:
+            del self._retries[key]
         return forgotten
 
     def _forget_source(self, src: int) -> None:
