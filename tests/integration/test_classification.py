@@ -9,6 +9,7 @@ the host resolves 10.0.0.102 through mesh's ARP responder, the first packet goes
 to socketnet, and the decision comes back as a commit: the connection in the mesh's
 conntrack zone with its class as ct_mark, and no flow.
 """
+import subprocess
 import textwrap
 
 import pytest
@@ -26,6 +27,27 @@ DROPLET = "10.101.0.5"
 OTHER_PEER = "10.101.0.6"
 XRAY, XRAY_PORT = "10.0.0.102", 8080
 MCP, MCP_PORT = "10.1.0.200", 9573
+
+# Accepts connections, greets each and holds it open.
+HOLD_SERVER = textwrap.dedent("""
+    import socket, sys
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64)
+    print("listening", flush=True)
+    held = []
+    while True:
+        c, _ = s.accept(); c.sendall(b"hello from " + sys.argv[1].encode()); held.append(c)
+""")
+
+# Opens N connections from a source address and holds them open.
+HOLD = textwrap.dedent("""
+    import socket, sys, time
+    held = [socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=5,
+                                     source_address=(sys.argv[1], 0))
+            for _ in range(int(sys.argv[4]))]
+    print(f"open {len(held)}", flush=True)
+    time.sleep(120)
+""")
 
 SERVER = textwrap.dedent("""
     import socket, sys
@@ -204,17 +226,27 @@ def test_a_full_zone_refuses_new_connections_on_either_datapath_and_keeps_the_ot
                                                                   f"zone={zone}"),
                10, "the controller to set the zone's limit")
     netmaker_side(lab, DROPLET, OTHER_PEER)
-    serve(lab, "102", XRAY, XRAY_PORT)
-    # Three connections that stay open fill the zone (a closed one keeps its entry
-    # in TIME_WAIT as well).
-    for _ in range(3):
-        assert connect(lab, DROPLET, XRAY, XRAY_PORT).returncode == 0
-    assert len(connections(lab)) == 3
-    ctl.stop()
-    ctl = controller(config, port=ctl.port)
-    ctl.wait_synced(["mesh", "vmbr0"], timeout=30)
-    result = connect(lab, OTHER_PEER, XRAY, XRAY_PORT, timeout=3.0)
-    assert result.returncode != 0, result.stdout
-    assert len(connections(lab)) == 3, connections(lab)
-    if lab.ovs.datapath == "netdev":
-        ctl.wait_for(rf"committed {RETRIES} times, the connection does not stay", 10)
+    # Three connections held open at both ends fill the zone (the kernel's limit
+    # counts only connections that are not closing).
+    server = lab.popen("102", "python3", "-c", HOLD_SERVER, XRAY, str(XRAY_PORT),
+                       stdout=subprocess.PIPE, text=True)
+    assert server.stdout.readline().strip() == "listening"
+    holder = lab.popen(HOST, "python3", "-c", HOLD, DROPLET, XRAY, str(XRAY_PORT), "3",
+                       stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open 3"
+        assert len(connections(lab)) == 3
+        ctl.stop()
+        ctl = controller(config, port=ctl.port)
+        ctl.wait_synced(["mesh", "vmbr0"], timeout=30)
+        assert "limit=3" in lab.ovs.appctl("dpctl/ct-get-limits", f"zone={zone}")
+        result = connect(lab, OTHER_PEER, XRAY, XRAY_PORT, timeout=3.0)
+        assert result.returncode != 0, result.stdout
+        assert len(connections(lab)) == 3, connections(lab)
+        assert holder.poll() is None  # the three go on
+        if lab.ovs.datapath == "netdev":
+            ctl.wait_for(rf"committed {RETRIES} times, the connection does not stay", 10)
+    finally:
+        for proc in (holder, server):
+            proc.kill()
+            proc.wait()

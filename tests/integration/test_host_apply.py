@@ -78,6 +78,15 @@ def snapshot(ovs) -> tuple:
     ns = ovs.netns
     wait_until(lambda: not ip(ns, "-6", "address", "show", "tentative").stdout.strip(), 10,
                f"IPv6 duplicate address detection in {ns}")
+    # A tun's carrier follows whoever holds it open (ovs-vswitchd on the kernel
+    # datapath, a moment after its port was added): wait for two reads alike.
+    last = [None]
+
+    def steady():
+        now, last[0] = ip(ns, "-d", "address").stdout, last[0]
+        same, last[0] = now == last[0], now
+        return same
+    wait_until(steady, 10, f"the links of {ns} to settle", interval=0.5)
     return (ovs.vsctl("show"),
             # Not `status`/`is_connected`: ovs-vswitchd's live connection state,
             # which changes by itself while it retries.
