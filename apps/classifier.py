@@ -2,7 +2,8 @@
 
 Table 1 sends the first packet of a connection the mesh's conntrack zone has no
 decision for here, through the packet-in meter. One packet-in becomes one
-decision (controller.classifier, pure) and one packet-out (controller.fastpath):
+decision (controller.classifier, pure) and one packet-out (controller.fastpath;
+the packet-outs of packet-ins handled back to back go out in one write):
 it commits the connection to the zone with its class as ct_mark and, unless the
 class is drop, sends the packet back to table 0, where the mark now carries it.
 The rest of the connection, both ways, stays in the switch. No FlowMod per
@@ -46,6 +47,8 @@ MISS_COOKIE = Purpose.CLASSIFY.cookie
 SWEEP_SECONDS = 5.0
 # The xids of the last decisions sent, to name a refused one.
 RECENT_XIDS = 4096
+# Answers written to the switch in one go at most (when packet-ins keep coming).
+BATCH = 64
 
 
 def _packet_in(datapath, version, msg_type, msg_len, xid, buf):
@@ -88,6 +91,9 @@ class ClassifierApp(app_manager.OSKenApp):
         self.flow_mods = 0
         self.commits = 0
         self.latency = Buckets(CLASSIFICATION_BUCKETS)
+        # Answers not sent yet: written to the switch in one go once no packet-in is
+        # waiting (or BATCH of them), rather than one socket write each.
+        self._out, self._out_dp = [], None
         self.runtime.on_host_change(self._on_host_change)
         self._sweeper = hub.spawn(self._sweep)
 
@@ -116,8 +122,26 @@ class ClassifierApp(app_manager.OSKenApp):
         self._sent[xid % RECENT_XIDS] = (xid, flow5)
         return xid
 
+    def _queue(self, datapath, message: bytes) -> None:
+        if datapath is not self._out_dp:
+            self._flush()
+            self._out_dp = datapath
+        self._out.append(message)
+
+    def _flush(self) -> None:
+        if self._out:
+            self._out_dp.send(b"".join(self._out))
+            self._out = []
+
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _on_packet_in(self, ev):
+        try:
+            self._decide(ev)
+        finally:
+            if len(self._out) >= BATCH or self.events.empty():
+                self._flush()
+
+    def _decide(self, ev):
         started = time.perf_counter()
         self.packet_ins += 1
         msg = ev.msg
@@ -149,20 +173,22 @@ class ClassifierApp(app_manager.OSKenApp):
         drop = decision.cls is TrafficClass.DROP
         if drop:
             cache.count_drop(decision.drop_reason)
-        msg.datapath.send(fastpath.pack_commit(self._xid(flow5), msg.match["in_port"], msg.data,
-                                               self.zone, self.marks[decision.cls],
-                                               send_on=not drop))
+        self._queue(msg.datapath, fastpath.pack_commit(
+            self._xid(flow5), msg.match["in_port"], msg.data, self.zone,
+            self.marks[decision.cls], send_on=not drop))
         self.commits += 1
         self.latency.observe(time.perf_counter() - started)
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     def _on_error(self, ev):
+        self._flush()  # every event of this app's queue ends a batch
         sent = self._sent[ev.msg.xid % RECENT_XIDS]
         if sent is not None and sent[0] == ev.msg.xid:
             LOG.error("switch refused the decision for %s: %s", sent[1], describe_error(ev.msg))
 
     @set_ev_cls(EventPipelineSynced)
     def _on_synced(self, ev):
+        self._flush()
         if ev.bridge != self.runtime.host.mesh.name:
             return
         limit = self.classification.limits.cached_total
