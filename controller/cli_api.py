@@ -35,6 +35,7 @@ from topology.model import TrafficClass
 
 EXIT_ERROR = 1
 EXIT_INVALID = 2
+EXIT_UNAVAILABLE = 3  # audit: the controller or ovs-vswitchd could not be asked
 _CLASSES = [c.value for c in TrafficClass]  # as the API names them
 _PURPOSES = [p.label for p in Purpose] + ["foreign"]
 
@@ -53,15 +54,27 @@ def _client(api_url, token) -> ApiClient:
     return ApiClient(api_url or DEFAULT_API, token)
 
 
-def _ask(client: ApiClient, method: str, path: str, params=None, body=None):
+def _ask(client: ApiClient, method: str, path: str, params=None, body=None,
+         as_json: bool = False, unavailable: int = EXIT_ERROR):
+    """The API's answer; on an error, its message (with --json as {"error": ...} on
+    stdout) and the exit: 2 for a refused request that lists issues, `unavailable`
+    when the controller cannot be reached or cannot do it now (503), else 1."""
     try:
         return client.call(method, path, params=params, body=body)
     except ApiClientError as exc:
+        issues = exc.doc.get("error", {}).get("issues", []) if exc.doc else []
+        code = (EXIT_INVALID if issues else
+                unavailable if exc.status in (0, 503) else EXIT_ERROR)
+        if as_json:
+            error = (exc.doc or {}).get("error") or {"status": exc.status,
+                                                      "message": str(exc), "field": exc.field}
+            _print_json({"error": error})
+            sys.exit(code)
         field = f" ({exc.field})" if exc.field else ""
         click.echo(f"error: {exc}{field}", err=True)
-        for issue in exc.doc.get("error", {}).get("issues", []) if exc.doc else []:
+        for issue in issues:
             click.echo(f"  {issue.get('text')}", err=True)
-        sys.exit(EXIT_INVALID if exc.doc.get("error", {}).get("issues") else EXIT_ERROR)
+        sys.exit(code)
 
 
 def _print_json(doc) -> None:
@@ -76,18 +89,18 @@ def _table(rows, headers) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
 
 
-def _bridges(client, bridge):
+def _bridges(client, bridge, as_json=False):
     if bridge:
         return [bridge]
-    return [s["bridge"] or s["dpid"] for s in _ask(client, "GET", "/v1/switches")
-            if s["connected"]]
+    return [s["bridge"] or s["dpid"] for s in _ask(client, "GET", "/v1/switches",
+                                                     as_json=as_json) if s["connected"]]
 
 
 @click.command()
 @api_options
 def switches(api_url, token, as_json):
     """Switches the controller knows and their connection state."""
-    doc = _ask(_client(api_url, token), "GET", "/v1/switches")
+    doc = _ask(_client(api_url, token), "GET", "/v1/switches", as_json=as_json)
     if as_json:
         return _print_json(doc)
     _table([(s["bridge"] or "(not in config)", s["dpid"],
@@ -116,12 +129,13 @@ def flows(file, bridge, table, purpose, port, cls, api_url, token, as_json):
     client = _client(api_url, token)
     params = {"table": table, "purpose": purpose, "port": port, "class": cls}
     out = {}
-    for name in _bridges(client, bridge):
+    for name in _bridges(client, bridge, as_json):
         if as_json:
-            out[name] = _ask(client, "GET", f"/v1/switches/{name}/flows", params)["flows"]
+            out[name] = _ask(client, "GET", f"/v1/switches/{name}/flows", params,
+                             as_json=as_json)["flows"]
         else:
             text = _ask(client, "GET", f"/v1/switches/{name}/flows",
-                        {**params, "format": "ofctl"})
+                        {**params, "format": "ofctl"}, as_json=as_json)
             click.echo(f"# {name}")
             click.echo(text, nl=False)
     if as_json:
@@ -134,8 +148,8 @@ def flows(file, bridge, table, purpose, port, cls, api_url, token, as_json):
 def ports(bridge, api_url, token, as_json):
     """Ports with their roles and counters."""
     client = _client(api_url, token)
-    docs = {name: _ask(client, "GET", f"/v1/switches/{name}/ports")
-            for name in _bridges(client, bridge)}
+    docs = {name: _ask(client, "GET", f"/v1/switches/{name}/ports", as_json=as_json)
+            for name in _bridges(client, bridge, as_json)}
     if as_json:
         return _print_json(docs)
     for name, doc in docs.items():
@@ -164,7 +178,7 @@ def cache(ctx, src, dst, cls, proto, limit, api_url, token, as_json):
     if ctx.invoked_subcommand is not None:
         return
     doc = _ask(_client(api_url, token), "GET", "/v1/cache",
-               {"src": src, "dst": dst, "class": cls, "proto": proto, "limit": limit})
+               {"src": src, "dst": dst, "class": cls, "proto": proto, "limit": limit}, as_json=as_json)
     if as_json:
         return _print_json(doc)
     _table([(e["id"], e["class"] or "-", e["state"] or "-",
@@ -187,7 +201,7 @@ def _cache_client(ctx, api_url, token, as_json):
 def cache_delete(ctx, entry, api_url, token, as_json):
     """Delete one connection (its next packet is decided again)."""
     client, as_json = _cache_client(ctx, api_url, token, as_json)
-    doc = _ask(client, "DELETE", f"/v1/cache/{entry}")
+    doc = _ask(client, "DELETE", f"/v1/cache/{entry}", as_json=as_json)
     _print_json(doc) if as_json else click.echo(f"deleted {doc['deleted']}")
 
 
@@ -198,7 +212,7 @@ def cache_flush(ctx, api_url, token, as_json):
     """Flush the zone: every connection is decided again by its next packet (the
     userspace datapath does not pick up TCP mid-stream: established ones end)."""
     client, as_json = _cache_client(ctx, api_url, token, as_json)
-    doc = _ask(client, "DELETE", "/v1/cache")
+    doc = _ask(client, "DELETE", "/v1/cache", as_json=as_json)
     count = "every" if doc["deleted"] is None else doc["deleted"]
     _print_json(doc) if as_json else click.echo(f"flushed {count} connections")
 
@@ -223,7 +237,7 @@ def trace(bridge, in_port, proto, src, dst, sport, dport, eth_src, eth_dst, api_
     body = {"bridge": bridge, "in_port": in_port, "proto": proto, "src": src, "dst": dst,
             "sport": sport, "dport": dport, "eth_src": eth_src, "eth_dst": eth_dst}
     doc = _ask(_client(api_url, token), "POST", "/v1/trace",
-               body={k: v for k, v in body.items() if v is not None})
+               body={k: v for k, v in body.items() if v is not None}, as_json=as_json)
     if as_json:
         return _print_json(doc)
     click.echo(f"packet: {doc['flow']}")
@@ -252,9 +266,11 @@ def trace(bridge, in_port, proto, src, dst, sport, dport, eth_src, eth_dst, api_
 @click.command()
 @api_options
 def audit(api_url, token, as_json):
-    """Check the isolation promise (README: N1-N9) on the live bridges; exit 1 on
-    any violation."""
-    doc = _ask(_client(api_url, token), "GET", "/v1/audit")
+    """Check the isolation promise (README: N1-N9) on the live bridges. Exit 0: no
+    violation; 1: a violation found; 3: it could not audit (the controller, a bridge
+    or ovs-vswitchd's control socket out of reach, or packets it could not trace)."""
+    doc = _ask(_client(api_url, token), "GET", "/v1/audit", as_json=as_json,
+               unavailable=EXIT_UNAVAILABLE)
     if as_json:
         _print_json(doc)
     else:
@@ -267,8 +283,10 @@ def audit(api_url, token, as_json):
         click.echo(f"{doc['packets']} packets traced: "
                    + ("no violation" if doc["ok"] else
                       f"{len(doc['violations'])} violations of {', '.join(doc['rules'])}"))
-    if not doc["ok"]:
+    if doc["violations"]:
         sys.exit(EXIT_ERROR)
+    if not doc["ok"]:  # packets it could not trace: no verdict on them
+        sys.exit(EXIT_UNAVAILABLE)
 
 
 @click.command()
@@ -302,7 +320,7 @@ def classify(file, src, dst, proto, sport, dport, api_url, token, as_json):
             option = f"--{exc.field}" if exc.field else None
             raise click.BadParameter(exc.message.split(": ", 1)[-1], param_hint=option)
     else:
-        doc = _ask(_client(api_url, token), "POST", "/v1/classify", body=body)
+        doc = _ask(_client(api_url, token), "POST", "/v1/classify", body=body, as_json=as_json)
     if as_json:
         return _print_json(doc)
     click.echo(f"{doc['packet']}: {doc['class']}")
@@ -318,7 +336,7 @@ def classify(file, src, dst, proto, sport, dport, api_url, token, as_json):
 def reload(api_url, token, as_json):
     """Make the controller re-read its config file: validated first, a bad one
     changes nothing (exit 2 with every error); a good one is applied as a diff."""
-    doc = _ask(_client(api_url, token), "POST", "/v1/reload", body={})
+    doc = _ask(_client(api_url, token), "POST", "/v1/reload", body={}, as_json=as_json)
     _print_json(doc) if as_json else click.echo(f"reloaded {doc['reloaded']}")
 
 

@@ -74,3 +74,20 @@ def test_version_says_the_installed_version():
 def test_the_api_address_is_taken_with_or_without_v1_as_the_log_prints_it(given):
     from controller.api_client import ApiClient
     assert ApiClient(given).base == "http://127.0.0.1:9641"
+
+
+NOWHERE = "http://127.0.0.1:9"  # discard: nothing listens there
+
+
+@pytest.mark.parametrize("args, code", [
+    (["audit"], 3),  # could not audit
+    (["switches"], 1),
+    (["cache"], 1),
+    (["classify", "--src", "10.101.0.5", "--dst", "10.0.0.102", "--proto", "icmp"], 1),
+])
+def test_json_errors_are_json_with_the_same_exit_code(args, code):
+    plain = CliRunner().invoke(main, [*args, "--api", NOWHERE])
+    as_json = CliRunner().invoke(main, [*args, "--api", NOWHERE, "--json"])
+    assert plain.exit_code == as_json.exit_code == code, (plain.output, as_json.output)
+    doc = json.loads(as_json.stdout)
+    assert "cannot reach the socketnet API" in doc["error"]["message"]
