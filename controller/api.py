@@ -648,13 +648,12 @@ class Api:
         path = self.runtime.config_path
         if not path:
             raise ApiError(503, "the controller was started without a config file to re-read")
-        issues = self.runtime.reload()
+        issues = self.runtime.reload("REST")
         if issues:
             raise ApiError(400, f"{path} is invalid; the running config is kept", "config",
                            issues=[{"file": i.file, "path": i.path,
                                     "value": None if i.value is ABSENT else _jsonable(i.value),
                                     "message": i.message, "text": str(i)} for i in issues])
-        LOG.info("config reloaded from %s through the REST API", path)
         return {"reloaded": path}
 
     # --- Ryu ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ metrics and the REST API read it. Plain data: no os-ken, no I/O.
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
@@ -16,6 +17,8 @@ from topology.model import Host
 
 if TYPE_CHECKING:  # the compiler imports nothing from here; no cycle at run time
     from controller.compiler import SwitchPort
+
+LOG = logging.getLogger("socketnet.config")
 
 
 @dataclass
@@ -75,17 +78,24 @@ class Runtime:
         """Call `listener(host)` whenever the running config is replaced."""
         self._on_host.append(listener)
 
-    def reload(self) -> list:
+    def reload(self, asked_by: str = "SIGHUP") -> list:
         """Load the config file again: run it if valid, else keep the running one.
-        The issues of a refused file (empty when it was taken)."""
+        The issues of a refused file (empty when it was taken). Either way it is
+        logged, every issue of a refused file with it, and counted
+        (`config_loads`), whoever asked (`asked_by`: SIGHUP, the REST API)."""
         from topology.config import ConfigError, load_host
 
         try:
             host = load_host(self.config_path)
         except ConfigError as exc:
+            for issue in exc.issues:
+                LOG.error("config reload (%s) refused: %s", asked_by, issue)
+            LOG.error("config reload (%s) refused: %d issue(s) in %s; the running config "
+                      "stays", asked_by, len(exc.issues), self.config_path)
             self.config_refused(str(exc))
             return list(exc.issues)
         self.replace_host(host)
+        LOG.info("config reloaded from %s (%s)", self.config_path, asked_by)
         return []
 
     def replace_host(self, host: Host) -> None:

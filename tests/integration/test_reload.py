@@ -53,7 +53,8 @@ def test_an_invalid_change_is_refused_with_its_reason_and_nothing_changes(runnin
     write(config, data)
     mark = ctl.mark()
     ctl.proc.send_signal(signal.SIGHUP)
-    ctl.wait_for("config reload refused; the running config stays", 10, after=mark)
+    ctl.wait_for(r"config reload \(SIGHUP\) refused: \d+ issue\(s\) in .*; the running "
+                 "config stays", 10, after=mark)
     refused = "\n".join(ctl.lines[mark:])
     assert "lxc.containers[3].properties.ipv4_address" in refused and "10.1.0.999/24" in refused
     assert {b: lab.ovs.dump_flows(b, stats=False) for b in ("mesh", "vmbr0")} == flows

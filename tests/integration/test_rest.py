@@ -211,9 +211,13 @@ def test_a_bad_reload_is_400_and_the_controller_keeps_running(live):
     with open(ctl.config, "w") as f:
         f.write(good.replace("10.0.0.102/24", "10.0.0.300/24"))
     try:
+        mark = ctl.mark()
         r = requests.post(base + "/v1/reload", json={}, headers=AUTH, timeout=10)
         assert r.status_code == 400
         assert any("10.0.0.300/24" in i["text"] for i in r.json()["error"]["issues"])
+        # Logged with every issue, as SIGHUP's are, and counted.
+        ctl.wait_for(r"config reload \(REST\) refused: .*10\.0\.0\.300/24", 5, after=mark)
+        ctl.wait_for(r"config reload \(REST\) refused: \d+ issue", 5, after=mark)
         result = cli(base, "reload")
         assert result.exit_code == 2 and "10.0.0.300/24" in result.output
     finally:
