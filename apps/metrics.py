@@ -51,6 +51,7 @@ from topology.model import TrafficClass
 LOG = logging.getLogger("socketnet.metrics")
 
 ALL_ONES = 0xFFFFFFFFFFFFFFFF
+FIRST_POLL_CHECK = 0.5  # seconds between looks for a bridge due a poll
 UNAVAILABLE = ALL_ONES  # what Open vSwitch reports for a counter it does not have
 REACTIVE_PAIRS = ((CLASSIFY.id, Purpose.BLOCKED),)
 METER_NAMES = {PACKET_IN_METER: "packet-in", KNOWN_SOURCES_METER: "packet-in-known-sources"}
@@ -213,12 +214,21 @@ class MetricsApp(app_manager.OSKenApp):
     # --- polling ---------------------------------------------------------------
 
     def _poll_loop(self):
+        """Each connected bridge every stats_interval, and a bridge that has not
+        been polled since it connected at once, so that its series are there a
+        moment after it connects rather than an interval later."""
+        polled = {}  # dpid -> time.monotonic() of its last poll, since it connected
         while True:
-            hub.sleep(self.runtime.host.settings.stats_interval)
+            hub.sleep(FIRST_POLL_CHECK)
+            interval = self.runtime.host.settings.stats_interval
             for dpid, channel in self.channels.items():
                 state = self.runtime.switches.get(dpid)
                 if state is None or state.bridge is None or not state.connected:
+                    polled.pop(dpid, None)
                     continue
+                if time.monotonic() - polled.get(dpid, float("-inf")) < interval:
+                    continue
+                polled[dpid] = time.monotonic()
                 stats = self._stats(state.bridge)
                 began, started = time.time(), time.monotonic()
                 try:

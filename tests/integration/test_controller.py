@@ -149,3 +149,21 @@ def test_sigterm_and_sigint_stop_the_controller_cleanly_within_a_second(controll
         assert rc == 0, ctl.log_tail()
         assert time.monotonic() - started < 1.0
         assert f"stopping on {signal.Signals(sig).name}" in ctl.log_tail()
+
+
+def test_port_series_are_there_a_moment_after_a_bridge_connects_not_an_interval_later(
+        lab, controller):
+    """The first stats poll of a bridge is made when it connects; the config's
+    interval (10 s by default) only spaces the ones after it."""
+    import requests
+    ctl = controller()
+    assert lab.host.settings.stats_interval >= 10
+    lab.attach(ctl.target)
+    ctl.wait_synced(["mesh", "vmbr0"])
+
+    def port_series():
+        text = requests.get(ctl.metrics_url, timeout=5).text
+        return all(f'socketnet_port_packets_total{{bridge="{b}"' in text
+                   for b in ("mesh", "vmbr0"))
+    wait_until(port_series, lab.host.settings.stats_interval / 2, "the port series",
+               interval=0.2)
