@@ -803,18 +803,30 @@ def destroy(record: dict) -> list:
     control sockets, Open vSwitch directories, namespaces, and the state. Returns
     what it removed, one line each. Idempotent."""
     removed = []
+    signalled = []  # process groups signalled: down returns once every member is gone
     for entry in record.get("processes", []):
         if _alive(entry):
             if entry.get("marker"):
                 stop_process(entry["pid"], entry["marker"], group=entry.get("group", False))
+                if entry.get("group"):
+                    signalled.append(entry["pid"])
             else:  # a lab process without a marker: its netns must still match
                 ns = entry.get("netns")
                 if ns and _netns_of(entry["pid"]) == _netns_inode(ns):
                     try:
                         os.killpg(entry["pid"], signal.SIGKILL)
+                        signalled.append(entry["pid"])
                     except ProcessLookupError:
                         pass
             removed.append(f"process {entry['pid']} ({entry['what']})")
+    for pgid in signalled:
+        for pid in group_members(pgid):
+            try:
+                os.kill(pid, signal.SIGKILL)  # a member the group's signal left behind
+            except ProcessLookupError:
+                pass
+        wait_until(lambda g=pgid: not group_members(g), 10,
+                   f"the processes of group {pgid} to exit")
     for path in record.get("wireguard_sockets", []):
         try:
             os.unlink(path)
@@ -833,6 +845,22 @@ def destroy(record: dict) -> list:
     state_root = os.path.dirname(record["dir"])
     _remove_state(state_root, record["name"])
     return removed
+
+
+def group_members(pgid: int) -> list:
+    """The live processes of process group `pgid` (zombies are gone enough)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry))
+    return members
 
 
 def _netns_inode(ns: str) -> Optional[int]:
@@ -876,5 +904,6 @@ def status(record: dict) -> list:
 
 
 __all__ = ["World", "WorldError", "Controller", "Part", "destroy", "status", "load_record",
+           "group_members",
            "node2_config", "parse_dump_ports", "STATE_ROOT", "VPS", "VPS_PORT", "WARP_EXIT",
            "WARP_ADDRESS", "GATEWAY_PORT", "VECTOR_DB_PORT"]

@@ -14,6 +14,7 @@ import pytest
 from pyroute2 import netns
 
 from topology.ovs import process_alive, process_cmdline
+from topology.world import group_members
 
 from tests.integration.conftest import SEED_YAML, WIREGUARD, require, unique_lab_name
 
@@ -27,6 +28,10 @@ def leftovers(record) -> list:
     found = [ns for ns in netns.listnetns() if ns in record["namespaces"]]
     found += [p["what"] for p in record["processes"]
               if process_alive(p["pid"]) and p["marker"] in process_cmdline(p["pid"])]
+    found += [f"{p['what']} (group {p['pid']})" for p in record["processes"]
+              if p.get("group") and group_members(p["pid"])]
+    found += [f"controller {label}" for label, c in record.get("controllers", {}).items()
+              if c["pid"] and process_alive(c["pid"])]
     found += [s for s in record["wireguard_sockets"] if os.path.exists(s)]
     found += [o["dir"] for o in record["ovs"] if os.path.exists(o["dir"])]
     return found
