@@ -55,7 +55,12 @@ def _version() -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(_version(), "--version", prog_name="socketnet",
                       message="%(prog)s %(version)s")
-def main():
+@click.option("--lab", metavar="NAME", default=None,
+              help="Point the API commands at this lab's host controller (its REST "
+                   "address and token, from `socketnet lab up`'s record).")
+@click.option("--lab-state-dir", metavar="DIR", default=None, hidden=False,
+              help="Where lab records live [default: /run/socketnet/labs].")
+def main(lab, lab_state_dir):
     """socketnet: the OpenFlow 1.3 controller of a host's two socket networks,
     mesh (Netmaker, management) and vmbr0 (privacy, out through WARP only)."""
 

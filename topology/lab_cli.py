@@ -10,8 +10,10 @@ A click group, registered by the `socketnet` command (`main.add_command(lab)`):
 socketnet for it and for node2 as detached child processes, and returns once both
 controllers have every bridge in sync. Everything it made is recorded in
 `DIR/NAME.json` (default /run/socketnet/labs): namespaces, PIDs (Open vSwitch,
-wireguard-go, relays, servers, controllers) and the Open vSwitch directories;
-logs are in `DIR/NAME/`. `status` says, part by part, whether it is alive (exit 0:
+wireguard-go, relays, servers, controllers), the Open vSwitch directories, and each
+controller's OpenFlow, REST and metrics addresses, its REST token's file and its
+ovs-vswitchd control socket; logs are in `DIR/NAME/`. `socketnet --lab NAME
+COMMAND` points the API commands at the lab's host controller. `status` says, part by part, whether it is alive (exit 0:
 all of it, 3: something is gone, 1: no such lab). `down` removes exactly what the
 record names, and the record. Two labs with different names run side by side.
 
@@ -31,6 +33,21 @@ STATE_ROOT = "/run/socketnet/labs"  # topology.world.STATE_ROOT (not imported: p
 EXIT_FAILED = 1
 EXIT_DEGRADED = 3
 DEFAULT_NAME = "lab"
+
+
+def lab_api(name: str, state_dir: str = None) -> tuple:
+    """(REST address, token) of lab `name`'s host controller, from its record;
+    exits 2 naming the lab when there is none."""
+    path = Path(state_dir or STATE_ROOT) / f"{name}.json"
+    try:
+        record = json.loads(path.read_text())
+        ctl = record["controllers"]["host"]
+        with open(ctl["token_file"]) as f:
+            token = f.readline().strip()
+        return ctl["rest"], token
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        click.echo(f"error: --lab {name}: no usable lab record at {path} ({exc})", err=True)
+        sys.exit(2)
 
 
 def _state_dir_option(f):
@@ -74,7 +91,13 @@ def up(file, name, state_dir):
     record = world.record
     click.echo(f"lab {name!r} up in {world.up_seconds:.1f}s (record {world.record_path})")
     for label, ctl in record["controllers"].items():
-        click.echo(f"  controller {label}: {ctl['target']}, pid {ctl['pid']}, log {ctl['log']}")
+        click.echo(f"  controller {label}: OpenFlow {ctl['target']}, pid {ctl['pid']}, "
+                   f"log {ctl['log']}")
+        click.echo(f"    REST {ctl['rest']} (Authorization: Bearer <the first line of "
+                   f"{ctl['token_file']}>), metrics {ctl['metrics']}")
+    click.echo(f"  API commands: socketnet --lab {name}"
+               + ("" if state_dir == STATE_ROOT else f" --lab-state-dir {state_dir}")
+               + " switches|flows|cache|trace|audit ... (the host's controller)")
     for ovs in record["ovs"]:
         click.echo(f"  {ovs['node']} Open vSwitch: ovs-vsctl --db={ovs['db']} show")
     click.echo(f"  namespaces: {' '.join(record['namespaces'])}")
@@ -102,9 +125,13 @@ def status_command(file, name, state_dir, as_json):
     parts = status(record)
     if as_json:
         click.echo(json.dumps({"name": name, "config": record["config"],
+                               "controllers": record["controllers"],
                                "parts": [p.__dict__ for p in parts]}, indent=2))
     else:
         click.echo(f"lab {name!r} ({record['config']})")
+        for label, ctl in record["controllers"].items():
+            click.echo(f"  controller {label}: OpenFlow {ctl['target']}, REST {ctl['rest']} "
+                       f"(token {ctl['token_file']}), metrics {ctl['metrics']}")
         for p in parts:
             mark = "up  " if p.alive else "GONE"
             click.echo(f"  {mark} {p.kind:<10} {p.name}{'  ' + p.detail if p.detail else ''}")

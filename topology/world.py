@@ -46,6 +46,7 @@ import copy
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -105,6 +106,27 @@ class Controller:
         self.metrics_port = free_port()
         self.rest_port = free_port()
         self.proc: Optional[subprocess.Popen] = None
+        # Ready to debug: where ovs-vswitchd's control socket will be (a link the
+        # world makes once its Open vSwitch runs) and the REST token, in the
+        # environment the controller reads them from (unless its config names them).
+        self.env: dict = {}
+        self.token_file: Optional[str] = None
+        self.ovs_ctl: Optional[str] = None
+
+    def debuggable(self, directory: str, settings) -> None:
+        """Give the controller a REST token of its own (or the one its config
+        names) and ovs-vswitchd's control socket at `directory`/ovs-LABEL.ctl."""
+        self.ovs_ctl = settings.rest_ovs_ctl or os.path.join(directory, f"ovs-{self.label}.ctl")
+        self.env["SOCKETNET_OVS_CTL"] = self.ovs_ctl
+        if settings.rest_token_file:
+            self.token_file = settings.rest_token_file
+            return
+        self.token_file = os.path.join(directory, f"rest-token-{self.label}")
+        token = secrets.token_urlsafe(24)
+        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        self.env[settings.rest_token_env] = token
 
     @property
     def target(self) -> str:
@@ -148,7 +170,8 @@ class Controller:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True,
-                                         cwd=str(Path(__file__).resolve().parents[1]))
+                                         cwd=str(Path(__file__).resolve().parents[1]),
+                                         env={**os.environ, **self.env})
         self._after = after
         return self
 
@@ -350,8 +373,9 @@ class World:
     def _up(self) -> None:
         started = time.monotonic()
         # The controllers first: importing os-ken takes the longest.
-        self.controllers["host"] = Controller(
-            "host", self.config, os.path.join(self.dir, "controller-host.log")).spawn()
+        ctl = Controller("host", self.config, os.path.join(self.dir, "controller-host.log"))
+        ctl.debuggable(self.dir, self.host.settings)
+        self.controllers["host"] = ctl.spawn()
         if self.node is not None:
             subnet = self.node.subnets[0]
             path = os.path.join(self.dir, "node2.yaml")
@@ -359,15 +383,18 @@ class World:
                 yaml.safe_dump(node2_config(_read_doc(self.config), self.host, subnet), f,
                                sort_keys=False)
             self.node2_host = load_host(path)
-            self.controllers["node2"] = Controller(
-                "node2", path, os.path.join(self.dir, "controller-node2.log")).spawn()
+            ctl = Controller("node2", path, os.path.join(self.dir, "controller-node2.log"))
+            ctl.debuggable(self.dir, self.node2_host.settings)
+            self.controllers["node2"] = ctl.spawn()
         self.save()
         self.lab = Lab(self.host, self.name, bridges=self._bridges)
         self.lab.up()
+        self._link_ovs_ctl("host", self.lab)
         self.save()
         if self.node2_host is not None:
             self.node2 = Lab(self.node2_host, f"{self.name}-n2", bridges=self._bridges)
             self.node2.up()
+            self._link_ovs_ctl("node2", self.node2)
             self.save()
         for ns in (self.droplet, self.warp, self.vps, self.relay):
             if ns in netns.listnetns():
@@ -399,6 +426,13 @@ class World:
                 self._wait_container_flows(label, lab)
         self.up_seconds = time.monotonic() - started
         self.save()
+
+    def _link_ovs_ctl(self, label: str, lab: Lab) -> None:
+        """The controller's ovs-vswitchd control socket (trace, audit, conntrack) is
+        a link in the world's directory to the lab's own."""
+        link = self.controllers[label].ovs_ctl
+        if link and link.startswith(self.dir) and not os.path.lexists(link):
+            os.symlink(lab.ovs.vswitchd_ctl, link)
 
     @property
     def _bridges(self) -> str:
@@ -650,7 +684,9 @@ class World:
             "namespaces": namespaces, "processes": processes, "ovs": ovs,
             "wireguard_sockets": sockets,
             "controllers": {k: {"pid": c.pid, "target": c.target, "log": c.log,
-                                "config": c.config,
+                                "config": c.config, "rest": f"{c.rest_url}/v1",
+                                "metrics": c.metrics_url, "token_file": c.token_file,
+                                "ovs_ctl": c.ovs_ctl,
                                 "bridges": [b.name for b in (self.host if k == "host"
                                                              else self.node2_host).bridges]}
                             for k, c in self.controllers.items()},

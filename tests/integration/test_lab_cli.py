@@ -48,10 +48,12 @@ def labs(tmp_path):
 
 def test_two_labs_side_by_side_and_down_removes_exactly_what_up_recorded(labs):
     state, (a, b) = labs
+    up_out = {}
     for name in (a, b):
         up = socketnet("lab", "up", "-c", str(SEED_YAML), "--name", name, "--state-dir", state)
         assert up.returncode == 0, up.stderr + up.stdout
         assert f"lab {name!r} up" in up.stdout
+        up_out[name] = up.stdout
     records = {}
     for name in (a, b):
         with open(os.path.join(state, f"{name}.json")) as f:
@@ -61,6 +63,23 @@ def test_two_labs_side_by_side_and_down_removes_exactly_what_up_recorded(labs):
         assert "GONE" not in st.stdout and "controller host" in st.stdout
         assert "in sync: mesh, vmbr0" in st.stdout
     assert not set(records[a]["namespaces"]) & set(records[b]["namespaces"])
+
+    # Ready to debug: the record says where each controller listens and how to
+    # authenticate, and the API commands find the lab by its name, trace and
+    # audit included (the controller reaches the lab's ovs-vswitchd).
+    ctl = records[a]["controllers"]["host"]
+    assert ctl["rest"].endswith("/v1") and ctl["metrics"].endswith("/metrics")
+    assert os.stat(ctl["token_file"]).st_mode & 0o777 == 0o600
+    assert ctl["rest"] in up_out[a] and ctl["token_file"] in up_out[a]
+    lab_args = ("--lab", a, "--lab-state-dir", state)
+    switches = socketnet(*lab_args, "switches", "--json")
+    assert switches.returncode == 0, switches.stderr
+    assert {s["bridge"] for s in json.loads(switches.stdout) if s["connected"]} == {
+        "mesh", "vmbr0"}
+    audit = socketnet(*lab_args, "audit")
+    assert audit.returncode == 0 and "no violation" in audit.stdout, audit.stdout + audit.stderr
+    nosuch = socketnet("--lab", "no-such-lab", "--lab-state-dir", state, "switches")
+    assert nosuch.returncode == 2 and "no-such-lab" in nosuch.stderr
 
     # b carries a user's session while a runs beside it
     session = subprocess.run(["ip", "netns", "exec", f"sn-{b}-drop", "socat", "-T5", "-",
