@@ -116,22 +116,71 @@ def topology(file, as_json):
         click.echo(f"not managed: {item['name']}: {item['why']}")
 
 
-def print_compiled_flows(file: str, bridge: str = None) -> None:
+def print_compiled_flows(file: str, bridge: str = None, table: int = None,
+                         purpose: str = None, port: str = None, cls: str = None,
+                         as_json: bool = False) -> None:
     """`socketnet flows -c FILE`: the flows socketnet would install, as ovs-ofctl
-    lines. Port numbers are assigned in config order from 1, as `socketnet lab`
-    does; on a real switch they come from the switch."""
+    lines (or JSON), filtered as the API filters a switch's. Port numbers are
+    assigned in config order from 1, as `socketnet lab` does; on a real switch they
+    come from the switch. An unknown bridge, table or port exits 2 naming it."""
+    from controller.api import _touches, flow_class
     from controller.compiler import SwitchPort, compile_bridge
+    from controller.pipeline import TABLE_BY_ID, purpose_of
 
     host = load_or_exit(file)
+    names_of = [b.name for b in host.bridges]
+    if bridge and bridge not in names_of:
+        _refuse("--bridge", f"{bridge!r} is not a bridge of {file} ({', '.join(names_of)})",
+                as_json)
+    if table is not None and table not in TABLE_BY_ID:
+        _refuse("--table", f"{table} is not a table of the pipeline "
+                           f"({', '.join(f'{t.id} {t.name}' for t in TABLE_BY_ID.values())})",
+                as_json)
+    out = {}
     for b in host.bridges:
         if bridge and b.name != bridge:
             continue
         live = {p.name: SwitchPort(i, p.name, p.mac or f"02:ff:00:00:00:{i:02x}")
                 for i, p in enumerate(b.ports, start=1)}
         names = {sp.number: sp.name for sp in live.values()}
-        click.echo(f"# {b.name}")
+        number = None
+        if port is not None:
+            number = live[port].number if port in live else (
+                int(port) if port.isdigit() and int(port) in names else None)
+            if number is None and bridge:
+                _refuse("--port", f"{port!r} is no port of {b.name}", as_json)
+            if number is None:
+                continue
+        docs = []
         for f in compile_bridge(host, b.name, live):
-            click.echo(f.ofctl(names))
+            label = purpose_of(f.cookie).label if purpose_of(f.cookie) else "foreign"
+            carried = flow_class(f, purpose_of(f.cookie))
+            if ((table is not None and f.table != table) or (purpose and label != purpose)
+                    or (cls and carried != cls) or (number is not None
+                                                    and not _touches(f, number))):
+                continue
+            docs.append({"table": f.table, "priority": f.priority, "cookie": f"{f.cookie:#x}",
+                         "purpose": label, "class": carried, "match": f.match_dict,
+                         "ofctl": f.ofctl(names)})
+        out[b.name] = docs
+    if port is not None and not out:
+        _refuse("--port", f"{port!r} is no port of {', '.join(names_of)}", as_json)
+    if as_json:
+        click.echo(json.dumps(out, indent=2, default=str))
+        return
+    for name, docs in out.items():
+        click.echo(f"# {name}")
+        for d in docs:
+            click.echo(d["ofctl"])
+
+
+def _refuse(option: str, message: str, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"error": {"status": 400, "message": message,
+                                         "field": option.lstrip("-")}}, indent=2))
+    else:
+        click.echo(f"error: {option}: {message}", err=True)
+    sys.exit(EXIT_INVALID)
 
 
 @main.command()

@@ -65,13 +65,14 @@ def _client(api_url, token) -> ApiClient:
 def _ask(client: ApiClient, method: str, path: str, params=None, body=None,
          as_json: bool = False, unavailable: int = EXIT_ERROR):
     """The API's answer; on an error, its message (with --json as {"error": ...} on
-    stdout) and the exit: 2 for a refused request that lists issues, `unavailable`
-    when the controller cannot be reached or cannot do it now (503), else 1."""
+    stdout) and the exit: 2 for a refused request (bad input, an unknown switch,
+    port or entry), `unavailable` when the controller cannot be reached or cannot
+    do it now (503), else 1."""
     try:
         return client.call(method, path, params=params, body=body)
     except ApiClientError as exc:
         issues = exc.doc.get("error", {}).get("issues", []) if exc.doc else []
-        code = (EXIT_INVALID if issues else
+        code = (EXIT_INVALID if issues or exc.status in (400, 404) else
                 unavailable if exc.status in (0, 503) else EXIT_ERROR)
         if as_json:
             error = (exc.doc or {}).get("error") or {"status": exc.status,
@@ -133,7 +134,7 @@ def flows(file, bridge, table, purpose, port, cls, api_url, token, as_json):
     in config order from 1 (on a real switch they come from the switch)."""
     if file:
         from controller.cli import print_compiled_flows
-        return print_compiled_flows(file, bridge)
+        return print_compiled_flows(file, bridge, table, purpose, port, cls, as_json)
     client = _client(api_url, token)
     params = {"table": table, "purpose": purpose, "port": port, "class": cls}
     out = {}

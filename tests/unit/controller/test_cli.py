@@ -91,3 +91,34 @@ def test_json_errors_are_json_with_the_same_exit_code(args, code):
     assert plain.exit_code == as_json.exit_code == code, (plain.output, as_json.output)
     doc = json.loads(as_json.stdout)
     assert "cannot reach the socketnet API" in doc["error"]["message"]
+
+
+def _offline(*args):
+    from tests.conftest import SEED_YAML
+    return CliRunner().invoke(main, ["flows", "-c", str(SEED_YAML), *args])
+
+
+def test_offline_flows_take_every_filter_the_api_takes():
+    every = json.loads(_offline("--json").stdout)
+    assert set(every) == {"mesh", "vmbr0"}
+    table1 = json.loads(_offline("--bridge", "mesh", "--table", "1", "--json").stdout)
+    assert table1["mesh"] and {f["table"] for f in table1["mesh"]} == {1}
+    privacy = json.loads(_offline("--class", "privacy", "--json").stdout)
+    assert privacy["mesh"] and all(f["class"] == "privacy" for fs in privacy.values()
+                                   for f in fs)
+    drops = json.loads(_offline("--purpose", "drop", "--json").stdout)
+    assert all(f["purpose"] == "drop" for fs in drops.values() for f in fs)
+    port = json.loads(_offline("--bridge", "mesh", "--port", "veth200", "--json").stdout)
+    assert port["mesh"] and all("veth200" in f["ofctl"] for f in port["mesh"])
+    text = _offline("--bridge", "vmbr0", "--table", "0").output.splitlines()
+    assert text[0] == "# vmbr0" and all("table=0" in line for line in text[1:])
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--bridge", "nosuch"], "bridge"), (["--table", "9"], "table"),
+    (["--bridge", "mesh", "--port", "veth100"], "port"), (["--port", "nosuch"], "port")])
+def test_offline_flows_refuse_what_is_not_there_with_exit_2(args, option):
+    plain, as_json = _offline(*args), _offline(*args, "--json")
+    assert plain.exit_code == as_json.exit_code == 2
+    assert f"--{option}" in plain.output
+    assert json.loads(as_json.stdout)["error"]["field"] == option
