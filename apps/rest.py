@@ -39,11 +39,15 @@ ACCESS = logging.getLogger("socketnet.rest.access")
 _REPLIES = [ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPPortStatsReply,
             ofp_event.EventOFPDescStatsReply, ofp_event.EventOFPAggregateStatsReply,
             ofp_event.EventOFPPortDescStatsReply, ofp_event.EventOFPTableStatsReply,
-            ofp_event.EventOFPBarrierReply, ofp_event.EventOFPErrorMsg]
+            ofp_event.EventOFPBarrierReply, ofp_event.EventOFPErrorMsg,
+            ofp_event.EventOFPMeterStatsReply, ofp_event.EventOFPMeterConfigStatsReply,
+            ofp_event.EventOFPMeterFeaturesStatsReply, ofp_event.EventOFPTableFeaturesStatsReply]
 _RYU = {"desc": ofctl_v1_3.get_desc_stats, "flow": ofctl_v1_3.get_flow_stats,
         "aggregateflow": ofctl_v1_3.get_aggregate_flow_stats,
         "port": ofctl_v1_3.get_port_stats, "portdesc": ofctl_v1_3.get_port_desc,
-        "table": ofctl_v1_3.get_table_stats}
+        "table": ofctl_v1_3.get_table_stats, "tablefeatures": ofctl_v1_3.get_table_features,
+        "meter": ofctl_v1_3.get_meter_stats, "meterconfig": ofctl_v1_3.get_meter_config,
+        "meterfeatures": ofctl_v1_3.get_meter_features}
 
 
 class _AccessLog:
@@ -169,11 +173,17 @@ class RestApp(app_manager.OSKenApp):
                     "tx_dropped", "rx_errors", "tx_errors")}
         return out
 
-    def ryu(self, what: str, dpid):
+    def ryu(self, what: str, dpid, argument=None):
         if what == "switches":
             return sorted(d for d, c in self.channels.items() if c.dp.is_active)
         dp = self._channel(dpid).dp
-        return _RYU[what](dp, self.waiters)
+        if argument is None:
+            return _RYU[what](dp, self.waiters)
+        try:
+            return _RYU[what](dp, self.waiters, argument)
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            # a match field or value os-ken's ofctl does not know, as Ryu answers it
+            raise ApiError(400, f"Ryu filter refused: {exc!r}", "match") from None
 
     def connections(self, zone: int) -> list:
         """The connections of conntrack zone `zone` (controller.conntrack)."""

@@ -90,7 +90,7 @@ class Backend(Protocol):
 
     def flow_stats(self, dpid: int) -> list: ...             # of FlowStat
     def port_stats(self, dpid: int) -> dict: ...             # port number -> counters
-    def ryu(self, what: str, dpid: Optional[int]) -> object: ...  # Ryu ofctl_rest's answer
+    def ryu(self, what: str, dpid: Optional[int], argument=None) -> object: ...  # Ryu's answer
     def delete_decisions(self, dpid: int, flows: Optional[list]) -> int: ...  # None: all
     def trace(self, bridge: str, flow: str) -> dict: ...     # see `trace` below
     def audit(self) -> dict: ...
@@ -159,6 +159,18 @@ _DECISION_DOC = {"type": "object", "required": ["packet", "class", "rule"], "pro
     "packet": {"type": "string"}, "class": {"type": "string", "enum": _CLASSES},
     "rule": {"type": "string"}, "overruled": _NULLSTR, "why": _NULLSTR,
     "mark": {"type": "integer"}, "commit": {"type": "string"}, "path": {"type": "string"}}}
+
+# Ryu's ofctl_rest reads socketnet answers, in Ryu's own format.
+RYU_READS = ("desc", "flow", "aggregateflow", "port", "portdesc", "table", "tablefeatures",
+             "meter", "meterconfig", "meterfeatures")
+_RYU_FLOW_FILTER = {"type": "object", "additionalProperties": False, "properties": {
+    "table_id": {"type": "integer", "minimum": 0, "maximum": 255},
+    "out_port": {"type": "integer", "minimum": 0, "maximum": 0xFFFFFFFF},
+    "out_group": {"type": "integer", "minimum": 0, "maximum": 0xFFFFFFFF},
+    "cookie": {"type": "integer", "minimum": 0}, "cookie_mask": {"type": "integer", "minimum": 0},
+    "priority": {"type": "integer", "minimum": 0, "maximum": 65535},
+    "flags": {"type": "integer", "minimum": 0, "maximum": 65535},
+    "match": {"type": "object"}}}
 
 ROUTES = (
     Route("GET", "/v1/health", "health", "open", "The process answers",
@@ -244,7 +256,13 @@ ROUTES = (
     Route("GET", "/stats/switches", "ryu_switches", "read", "Ryu: datapath ids",
           response={"type": "array", "items": {"type": "integer"}}),
     *(Route("GET", f"/stats/{what}/{{dpid}}", f"ryu_{what}", "read", f"Ryu: {what}", (_DPID,))
-      for what in ("desc", "flow", "aggregateflow", "port", "portdesc", "table")),
+      for what in RYU_READS),
+    *(Route("POST", f"/stats/{what}/{{dpid}}", f"ryu_{what}_filtered", "read",
+            f"Ryu: {what}, filtered as ofctl_rest filters (match, table_id, out_port, ...)",
+            (_DPID,), body=_RYU_FLOW_FILTER) for what in ("flow", "aggregateflow")),
+    Route("GET", "/stats/port/{dpid}/{port}", "ryu_port_one", "read", "Ryu: one port's stats",
+          (_DPID, Param("port", "path", {"type": "integer", "minimum": 0,
+                                         "maximum": 0xFFFFFFFF}))),
 )
 
 _ERRORS = {400: "Bad input; error.field names it", 401: "Missing or wrong bearer token",
@@ -366,6 +384,11 @@ class Api:
             if allowed:
                 return Response(405, ApiError(405, f"{path} answers {', '.join(allowed)}").body(),
                                 headers=(("Allow", ", ".join(allowed)),))
+            if path.startswith("/stats/"):
+                offered = ", ".join(["switches", *RYU_READS, "port/{dpid}/{port}"])
+                raise ApiError(404, f"no endpoint {path}: of Ryu's ofctl_rest socketnet offers "
+                                    f"the reads /stats/{{{offered}}} (flow and aggregateflow "
+                                    "also as POST with a filter); nothing that writes", "path")
             raise ApiError(404, f"no endpoint {path}; see /{VERSION}/openapi.json", "path")
         except ApiError as exc:
             headers = ((("WWW-Authenticate", 'Bearer realm="socketnet"'),)
@@ -661,12 +684,12 @@ class Api:
     def ryu_switches(self, req):
         return self.backend.ryu("switches", None)
 
-    def _ryu(self, what, req):
+    def _ryu(self, what, req, argument=None):
         dpid = parse_dpid(req.path["dpid"], "dpid")
         state = self.runtime.switches.get(dpid)
         if state is None or not state.connected:
             raise ApiError(404, f"no connected switch {req.path['dpid']!r}", "dpid")
-        return self.backend.ryu(what, dpid)
+        return self.backend.ryu(what, dpid, argument)
 
     def ryu_desc(self, req):
         return self._ryu("desc", req)
@@ -685,6 +708,29 @@ class Api:
 
     def ryu_table(self, req):
         return self._ryu("table", req)
+
+    def ryu_tablefeatures(self, req):
+        return self._ryu("tablefeatures", req)
+
+    def ryu_meter(self, req):
+        return self._ryu("meter", req)
+
+    def ryu_meterconfig(self, req):
+        return self._ryu("meterconfig", req)
+
+    def ryu_meterfeatures(self, req):
+        return self._ryu("meterfeatures", req)
+
+    def ryu_flow_filtered(self, req):
+        return self._ryu("flow", req, req.body)
+
+    def ryu_aggregateflow_filtered(self, req):
+        return self._ryu("aggregateflow", req, req.body)
+
+    def ryu_port_one(self, req):
+        port = _coerce("port", req.path["port"], {"type": "integer", "minimum": 0,
+                                                   "maximum": 0xFFFFFFFF})
+        return self._ryu("port", req, port)
 
 
 # --- validation ------------------------------------------------------------------------

@@ -138,6 +138,41 @@ def commit(lab, src, sport, dst, dport, mark):
                   f"actions=ct(commit,zone={zone},exec(set_field:{mark}->ct_mark))")
 
 
+def test_ryus_filtered_reads_answer_as_ryu_does(live):
+    """The reads a Ryu user reaches for, in Ryu's format: flows filtered by table,
+    by match and by cookie; one port; meters; table features; and a 404 naming the
+    reads offered for what is not (ofctl_rest's writes)."""
+    lab, _, base = live
+    mesh = next(s["dpid_int"] for s in get(base, "/v1/switches").json() if s["bridge"] == "mesh")
+    key = str(mesh)
+
+    def post(what, body):
+        r = requests.post(f"{base}/stats/{what}/{mesh}", json=body, headers=AUTH, timeout=10)
+        assert r.status_code == 200, r.text
+        return r.json()[key]
+    table1 = post("flow", {"table_id": 1})
+    assert table1 and {f["table_id"] for f in table1} == {1}
+    assert len(table1) == len([f for f in lab.ovs.dump_flows("mesh") if "table=1," in f])
+    uplink = lab.port_numbers("mesh")["mesh-gw"]
+    admitted = post("flow", {"table_id": 0, "match": {"in_port": uplink}})
+    assert admitted and all(f["match"].get("in_port") == uplink for f in admitted)
+    from controller.pipeline import Purpose
+    drops = post("flow", {"cookie": Purpose.DROP.cookie, "cookie_mask": 0xFFFFFFFFFFFFFFFF})
+    assert {f["table_id"] for f in drops} >= {0, 1, 2, 3} and all(
+        f["cookie"] == Purpose.DROP.cookie for f in drops)
+    (aggregate,) = post("aggregateflow", {"table_id": 1})
+    assert aggregate["flow_count"] == len(table1)
+    ports = get(base, f"/stats/port/{mesh}/{uplink}").json()[key]
+    assert [p["port_no"] for p in ports] == [uplink]
+    meters = get(base, f"/stats/meterconfig/{mesh}").json()[key]
+    assert {m["meter_id"] for m in meters} == {1, 2}
+    assert get(base, f"/stats/meter/{mesh}").json()[key]
+    assert get(base, f"/stats/tablefeatures/{mesh}").status_code == 200
+    r = requests.post(f"{base}/stats/flowentry/add", json={"dpid": mesh}, headers=AUTH,
+                      timeout=10)
+    assert r.status_code == 404 and "offers the reads" in r.json()["error"]["message"]
+
+
 def test_cache_lists_deletes_and_flushes_the_zones_connections(live):
     lab, _, base = live
     for sport in (40001, 40002, 40003):

@@ -55,7 +55,8 @@ class FakeBackend:
         return {p.number: {"rx_packets": 1, "tx_packets": 2}
                 for p in self.runtime.switches[dpid].ports.values()}
 
-    def ryu(self, what, dpid):
+    def ryu(self, what, dpid, argument=None):
+        self.ryu_asked = (what, dpid, argument)
         if what == "switches":
             return sorted(self.runtime.switches)
         return {str(dpid): []}
@@ -365,6 +366,32 @@ def test_readiness_follows_the_bridges(api, runtime):
 
 
 # --- Ryu ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method, path, body, asked", [
+    ("POST", "/stats/flow/1", {"table_id": 1, "match": {"in_port": 3}},
+     ("flow", 1, {"table_id": 1, "match": {"in_port": 3}})),
+    ("POST", "/stats/aggregateflow/1", {"cookie": 5, "cookie_mask": 255},
+     ("aggregateflow", 1, {"cookie": 5, "cookie_mask": 255})),
+    ("GET", "/stats/port/1/3", None, ("port", 1, 3)),
+    ("GET", "/stats/meter/1", None, ("meter", 1, None)),
+    ("GET", "/stats/meterconfig/1", None, ("meterconfig", 1, None)),
+    ("GET", "/stats/meterfeatures/1", None, ("meterfeatures", 1, None)),
+    ("GET", "/stats/tablefeatures/1", None, ("tablefeatures", 1, None)),
+])
+def test_ryus_filtered_and_other_reads_reach_ofctl_with_their_argument(api, method, path,
+                                                                        body, asked):
+    status, doc = call(api, method, path, body)
+    assert status == 200 and doc == {"1": []}
+    assert api.fake.ryu_asked == asked
+
+
+def test_a_ryu_filter_with_an_unknown_key_is_400_and_a_write_path_404_naming_the_reads(api):
+    status, doc = call(api, "POST", "/stats/flow/1", {"tableid": 1})
+    assert status == 400 and "tableid" in doc["error"]["message"]
+    status, doc = call(api, "POST", "/stats/flowentry/add", {"dpid": 1})
+    assert status == 404 and "offers the reads" in doc["error"]["message"]
+    assert "meterconfig" in doc["error"]["message"]
 
 
 def test_ryu_paths_answer_and_unknown_dpids_are_404(api):
