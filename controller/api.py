@@ -691,36 +691,6 @@ class Api:
             raise ApiError(404, f"no connected switch {req.path['dpid']!r}", "dpid")
         return self.backend.ryu(what, dpid, argument)
 
-    def ryu_desc(self, req):
-        return self._ryu("desc", req)
-
-    def ryu_flow(self, req):
-        return self._ryu("flow", req)
-
-    def ryu_aggregateflow(self, req):
-        return self._ryu("aggregateflow", req)
-
-    def ryu_port(self, req):
-        return self._ryu("port", req)
-
-    def ryu_portdesc(self, req):
-        return self._ryu("portdesc", req)
-
-    def ryu_table(self, req):
-        return self._ryu("table", req)
-
-    def ryu_tablefeatures(self, req):
-        return self._ryu("tablefeatures", req)
-
-    def ryu_meter(self, req):
-        return self._ryu("meter", req)
-
-    def ryu_meterconfig(self, req):
-        return self._ryu("meterconfig", req)
-
-    def ryu_meterfeatures(self, req):
-        return self._ryu("meterfeatures", req)
-
     def ryu_flow_filtered(self, req):
         return self._ryu("flow", req, req.body)
 
@@ -731,6 +701,18 @@ class Api:
         port = _coerce("port", req.path["port"], {"type": "integer", "minimum": 0,
                                                    "maximum": 0xFFFFFFFF})
         return self._ryu("port", req, port)
+
+
+def _ryu_read(what: str):
+    """The handler of GET /stats/WHAT/{dpid}: the same for every Ryu read."""
+    def handler(self, req):
+        return self._ryu(what, req)
+    handler.__name__ = f"ryu_{what}"
+    return handler
+
+
+for _what in RYU_READS:
+    setattr(Api, f"ryu_{_what}", _ryu_read(_what))
 
 
 # --- validation ------------------------------------------------------------------------
