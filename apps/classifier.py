@@ -30,7 +30,6 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofp_parser
 
 from apps.channel import describe_error
-from controller.vswitchd import VswitchdUnreachable
 from apps.pipeline import EventPipelineSynced
 from controller import fastpath, ofmsg
 from controller.classifier import (MARKS, RETRIES, Classifier, DecisionCache, DropReason, Verdict,
@@ -39,6 +38,7 @@ from controller.compiler import conntrack_zone
 from controller.pipeline import CLASSIFY, Purpose
 from controller.switches import Runtime
 from controller.telemetry import CLASSIFICATION_BUCKETS, Buckets
+from controller.vswitchd import VswitchdUnreachable
 from topology.model import TrafficClass
 
 LOG = logging.getLogger("socketnet.classifier")
@@ -49,6 +49,7 @@ SWEEP_SECONDS = 5.0
 RECENT_XIDS = 4096
 # Answers written to the switch in one go at most (when packet-ins keep coming).
 BATCH = 64
+_MARK = {cls: int(mark) for cls, mark in MARKS.items()}  # the ct_mark of each class
 
 
 def _packet_in(datapath, version, msg_type, msg_len, xid, buf):
@@ -102,7 +103,6 @@ class ClassifierApp(app_manager.OSKenApp):
         self.classification = host.classification
         self.classifier = Classifier(host)
         self.zone = conntrack_zone(host, host.mesh)
-        self.marks = {cls: int(mark) for cls, mark in MARKS.items()}
         self.cache.reconfigure(host.classification, host.known_sources)
 
     def _send_event(self, ev, state):
@@ -175,7 +175,7 @@ class ClassifierApp(app_manager.OSKenApp):
             cache.count_drop(decision.drop_reason)
         self._queue(msg.datapath, fastpath.pack_commit(
             self._xid(flow5), msg.match["in_port"], msg.data, self.zone,
-            self.marks[decision.cls], send_on=not drop))
+            _MARK[decision.cls], send_on=not drop))
         self.commits += 1
         self.latency.observe(time.perf_counter() - started)
 

@@ -26,7 +26,6 @@ from controller import conntrack
 from controller import ofmsg
 from controller.api import Api, ApiError, FlowStat
 from controller.flow import FlowError
-from controller.pipeline import CLASSIFY, Purpose
 from controller.switches import Runtime
 from controller.vswitchd import VswitchdUnreachable, path_doc
 

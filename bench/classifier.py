@@ -224,30 +224,20 @@ def _ovs_rows(ovs: dict) -> list:
     rows.append((f"(a) OVS setups/s delivered, {so.window} in flight", f"{so.per_second:,.0f}",
                  f"{bo.per_second:,.0f}", _ratio(so.per_second, bo.per_second), "", ""))
 
-    def per_round(other):
-        return [r["socketnet"] / r[other] for r in rounds if r.get(other)]
-    ceiling = per_round("ceiling")
-    share = _median(ceiling)
-    rows.append(("(a) socketnet / packet-in ceiling (median of rounds)",
-                 f"{share:.0%}" if share is not None else "-", "",
-                 "rounds: " + ", ".join(f"{x:.0%}" for x in ceiling) if len(ceiling) > 1 else "",
-                 f">= {OVS_CEILING_SHARE:.0%}",
-                 _verdict(None if share is None else share >= OVS_CEILING_SHARE)))
-    timed = per_round("timed")
-    factor = _median(timed)
-    rows.append(("(a) socketnet / timed minimal (median of rounds)",
-                 f"{factor:.2f}x" if factor is not None else "-", "",
-                 "rounds: " + ", ".join(f"{x:.2f}x" for x in timed) if len(timed) > 1 else "",
-                 f">= {TIMED_FACTOR:g}x",
-                 _verdict(None if factor is None else factor >= TIMED_FACTOR)))
-    conntrack = per_round("conntrack")
-    of_ct = _median(conntrack)
-    rows.append(("(a) socketnet / conntrack minimal (median of rounds)",
-                 f"{of_ct:.0%}" if of_ct is not None else "-", "",
-                 "rounds: " + ", ".join(f"{x:.0%}" for x in conntrack)
-                 if len(conntrack) > 1 else "",
-                 f">= {CONNTRACK_SHARE:.0%}",
-                 _verdict(None if of_ct is None else of_ct >= CONNTRACK_SHARE)))
+    def against(other: str, what: str, target: float, fmt: str) -> None:
+        """A row: socketnet's setups over `other`'s, the median of the rounds (and
+        each round's), against `target`, written with `fmt`."""
+        ratios = [r["socketnet"] / r[other] for r in rounds if r.get(other)]
+        median = _median(ratios)
+        shown = fmt.format(target) if fmt.endswith("%}") else f"{target:g}x"
+        rows.append((f"(a) socketnet / {what} (median of rounds)",
+                     fmt.format(median) if median is not None else "-", "",
+                     "rounds: " + ", ".join(fmt.format(x) for x in ratios)
+                     if len(ratios) > 1 else "",
+                     f">= {shown}", _verdict(None if median is None else median >= target)))
+    against("ceiling", "packet-in ceiling", OVS_CEILING_SHARE, "{:.0%}")
+    against("timed", "timed minimal", TIMED_FACTOR, "{:.2f}x")
+    against("conntrack", "conntrack minimal", CONNTRACK_SHARE, "{:.0%}")
 
     # socketnet's first-packet latency: the medians of the rounds' p50 and p99; a
     # round that lost a first packet counts as over the target.

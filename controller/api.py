@@ -37,9 +37,8 @@ from urllib.parse import parse_qs
 
 from controller.classifier import (CLASS_OF_MARK, DEFAULT, UNROUTABLE, Classifier, Flow5,
                                    address_int, commit_actions)
-from controller.compiler import conntrack_zone
+from controller.compiler import conntrack_zone, own_mac
 from controller.conntrack import ConntrackError, parse_id
-from controller.compiler import own_mac
 from controller.flow import Apply, Flow, Output
 from controller.pipeline import Purpose, purpose_of
 from controller.switches import Runtime, SwitchState
@@ -91,8 +90,11 @@ class Backend(Protocol):
     def flow_stats(self, dpid: int) -> list: ...             # of FlowStat
     def port_stats(self, dpid: int) -> dict: ...             # port number -> counters
     def ryu(self, what: str, dpid: Optional[int], argument=None) -> object: ...  # Ryu's answer
-    def delete_decisions(self, dpid: int, flows: Optional[list]) -> int: ...  # None: all
-    def trace(self, bridge: str, flow: str) -> dict: ...     # see `trace` below
+    def connections(self, zone: int) -> list: ...             # of controller.conntrack.Connection
+    def delete_connection(self, zone: int, connection) -> None: ...
+    def flush_connections(self, dpid: int, zone: int) -> None: ...
+    def trace(self, bridge: str, flow: str, ct_next: Optional[str] = None,
+              ct_mark: Optional[int] = None) -> dict: ...      # see `trace` below
     def audit(self) -> dict: ...
 
 
@@ -130,6 +132,7 @@ _PURPOSES = [p.label for p in Purpose] + ["foreign"]
 _PROTOS = ["tcp", "udp", "icmp"]
 _NULLSTR = {"type": "string", "nullable": True}
 _PORT16 = {"type": "integer", "minimum": 0, "maximum": 65535}
+_PORT32 = {"type": "integer", "minimum": 0, "maximum": 0xFFFFFFFF}
 _IPV4 = {"type": "string", "format": "ipv4"}
 
 _SWITCH_DOC = {"type": "object", "required": ["dpid", "bridge", "connected"], "properties": {
@@ -165,8 +168,7 @@ RYU_READS = ("desc", "flow", "aggregateflow", "port", "portdesc", "table", "tabl
              "meter", "meterconfig", "meterfeatures")
 _RYU_FLOW_FILTER = {"type": "object", "additionalProperties": False, "properties": {
     "table_id": {"type": "integer", "minimum": 0, "maximum": 255},
-    "out_port": {"type": "integer", "minimum": 0, "maximum": 0xFFFFFFFF},
-    "out_group": {"type": "integer", "minimum": 0, "maximum": 0xFFFFFFFF},
+    "out_port": _PORT32, "out_group": _PORT32,
     "cookie": {"type": "integer", "minimum": 0}, "cookie_mask": {"type": "integer", "minimum": 0},
     "priority": {"type": "integer", "minimum": 0, "maximum": 65535},
     "flags": {"type": "integer", "minimum": 0, "maximum": 65535},
@@ -261,8 +263,7 @@ ROUTES = (
             f"Ryu: {what}, filtered as ofctl_rest filters (match, table_id, out_port, ...)",
             (_DPID,), body=_RYU_FLOW_FILTER) for what in ("flow", "aggregateflow")),
     Route("GET", "/stats/port/{dpid}/{port}", "ryu_port_one", "read", "Ryu: one port's stats",
-          (_DPID, Param("port", "path", {"type": "integer", "minimum": 0,
-                                         "maximum": 0xFFFFFFFF}))),
+          (_DPID, Param("port", "path", _PORT32))),
 )
 
 _ERRORS = {400: "Bad input; error.field names it", 401: "Missing or wrong bearer token",
@@ -611,7 +612,7 @@ class Api:
             if connection.id == wanted.id:
                 self.backend.delete_connection(zone, connection)
                 cache = getattr(self.runtime, "decision_cache", None)
-                if cache is not None and connection.proto != "icmp":
+                if cache is not None:
                     cache.forget(Flow5.of(connection.src, connection.dst, connection.proto,
                                           connection.sport, connection.dport))
                 return {"deleted": connection.id}
@@ -698,9 +699,7 @@ class Api:
         return self._ryu("aggregateflow", req, req.body)
 
     def ryu_port_one(self, req):
-        port = _coerce("port", req.path["port"], {"type": "integer", "minimum": 0,
-                                                   "maximum": 0xFFFFFFFF})
-        return self._ryu("port", req, port)
+        return self._ryu("port", req, _coerce("port", req.path["port"], _PORT32))
 
 
 def _ryu_read(what: str):

@@ -153,8 +153,9 @@ def print_compiled_flows(file: str, bridge: str = None, table: int = None,
                 continue
         docs = []
         for f in compile_bridge(host, b.name, live):
-            label = purpose_of(f.cookie).label if purpose_of(f.cookie) else "foreign"
-            carried = flow_class(f, purpose_of(f.cookie))
+            its = purpose_of(f.cookie)
+            label = its.label if its else "foreign"
+            carried = flow_class(f, its)
             if ((table is not None and f.table != table) or (purpose and label != purpose)
                     or (cls and carried != cls) or (number is not None
                                                     and not _touches(f, number))):
@@ -166,7 +167,7 @@ def print_compiled_flows(file: str, bridge: str = None, table: int = None,
     if port is not None and not out:
         _refuse("--port", f"{port!r} is no port of {', '.join(names_of)}", as_json)
     if as_json:
-        click.echo(json.dumps(out, indent=2, default=str))
+        click.echo(json.dumps(out, indent=2))
         return
     for name, docs in out.items():
         click.echo(f"# {name}")

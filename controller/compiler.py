@@ -179,10 +179,10 @@ def _classify(host: Host) -> list:
     return flows
 
 
-def _invalid(table, zone: int, match: Mapping = {}) -> Flow:
+def _invalid(table, zone: int, match: Optional[Mapping] = None) -> Flow:
     """A table's drop of packets the connection tracker finds invalid in `zone`, counted."""
-    return Flow.make(table.id, P_INVALID, {**match, "ct_zone": zone, "ct_state": INVALID}, (),
-                     Purpose.INVALID.cookie)
+    return Flow.make(table.id, P_INVALID, {**(match or {}), "ct_zone": zone,
+                                           "ct_state": INVALID}, (), Purpose.INVALID.cookie)
 
 
 def _tracked(table, priority: int, match: dict, zone: int, states: Mapping, cookie: int) -> list:

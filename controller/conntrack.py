@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from controller.classifier import CLASS_OF_MARK, address_int
+from controller.classifier import CLASS_OF_MARK, PROTOCOL_NUMBERS, address_int
 from controller.pipeline import Mark
 
 _PROTOCOLS = ("tcp", "udp", "icmp")
@@ -120,13 +120,10 @@ def _number(text: str, top: int) -> int:
     return int(text)
 
 
-_PROTO_NUMBERS = {"tcp": 6, "udp": 17, "icmp": 1}
-
-
 def flush_tuple(connection: Connection) -> str:
     """The ct-tuple `dpctl/flush-conntrack zone=Z TUPLE` removes `connection` by."""
     head = (f"ct_nw_src={connection.src},ct_nw_dst={connection.dst},"
-            f"ct_nw_proto={_PROTO_NUMBERS[connection.proto]}")
+            f"ct_nw_proto={PROTOCOL_NUMBERS[connection.proto]}")
     if connection.proto == "icmp":
         return f"{head},icmp_id={connection.icmp_id},icmp_type=8,icmp_code=0"
     return f"{head},ct_tp_src={connection.sport},ct_tp_dst={connection.dport}"

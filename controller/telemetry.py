@@ -30,10 +30,7 @@ twice. tests/unit/controller/test_telemetry.py checks both on random sequences.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Iterable, Optional
-
-from controller.pipeline import Zone
-from topology.model import TrafficClass
+from typing import Iterable
 
 # Seconds. A packet-in decision takes ~10 µs; a reconcile ~1 ms to seconds.
 CLASSIFICATION_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,

@@ -144,8 +144,6 @@ class Vswitchd:
         at the veth's other end): a topology.ovs.TracePath. `ct_next`, `ct_mark`: the
         connection tracker's answer to assume (ofproto/trace asks none)."""
         from topology.ovs import follow_links
-        if ct_mark:
-            flow += f",ct_mark={ct_mark}"
         return follow_links(lambda br, fl: self.trace(br, fl, ct_next), bridge, flow, links,
                             max_hops, ct_mark)
 

@@ -341,7 +341,8 @@ def follow_links(trace: Callable[[str, str], TraceResult], bridge: str, flow: st
     mark its connection has, given to the packet on every hop (with --ct-next it
     is what the tracker answers; it does not cross a veth by itself)."""
     hops, exits, controller = [], [], []
-    queue, seen = [(bridge, flow)], set()
+    marked = f",ct_mark={ct_mark}" if ct_mark else ""
+    queue, seen = [(bridge, flow + marked)], set()
     while queue:
         br, fl = queue.pop(0)
         if (br, fl) in seen:
@@ -354,10 +355,7 @@ def follow_links(trace: Callable[[str, str], TraceResult], bridge: str, flow: st
         for out in result.outputs:
             peer = links.get((br, out.port))
             if peer is not None and len(hops) < max_hops:
-                hop = out.as_ingress(peer[1])
-                if ct_mark:
-                    hop += f",ct_mark={ct_mark}"
-                queue.append((peer[0], hop))
+                queue.append((peer[0], out.as_ingress(peer[1]) + marked))
             else:
                 exits.append(out)
     return TracePath(hops=tuple(hops), exits=tuple(exits), controller=tuple(controller))
@@ -696,8 +694,6 @@ class OvsInstance:
         other end; a packet leaving by a linked port is traced again entering the
         peer, with its modified header fields and no pipeline metadata. After
         `max_hops` traces, outputs to linked ports count as exits (no endless loop)."""
-        if ct_mark:
-            flow += f",ct_mark={ct_mark}"
         return follow_links(lambda br, fl: self.trace(br, fl, ct_next=ct_next), bridge, flow,
                             links, max_hops, ct_mark)
 

@@ -12,11 +12,10 @@ import requests
 import yaml
 
 from controller.process import ControllerProcess, free_port
-from controller.pipeline import Purpose
 from topology.ovs import wait_until
 
 from tests.conftest import module
-from tests.integration.conftest import SEED_YAML, switch_macs, unique_lab_name
+from tests.integration.conftest import SEED_YAML, unique_lab_name
 
 TOKEN = "rest-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -259,9 +259,11 @@ class FakeSwitch:
     def ofctl(self, f: Flow) -> str:
         return f.ofctl(self.names)
 
-    def run(self, headers: Mapping) -> Run:
+    def run(self, headers: Mapping, tracker: Optional[Tracker] = None) -> Run:
         """One pass through this bridge's tables for a packet entering
-        `headers["in_port"]` (a port name)."""
+        `headers["in_port"]` (a port name); `tracker`: the connection tracker it
+        meets (default: the switch's own)."""
+        tracker = self.tracker if tracker is None else tracker
         in_port = self.numbers[headers["in_port"]]
         packet = {k: v for k, v in headers.items() if k != "in_port"}
         metadata, table, hit = 0, 0, []
@@ -279,14 +281,14 @@ class FakeSwitch:
                     for action in ins.actions:
                         if isinstance(action, CT):
                             if action.commit:
-                                self.tracker.commit(action.zone, packet, action.mark)
+                                tracker.commit(action.zone, packet, action.mark)
                             ct = UNTRACKED
                             if action.table is not None:
                                 recirculations += 1
                                 if recirculations > MAX_RECIRCULATIONS:
                                     raise ForwardingLoop(f"{self.name}: {packet} goes into the "
                                                          f"connection tracker again and again")
-                                ct = self.tracker.state(action.zone, packet)
+                                ct = tracker.state(action.zone, packet)
                                 goto = action.table
                             continue
                         self._apply(action, packet, in_port, tuple(hit), outputs, packet_ins)
@@ -505,18 +507,7 @@ class HostSwitches:
     def trace(self, bridge: str, headers: Mapping) -> Trace:
         """Every place the packet leaves a bridge, following the link."""
         egress, packet_ins = [], []
-        held = self.tracker.connections
         trial = self.tracker.copy()  # what this trace commits, it forgets
-        for switch in self.switches.values():
-            switch.tracker = trial
-        try:
-            return self._trace(bridge, headers, egress, packet_ins)
-        finally:
-            for switch in self.switches.values():
-                switch.tracker = self.tracker
-            assert self.tracker.connections is held
-
-    def _trace(self, bridge: str, headers: Mapping, egress: list, packet_ins: list) -> Trace:
         pending = [(bridge, dict(headers), (), ())]  # ..., path, ports entered so far
         while pending:
             bridge, h, path, entered = pending.pop(0)
@@ -528,7 +519,7 @@ class HostSwitches:
             switch = self.switches[bridge]
             if h["in_port"] not in switch.numbers:
                 continue  # the switch does not have that port: nothing enters
-            run = switch.run(h)
+            run = switch.run(h, trial)
             for out in run.packet_ins:
                 packet_ins.append(Egress(bridge, out.port, out.headers,
                                          path + tuple((bridge, f) for f in out.flows)))

@@ -1,7 +1,6 @@
 """bench/conntrack_cost.py's untracked path: for one W1 connection, flows that do
 what socketnet's tracked flows do, without the tracker, above them."""
 from bench.conntrack_cost import PRIORITY_ABOVE, untracked_copies
-from controller.compiler import compile_bridge
 from controller.flow import CT, Apply
 
 from tests.isolation.fake_switch import HostSwitches, live_ports, switch_macs

@@ -31,7 +31,7 @@ import pytest
 from controller.compiler import compile_bridge
 from controller.flow import (ETH_TYPE_ARP, ETH_TYPE_IP, OFPP_IN_PORT, OFPP_LOCAL, Apply,
                              Controller, Flow, Goto, Meter, Output, SetField)
-from controller.pipeline import CLASSIFY, PACKET_IN_METER, TABLES, Purpose
+from controller.pipeline import CLASSIFY, TABLES, Purpose
 from topology.model import Host, Role
 
 from tests.isolation.decisions import decisions, privacy_connections, refused_by_config

@@ -6,9 +6,8 @@ import json
 import pytest
 
 from controller.api import Api, ApiError, FlowStat, ROUTES, openapi
-from controller.conntrack import Connection
 from controller.compiler import SwitchPort, compile_bridge
-from controller.pipeline import Purpose
+from controller.conntrack import Connection
 from controller.switches import Runtime
 
 from tests.conftest import module

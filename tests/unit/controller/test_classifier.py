@@ -21,8 +21,8 @@ from controller.classifier import (
 )
 from controller.cli import main
 from controller.compiler import P_CLASS
-from controller.flow import CT, ETH_TYPE_IP, Flow, Goto, Output, WriteMetadata
-from controller.pipeline import CLASSIFY, FORWARD, Mark, Purpose, Zone, check_flow
+from controller.flow import CT, ETH_TYPE_IP, Output
+from controller.pipeline import CLASSIFY, Mark, Purpose, check_flow
 from topology.config import load_host
 from topology.model import (Classification, ClassificationLimits, ClassRule,
                             TrafficClass)
