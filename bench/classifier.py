@@ -10,7 +10,8 @@ plain os-ken learning switch in the same run.
 
 (a) real Open vSwitch (bench/real_ovs.py), each phase in a fresh lab: socketnet;
     a minimal controller (socketnet's pure core, struct-packed, no os-ken) that
-    answers exactly as socketnet does, through the connection tracker; the same
+    answers exactly as socketnet does, through the connection tracker (inside the
+    traffic process, and again in a process of its own, as socketnet is); the same
     controller answering with a timed table-1 flow per decision (the classifier's
     design before conntrack); Open vSwitch's packet-in ceiling (a do-nothing sink);
     the timed answers without timeouts; the baseline; and socketnet again with
@@ -209,6 +210,7 @@ def _synthetic_rows(b: dict, rss: dict) -> list:
 def _ovs_rows(ovs: dict) -> list:
     so, ct, ti, ce, bo = (ovs[k] for k in ("socketnet", "conntrack", "timed", "ceiling",
                                              "baseline"))
+    al = ovs.get("alone")
     rounds = ovs.get("rounds") or []
     rows = [("(a) OVS packet-ins/s to a do-nothing sink (ceiling)", f"{ce.per_second:,.0f}",
              "", "", "", "")]
@@ -221,6 +223,10 @@ def _ovs_rows(ovs: dict) -> list:
     rows.append(("(a) OVS setups/s, minimal controller, conntrack", f"{ct.per_second:,.0f}", "",
                  _ratio(ct.per_second, ti.per_second) + " timed",
                  f"({_share(ct.per_second, ce.per_second)} of the packet-in ceiling)", ""))
+    if al is not None:
+        rows.append(("(a) same, the minimal controller in its own process",
+                     f"{al.per_second:,.0f}", "", _ratio(al.per_second, ct.per_second)
+                     + " in-process", "", ""))
     rows.append((f"(a) OVS setups/s delivered, {so.window} in flight", f"{so.per_second:,.0f}",
                  f"{bo.per_second:,.0f}", _ratio(so.per_second, bo.per_second), "", ""))
 
@@ -238,6 +244,8 @@ def _ovs_rows(ovs: dict) -> list:
     against("ceiling", "packet-in ceiling", OVS_CEILING_SHARE, "{:.0%}")
     against("timed", "timed minimal", TIMED_FACTOR, "{:.2f}x")
     against("conntrack", "conntrack minimal", CONNTRACK_SHARE, "{:.0%}")
+    if al is not None:
+        against("alone", "minimal in its own process", CONNTRACK_SHARE, "{:.0%}")
 
     # socketnet's first-packet latency: the medians of the rounds' p50 and p99; a
     # round that lost a first packet counts as over the target.
@@ -266,7 +274,8 @@ def _ovs_rows(ovs: dict) -> list:
                           for k in ("ovs-vswitchd", "controller", "traffic"))
     rows.append(("(a) % of a core: ovs-vswitchd / controller / traffic",
                  cpu(so), cpu(bo), "",
-                 f"(conntrack: {cpu(ct)}; timed: {cpu(ti)}; sink: {cpu(ce)})", ""))
+                 f"(conntrack: {cpu(ct)}; own process: {cpu(al) if al else '-'}; "
+                 f"timed: {cpu(ti)}; sink: {cpu(ce)})", ""))
 
     live = ovs.get("live") or []
     first = live[0].after.per_second if live else 0.0

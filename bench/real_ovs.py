@@ -21,6 +21,10 @@ limit (cached_total) in every phase that has socketnet's pipeline.
    (bench/traffic.py --decisions conntrack: the same decision and the same
    PacketOut bytes, no os-ken, no bookkeeping). What Open vSwitch sustains for
    socketnet's design with a controller that costs next to nothing.
+2b. alone: the same minimal controller in a process of its own (bench/traffic.py
+   --serve), the packets captured at the xray client: ovs-vswitchd, a controller
+   process and the traffic process on the two cores, as in phase 1 (in phase 2
+   the minimal controller lives inside the traffic process, one hop fewer).
 3. timed: the same minimal controller answering as the classifier did before its
    decisions moved into the connection tracker: a FlowMod of its own table-1 flow
    per decision (above socketnet's, with idle and hard timeouts), then a PacketOut
@@ -118,6 +122,10 @@ class Actor:
         self.proc.stdin.flush()
         out, _ = self.proc.communicate(timeout=timeout)
         return json.loads(out.strip().splitlines()[-1])
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid  # `ip netns exec` execs the command: the same process
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -277,16 +285,17 @@ class OvsBench:
     # --- the phases ------------------------------------------------------------------
 
     def run(self) -> dict:
-        """{phase: Phase}: "socketnet", "conntrack", "timed" and "ceiling" (the
+        """{phase: Phase}: "socketnet", "conntrack", "alone", "timed" and "ceiling" (the
         medians of `repeat` runs taken in turn, by throughput), "rounds" (each
         turn's setups/s of the four, for the ratios within one round, and
         socketnet's first-packet p50, p99 and whether all arrived), "untimed"
         (if run), "baseline", and "live" ([Live] for each N of `live`)."""
-        names = ("socketnet", "conntrack", "timed", "ceiling")
+        names = ("socketnet", "conntrack", "alone", "timed", "ceiling")
         runs = {name: [] for name in names}
         for _ in range(self.repeat):
             runs["socketnet"].append(self._socketnet_phase())
             runs["conntrack"].append(self._minimal_phase("conntrack"))
+            runs["alone"].append(self._minimal_alone_phase())
             runs["timed"].append(self._minimal_phase("timed"))
             runs["ceiling"].append(self._ceiling_phase())
         results = {name: sorted(phases, key=lambda p: p.per_second)[len(phases) // 2]
@@ -329,6 +338,20 @@ class OvsBench:
                                sink=("--sink-port", port, "--answer", self.config,
                                      "--decisions", decisions),
                                keep=(ctl.port,), latency=latency)
+
+    def _minimal_alone_phase(self) -> Phase:
+        """The conntrack minimal controller in a process of its own (bench/traffic.py
+        --serve), the traffic captured at the xray client as for socketnet: the same
+        three processes on the same cores as socketnet's phase."""
+        xray = self.host.xray_client.container
+        with self._pipeline_without_socketnet() as (lab, ctl):
+            port = processes.free_port()
+            server = Actor(lab.ns(HOST), "--serve", "--sink-port", str(port),
+                           "--answer", self.config, "--decisions", "conntrack")
+            self._actors.append(server)
+            self._controllers(self.host.mesh.name, [ctl.port, port])
+            server.expect("connected")
+            return self._phase(xray.mac, lab.ns(xray.id), server)
 
     def _ceiling_phase(self) -> Phase:
         """socketnet installs the pipeline, then hands mesh to the do-nothing sink:

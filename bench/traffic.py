@@ -19,7 +19,12 @@ and sees each one come out at the other end:
   its decisions moved into the connection tracker (`timed_answer`: a FlowMod of
   its own table-1 flow, above socketnet's, with idle and hard timeouts, then a
   PacketOut); `untimed` the same flow without timeouts (what the timeouts cost
-  Open vSwitch).
+  Open vSwitch);
+- `--serve --sink-port P --answer CONFIG`: the same minimal controller alone, in a
+  process of its own (no traffic): beside a sender that captures with
+  `--receive-netns`, the same three processes on the same cores as socketnet's
+  run (ovs-vswitchd, the controller, the traffic), where the in-process minimal
+  shares the traffic's process and saves a hop.
 
 Three modes: `window` keeps W packets in flight (sent, not yet seen; after 0.5 s
 unseen a packet is lost and replaced): the rate a path sustains, closed loop,
@@ -333,7 +338,34 @@ def run(ifname, src_mac, dst_mac, dst_ip, dport, mode, window, rate, seconds, fi
             "cpu_seconds": time.process_time() - cpu, "wall_seconds": (now_ns() - start) / 1e9}
 
 
+def serve(sink_port: int, answer: str, decisions: str) -> int:
+    """The minimal controller in its own process: "ready" once listening,
+    "connected" once Open vSwitch is, then it answers until the switch closes the
+    connection or the process is killed."""
+    sink = _Sink(sink_port, answer, decisions=decisions)
+    print("ready", flush=True)
+    sink.accept()
+    print("connected", flush=True)
+    fileno = sink.sock.fileno()
+    try:
+        while True:
+            select.select([fileno], [], [])
+            sink.seen()
+    except ConnectionError:
+        return 0
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--serve" in argv:
+        serving = argparse.ArgumentParser(prog="bench.traffic --serve")
+        serving.add_argument("--serve", action="store_true")
+        serving.add_argument("--sink-port", type=int, required=True)
+        serving.add_argument("--answer", metavar="CONFIG", required=True)
+        serving.add_argument("--decisions", choices=("conntrack", "timed", "untimed"),
+                             default="conntrack")
+        args = serving.parse_args(argv)
+        return serve(args.sink_port, args.answer, args.decisions)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ifname", required=True)
     parser.add_argument("--src-mac", required=True)

@@ -61,6 +61,9 @@ def boot(listen_host: str, listen_port: int, echo_interval: float, echo_misses: 
     from os_ken.base import app_manager  # noqa: F401  (before os_ken.controller)
     from os_ken.controller import controller  # noqa: F401  (registers the options)
 
+    from controller import receive
+    receive.install()
+
     conf = cfg.CONF
     conf(args=[], project="os_ken", default_config_files=[])
     conf.set_override("ofp_listen_host", listen_host)
