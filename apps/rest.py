@@ -27,7 +27,8 @@ from controller import ofmsg
 from controller.api import Api, ApiError, FlowStat
 from controller.flow import FlowError
 from controller.switches import Runtime
-from controller.vswitchd import VswitchdUnreachable, path_doc
+from controller.explain import path_doc
+from controller.vswitchd import VswitchdUnreachable
 
 NX_EXPERIMENTER_ID = 0x00002320
 NXT_CT_FLUSH_ZONE = 29
@@ -221,7 +222,9 @@ class RestApp(app_manager.OSKenApp):
 
     def trace(self, bridge: str, flow: str, ct_next=None, ct_mark=None) -> dict:
         try:
-            return path_doc(self._trace_across(bridge, flow, ct_next, ct_mark))
+            path = self._trace_across(bridge, flow, ct_next, ct_mark)
+            return path_doc(path, {b.name: self.runtime.by_bridge(b.name)
+                                   for b in self.runtime.host.bridges})
         except VswitchdUnreachable as exc:
             raise ApiError(503, f"cannot trace: {exc}") from None
         except ValueError as exc:

@@ -869,8 +869,8 @@ BROADCAST = "ff:ff:ff:ff:ff:ff"
 
 def trace_flow(host: Host, bridge_name: str, body: dict, state: Optional[SwitchState]) -> str:
     """The described packet as the flow argument of `ofproto/trace`. MACs left out
-    are filled in as a sender on that port would: its own MAC; the destination's
-    MAC when it is on the same bridge, else the bridge's gateway (uplink adapter)."""
+    are filled in as a sender on that port would: its own MAC; the destination
+    container's MAC (on either bridge), else the bridge's gateway (uplink adapter)."""
     bridge = host.bridge(bridge_name)
     in_port = body["in_port"]
     names = {p.name for p in bridge.ports}
@@ -907,7 +907,9 @@ def trace_flow(host: Host, bridge_name: str, body: dict, state: Optional[SwitchS
         if proto == "arp":
             eth_dst = BROADCAST
         else:
-            owner = next((p for p in bridge.ports if p.container is not None
+            # A container's address is answered with its own MAC on every bridge
+            # (table 3's responder), so a sender addresses the owner wherever it is.
+            owner = next((p for b in host.bridges for p in b.ports if p.container is not None
                           and str(p.container.address) == dst), None)
             gateway = next((p for p in bridge.ports if p.address is not None
                             and p.role.value.endswith("uplink")), None)

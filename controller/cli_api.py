@@ -237,7 +237,7 @@ def cache_flush(ctx, api_url, token, as_json):
 @click.option("--dport", type=click.IntRange(0, 65535))
 @click.option("--eth-src", metavar="MAC", help="[default: the sender's own]")
 @click.option("--eth-dst", metavar="MAC",
-              help="[default: the destination's MAC on the same bridge, else the gateway's]")
+              help="[default: the destination container's MAC, else the gateway's]")
 @api_options
 def trace(bridge, in_port, proto, src, dst, sport, dport, eth_src, eth_dst, api_url, token,
           as_json):
@@ -249,27 +249,31 @@ def trace(bridge, in_port, proto, src, dst, sport, dport, eth_src, eth_dst, api_
                body={k: v for k, v in body.items() if v is not None}, as_json=as_json)
     if as_json:
         return _print_json(doc)
+    from controller.explain import path_lines
     click.echo(f"packet: {doc['flow']}")
-    for hop in doc["hops"]:
-        click.echo(f"  {hop['bridge']}: {' | '.join(hop['datapath_actions'])}"
-                   + (" (to the controller)" if hop["controller"] else ""))
-    if doc["exits"]:
-        for e in doc["exits"]:
-            headers = " ".join(f"{k}={v}" for k, v in e["headers"].items())
-            click.echo(f"  leaves by {e['bridge']}/{e['port']}  {headers}")
-    elif doc["controller"]:
-        click.echo("  goes to the controller (undecided)")
-        decision = doc.get("decision")
-        if decision:
-            click.echo(f"  the classifier decides {decision['class']} (rule "
-                       f"{decision['rule']}): {decision['commit']}")
-            decided = doc["decided"]
-            for e in decided["exits"]:
-                click.echo(f"  then leaves by {e['bridge']}/{e['port']}")
-            if not decided["exits"]:
-                click.echo("  then dropped")
+    for line in path_lines(doc):
+        click.echo(f"  {line}")
+    for e in doc["exits"]:
+        headers = " ".join(f"{k}={v}" for k, v in e["headers"].items())
+        click.echo(f"  leaves by {e['bridge']}/{e['port']}  {headers}")
+    decision = doc.get("decision")
+    if doc["controller"] and decision:
+        click.echo(f"  undecided: the classifier would decide {decision['class']} (rule "
+                   f"{decision['rule']}) and commit {decision['commit']}; then:")
+        decided = doc["decided"]
+        for line in path_lines(decided):
+            click.echo(f"    {line}")
+        click.echo(f"    verdict: {_verdict_line(decided)}")
     else:
-        click.echo("  dropped")
+        click.echo(f"  verdict: {_verdict_line(doc)}")
+
+
+def _verdict_line(doc: dict) -> str:
+    by = doc.get("dropped_by")
+    if by is None:
+        return doc.get("why", doc.get("verdict", ""))
+    return (f"dropped on {by['bridge']} by table {by['table']} ({by['name']}), "
+            f"priority {by['priority']}, purpose {by['purpose']}")
 
 
 @click.command()

@@ -146,22 +146,3 @@ class Vswitchd:
         from topology.ovs import follow_links
         return follow_links(lambda br, fl: self.trace(br, fl, ct_next), bridge, flow, links,
                             max_hops, ct_mark)
-
-
-def path_doc(path) -> dict:
-    """A TracePath as JSON: each hop's datapath actions, the exits with the
-    headers the packet carries there, the bridges that hand it to the controller."""
-    return {
-        "hops": [{"bridge": h.bridge, "flow": h.flow, "datapath_actions": list(h.datapath_actions),
-                  "outputs": [o.port for o in h.outputs], "controller": h.controller}
-                 for h in path.hops],
-        "exits": [{"bridge": o.bridge, "port": o.port,
-                   "headers": {k: v for k, v in o.flow.items() if v is not None
-                               and k in _SHOWN}} for o in path.exits],
-        "controller": list(path.controller),
-        "drop": path.drop,
-    }
-
-
-_SHOWN = ("dl_src", "dl_dst", "nw_src", "nw_dst", "arp_spa", "arp_tpa", "arp_sha", "arp_tha",
-          "arp_op", "tcp_src", "tcp_dst", "udp_src", "udp_dst")

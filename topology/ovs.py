@@ -19,6 +19,7 @@ pidfiles, logs) lives in one temporary directory, so two instances never meet.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -206,6 +207,64 @@ class Output:
 
 
 @dataclass(frozen=True)
+class TraceStep:
+    """One table lookup in a trace: the flow that matched, as ovs-vswitchd prints
+    it (`match` None: no flow matched, the lookup missed), and what it did. `pass_`
+    counts the recirculations before it (0: the packet as it arrived; each
+    `ct(...,table=N)` resumes the pipeline in a new pass with the tracker's answer)."""
+    pass_: int
+    table: int
+    match: Optional[str]
+    priority: Optional[int] = None
+    cookie: Optional[int] = None
+    actions: tuple = ()  # of str, as ovs-vswitchd printed them
+
+    @property
+    def missed(self) -> bool:
+        return self.match is None
+
+
+# " 1. ip,metadata=0x2, priority 100, cookie 0x534e000000000013" or " 0. No match."
+_STEP = re.compile(r"^(?P<indent> *)(?P<table>\d+)\. (?P<rest>.*)$")
+_STEP_FLOW = re.compile(r"^(?P<match>.*?),? ?priority (?P<priority>\d+)"
+                        r"(?:, cookie (?P<cookie>0x[0-9a-fA-F]+))?$")
+_PASS_HEADER = re.compile(r"^recirc\(0x[0-9a-f]+\) - ")
+
+
+def parse_steps(text: str) -> tuple:
+    """The table lookups of an `ofproto/trace` output, in order (TraceStep each).
+    An action line is one indented deeper than its step; lines starting "->" are
+    ovs-vswitchd's comments, not actions."""
+    steps, current, passes = [], None, 0
+    for line in text.splitlines():
+        if _PASS_HEADER.match(line):
+            passes += 1
+            current = None
+            continue
+        m = _STEP.match(line)
+        if m and len(m.group("indent")) <= 8:
+            rest = m.group("rest").strip()
+            flow = _STEP_FLOW.match(rest)
+            if flow:
+                current = TraceStep(passes, int(m.group("table")), flow.group("match"),
+                                    int(flow.group("priority")),
+                                    int(flow.group("cookie"), 16) if flow.group("cookie")
+                                    else 0)
+            else:  # "No match." (and its variants)
+                current = TraceStep(passes, int(m.group("table")), None)
+            steps.append(current)
+            continue
+        action = line.strip()
+        if current is None or not action or not line.startswith(" ") \
+                or action.startswith(("->", ">>", "thaw", "Resuming")):
+            if not line.startswith(" "):
+                current = None  # "Final flow:", "bridge(...)", a blank line: the step is over
+            continue
+        steps[-1] = current = dataclasses.replace(current, actions=current.actions + (action,))
+    return tuple(steps)
+
+
+@dataclass(frozen=True)
 class TraceResult:
     """What `ofproto/trace` says one bridge does with a packet.
 
@@ -220,6 +279,7 @@ class TraceResult:
     controller: bool = False
     datapath_actions: tuple = ()  # of str, one per pass
     final_flow: Mapping[str, Optional[str]] = field(default_factory=dict, hash=False)
+    steps: tuple = ()  # of TraceStep: every table lookup, every pass
 
     @property
     def ports(self) -> list:
@@ -305,7 +365,7 @@ def parse_trace(bridge: str, flow: str, text: str,
         raise OvsError(f"trace on {bridge} of {flow!r}: no 'Datapath actions:' in\n{text}")
     return TraceResult(bridge=bridge, flow=flow, text=text, outputs=tuple(outputs),
                        controller=controller, datapath_actions=tuple(actions_lines),
-                       final_flow=final)
+                       final_flow=final, steps=parse_steps(text))
 
 
 @dataclass(frozen=True)

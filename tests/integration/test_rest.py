@@ -218,6 +218,43 @@ def test_trace_follows_the_packet_across_the_inter_bridge_link(live):
     assert [(e["bridge"], e["port"]) for e in doc["exits"]] == [("mesh", "mesh-gw")]
 
 
+def _flow_head(line: str) -> set:
+    """A flow line's cookie, table, priority and match, as a set of its fields
+    (ovs-ofctl leaves out table=0 and quotes some port names)."""
+    head = line.strip().replace('"', "").split(" actions=", 1)[0]
+    fields = {f.strip() for f in head.split(",") if f.strip()}
+    return fields if any(f.startswith("table=") for f in fields) else fields | {"table=0"}
+
+
+def test_trace_explains_each_lookup_and_why_a_packet_was_dropped(live):
+    lab, _, base = live
+    # N-rule: a management container may not reach the xray client.
+    doc = requests.post(base + "/v1/trace", json={"bridge": "mesh", "in_port": "veth200",
+                                                  "dst": "10.0.0.102", "dport": 8080},
+                        headers=AUTH, timeout=10).json()
+    assert doc["verdict"] == "drop" and doc["exits"] == [], doc
+    (hop,) = doc["hops"]
+    admit, forward = hop["tables"]
+    assert (admit["name"], admit["purpose"], forward["name"], forward["purpose"]) == (
+        "admit", "admit", "forward", "drop")
+    assert "in_port=veth200" in admit["match"] and "in_port=veth200" in admit["flow"]
+    assert forward["priority"] == 0 and forward["flow"].endswith("priority=0 actions=drop")
+    assert "table 2 (forward)" in doc["why"] and "zone: management" in doc["why"]
+    # Each lookup's flow line is a flow the bridge holds: its cookie, table, priority
+    # and match are one line of ovs-ofctl's own dump.
+    dumped = [_flow_head(line) for line in
+              lab.ovs.ofctl("--names", "--no-stats", "dump-flows", "mesh").splitlines()
+              if "cookie=" in line]
+    for step in hop["tables"]:
+        assert _flow_head(step["flow"]) in dumped, step["flow"]
+    # A forged source: dropped by the admit table, and said so.
+    doc = requests.post(base + "/v1/trace", json={"bridge": "mesh", "in_port": "veth200",
+                                                  "src": "10.1.0.9", "dst": "10.101.0.5",
+                                                  "proto": "udp", "dport": 53},
+                        headers=AUTH, timeout=10).json()
+    assert doc["verdict"] == "drop" and "table 0 (admit)" in doc["why"], doc["why"]
+
+
 def test_classify_dry_run(live):
     _, _, base = live
     r = requests.post(base + "/v1/classify", json={"src": "10.101.0.5", "dst": "10.0.0.102",
@@ -313,6 +350,7 @@ def test_cli_prints_tables_and_json_from_the_live_controller(live):
     result = cli(base, "trace", "--bridge", "mesh", "--in-port", "veth200", "--proto", "udp",
                  "--dst", "10.101.0.5", "--dport", "53")
     assert result.exit_code == 0 and "leaves by mesh/mesh-gw" in result.output, result.output
+    assert "table 2 (forward) priority" in result.output and "purpose management" in result.output
     result = cli(base, "classify", "--src", "10.101.0.5", "--dst", "10.0.0.102",
                  "--proto", "tcp", "--dport", "8080", "--json")
     assert json.loads(result.output)["class"] == "privacy"
