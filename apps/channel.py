@@ -12,6 +12,7 @@ import itertools
 import logging
 
 from os_ken.lib import hub
+from os_ken.ofproto import ofproto_common
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
 LOG = logging.getLogger("socketnet.channel")
@@ -34,7 +35,18 @@ class _Pending:
         self.error = None
 
 
+# ONF's extension errors (OpenFlow 1.3's bundles among them), by exp_type.
+_ONF_ERRORS = {getattr(ofp, name): name[len("ONFERR_ET_"):].lower().replace("_", "-")
+               for name in dir(ofp) if name.startswith("ONFERR_ET_")}
+
+
 def describe_error(msg) -> str:
+    if msg.type == ofp.OFPET_EXPERIMENTER:
+        exp_type = getattr(msg, "exp_type", None)
+        experimenter = getattr(msg, "experimenter", None)
+        if experimenter == ofproto_common.ONF_EXPERIMENTER_ID and exp_type in _ONF_ERRORS:
+            return f"onf/{_ONF_ERRORS[exp_type]}"
+        return f"experimenter {experimenter if experimenter is None else hex(experimenter)}/{exp_type}"
     try:
         type_name = ofp.ofp_error_type_to_str(msg.type)
         code_name = ofp.ofp_error_code_to_str(msg.type, msg.code)
@@ -97,9 +109,12 @@ class Channel:
             raise ChannelError("switch refused " + "; ".join(
                 f"{describe(i)}: {describe_error(err)}" for i, err in refused))
 
-    def _send_fenced(self, messages) -> list:
-        """Send, barrier, and return (index, error) of the messages refused."""
-        xids = []
+    def _send_fenced(self, messages, xids=None) -> list:
+        """Send, barrier, and return (index, error) of the messages refused. With
+        `xids` (a list), the messages' xids go there and stay tracked: the caller
+        reads later errors for them and forgets them (`_forget`)."""
+        keep = xids is not None
+        xids = xids if keep else []
         try:
             for msg in messages:
                 self.dp.set_xid(msg)
@@ -108,10 +123,17 @@ class Channel:
                 if not self.dp.send_msg(msg):
                     raise ChannelError("connection closed")
             self.barrier()
-            return [(i, self._errors[x]) for i, x in enumerate(xids) if self._errors[x]]
+            return self._refused(xids)
         finally:
-            for x in xids:
-                self._errors.pop(x, None)
+            if not keep:
+                self._forget(xids)
+
+    def _refused(self, xids) -> list:
+        return [(i, self._errors[x]) for i, x in enumerate(xids) if self._errors.get(x)]
+
+    def _forget(self, xids) -> None:
+        for x in xids:
+            self._errors.pop(x, None)
 
     def apply_bundle(self, messages, describe) -> None:
         """Apply `messages` atomically: all of them, or none.
@@ -129,17 +151,32 @@ class Channel:
             return self.request(parser.ONFBundleCtrlMsg(self.dp, bundle_id, kind, flags, []),
                                 f"bundle {name}")
 
+        def refusals(refused) -> str:
+            return "; ".join(f"{describe(i)}: {describe_error(err)}" for i, err in refused)
+
         control(ofp.ONF_BCT_OPEN_REQUEST, "open")
-        refused = self._send_fenced([parser.ONFBundleAddMsg(self.dp, bundle_id, flags, msg, [])
-                                     for msg in messages])
-        if refused:
+        xids = []  # the adds' own: a message refused only at commit is named by its add's
+        try:
+            refused = self._send_fenced([parser.ONFBundleAddMsg(self.dp, bundle_id, flags, msg,
+                                                                []) for msg in messages], xids)
+            if refused:
+                try:
+                    control(ofp.ONF_BCT_DISCARD_REQUEST, "discard")
+                except ChannelError as exc:
+                    LOG.warning("%s", exc)
+                raise ChannelError("switch refused " + refusals(refused))
             try:
-                control(ofp.ONF_BCT_DISCARD_REQUEST, "discard")
+                control(ofp.ONF_BCT_COMMIT_REQUEST, "commit")
             except ChannelError as exc:
-                LOG.warning("%s", exc)
-            lines = [f"{describe(i)}: {describe_error(err)}" for i, err in refused]
-            raise ChannelError("switch refused " + "; ".join(lines))
-        control(ofp.ONF_BCT_COMMIT_REQUEST, "commit")
+                # Open vSwitch checks some things (a table's flow limit) only at
+                # commit; it reports the message that failed before the commit's error.
+                refused = self._refused(xids)
+                if refused:
+                    raise ChannelError(f"{exc}: switch refused {refusals(refused)}",
+                                       exc.error) from None
+                raise
+        finally:
+            self._forget(xids)
 
 
 class Channels:

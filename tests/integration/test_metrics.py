@@ -25,6 +25,7 @@ table); a TCP exchange is 3 to 12 packets.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -328,7 +329,7 @@ def test_every_dashboard_panel_and_alert_rule_returns_data(monitored):
     m.wait_value('sum(socketnet_flow_packets_total{purpose="forged"})', 500)
 
     for dashboard, title, expr in _panel_exprs():
-        query = expr.replace("$__rate_interval", "1m")
+        query = _as_grafana_asks(expr)
         wait_until(lambda: prom.query(query), WAIT, f"{dashboard} / {title}: {query}",
                    interval=0.2)
 
@@ -336,6 +337,9 @@ def test_every_dashboard_panel_and_alert_rule_returns_data(monitored):
     provoke = {
         "SocketnetIsolationDropsRising": lambda: None,
         "SocketnetPacketInMeterDropping": lambda: None,
+        "SocketnetReconcileFailing": lambda: _refuse_a_sync(m.lab, m.ctl),
+        "SocketnetOpenFlowErrors": lambda: None,  # the refused sync's errors
+        "SocketnetStatsPollFailing": lambda: _stall_vswitchd(m.lab, m.ctl),
         "SocketnetConfigReloadRefused": lambda: (
             m.config.write_text(m.config.read_text().replace("10.0.0.100/24", "10.0.0.300/24")),
             m.ctl.proc.send_signal(signal.SIGHUP)),
@@ -347,6 +351,60 @@ def test_every_dashboard_panel_and_alert_rule_returns_data(monitored):
         action()
         wait_until(lambda: prom.query(alerts[name]), WAIT, f"{name}: {alerts[name]}",
                    interval=0.2)
+
+
+def _as_grafana_asks(expr: str) -> str:
+    """A panel's query as Grafana sends it with the variables at "All"."""
+    return (expr.replace("$__rate_interval", "1m").replace('"$instance"', '".*"')
+            .replace('"$bridge"', '".*"'))
+
+
+def _refuse_a_sync(lab, ctl) -> None:
+    """Make Open vSwitch refuse socketnet's next sync of mesh: one of its table-2
+    flows removed behind its back and the table limited to the flows left
+    (Flow_Table flow_limit, overflow_policy=refuse); a port added starts a sync,
+    which must add the flow back and is refused at the bundle's commit. Then the
+    limit and the port go, and the sync that follows heals the table."""
+    flows = [line for line in lab.ovs.ofctl("--no-stats", "dump-flows", "mesh",
+                                            "table=2").splitlines() if "cookie=" in line]
+    victim = next(line for line in flows if "priority=0" not in line)
+    match = victim.split("cookie=", 1)[1].split(", ", 1)[1].split(" actions=", 1)[0]
+    lab.ovs.ofctl("--strict", "del-flows", "mesh", match)
+    lab.ovs.vsctl("--", "--id=@ft", "create", "Flow_Table", f"flow_limit={len(flows) - 1}",
+                  "overflow_policy=refuse", "--", "set", "Bridge", "mesh", "flow_tables:2=@ft")
+    port = f"sn{lab.name[-8:]}x"[:15]
+    mark = ctl.mark()
+    lab.ovs.vsctl("add-port", "mesh", port, "--", "set", "Interface", port, "type=internal")
+    try:
+        wait_until(lambda: any("sync failed" in line and "OFPFMFC_TABLE_FULL" in line
+                               and match.split(",")[-1] in line
+                               for line in ctl.lines[mark:]),
+                   WAIT, "socketnet to log the refused flow")
+    finally:
+        lab.ovs.vsctl("clear", "Bridge", "mesh", "flow_tables", "--", "del-port", "mesh", port)
+    wait_until(lambda: match in lab.ovs.ofctl("--no-stats", "dump-flows", "mesh", "table=2"),
+               WAIT, "the next sync to put the flow back")
+
+
+def _stall_vswitchd(lab, ctl) -> None:
+    """ovs-vswitchd stopped (SIGSTOP) for longer than a stats request may wait for
+    its reply (reconcile_timeout, 10 s): the poll in flight fails; then it goes on."""
+    pid = lab.ovs.pids["ovs-vswitchd"]
+    mark = ctl.mark()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: any("stats poll failed" in line for line in ctl.lines[mark:]),
+                   WAIT, "a stats poll to fail")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+    def back() -> bool:
+        """Every bridge whose connection dropped meanwhile is synced again."""
+        lines = ctl.lines[mark:]
+        bridges = [b.name for b in lab.host.bridges]
+        dropped = {b for b in bridges if any(f"({b}) disconnected" in x for x in lines)}
+        return all(any(f"{b}: pipeline in sync" in x for x in lines) for b in dropped)
+    wait_until(back, WAIT, "the bridges back after ovs-vswitchd went on")
 
 
 def _panel_exprs() -> list:

@@ -187,24 +187,75 @@ def test_promtool_accepts_the_alert_rules():
 def test_the_alerts_the_issue_asks_for_are_there():
     names = {rule["alert"] for rule in alert_rules()}
     assert {"SocketnetDown", "SocketnetDatapathDisconnected", "SocketnetIsolationDropsRising",
-            "SocketnetPacketInMeterDropping"} <= names
+            "SocketnetPacketInMeterDropping", "SocketnetReconcileFailing",
+            "SocketnetOpenFlowErrors", "SocketnetStatsPollFailing"} <= names
+
+
+def test_every_alert_keeps_each_hosts_series_apart():
+    for rule in alert_rules():
+        for by in re.findall(r"(?:sum|max|min|avg|count) by \(([^)]*)\)", rule["expr"]):
+            assert "instance" in [x.strip() for x in by.split(",")], (rule["alert"], by)
+    prometheus = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
+    for job in prometheus["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            assert "instance" not in static.get("labels", {}), job["job_name"]
 
 
 # --- Grafana ----------------------------------------------------------------------
 
 
-def test_dashboards_have_unique_uids_and_use_the_provisioned_datasource():
+def test_dashboards_have_unique_uids_and_ask_the_datasource_their_variable_names():
     datasources = yaml.safe_load((PROVISIONING / "datasources" / "prometheus.yaml").read_text())
     uid = datasources["datasources"][0]["uid"]
     seen = set()
     for name, dash in dashboards().items():
         assert dash["uid"] not in seen, name
         seen.add(dash["uid"])
+        variables = {v["name"]: v for v in dash["templating"]["list"]}
+        assert variables["datasource"]["type"] == "datasource"
+        assert variables["datasource"]["query"] == "prometheus"
+        assert variables["datasource"]["current"]["value"] == uid  # the provisioned one
         for panel in dash["panels"]:
             if panel["type"] == "row":
                 continue
-            assert panel["datasource"]["uid"] == uid, (name, panel["title"])
+            assert panel["datasource"]["uid"] == "${datasource}", (name, panel["title"])
             assert panel["targets"], (name, panel["title"])
+            for target in panel["targets"]:
+                assert target["datasource"]["uid"] == "${datasource}", (name, panel["title"])
+
+
+BRIDGE_LABELLED = re.compile(r"^socketnet_(datapath|reconcile|flow_mods|openflow_errors|flow_"
+                             r"packets|flow_bytes|class_|table_|meter_|stats_|port_)")
+SELECTOR = re.compile(r"\b(up|(?:socketnet|process)_[a-z_]+)(\{[^}]*\})?")
+
+
+def test_every_query_is_filtered_by_the_instance_and_bridge_variables():
+    for name, dash in dashboards().items():
+        variables = {v["name"] for v in dash["templating"]["list"]}
+        assert {"datasource", "instance", "bridge"} <= variables, name
+        for v in dash["templating"]["list"]:
+            if v["name"] in ("instance", "bridge"):
+                assert v["includeAll"] and v["multi"] and v["allValue"] == ".*", (name, v)
+    for name, title, expr in panel_exprs():
+        for metric, selector in SELECTOR.findall(expr):
+            assert 'instance=~"$instance"' in selector, (name, title, metric)
+            if BRIDGE_LABELLED.match(metric):
+                assert 'bridge=~"$bridge"' in selector, (name, title, metric)
+        for by in re.findall(r"sum by \(([^)]*)\)", expr):
+            assert "instance" in [x.strip() for x in by.split(",")], (name, title, by)
+
+
+def test_panels_that_show_a_duration_distribution_read_its_histogram():
+    histograms = {n[:-len("_bucket")] for n in exported_names() if n.endswith("_bucket")}
+    assert {"socketnet_reconcile_duration_seconds",
+            "socketnet_classification_duration_seconds"} <= histograms
+    for name, title, expr in panel_exprs():
+        for metric in METRIC.findall(expr):
+            base = re.sub(r"_(bucket|sum|count)$", "", metric)
+            if base in histograms:
+                # A quantile from the buckets, not a mean since the start.
+                assert metric.endswith("_bucket") and "histogram_quantile" in expr, (
+                    name, title, expr)
 
 
 def test_dashboards_cover_what_the_issue_asks_for():
@@ -212,7 +263,7 @@ def test_dashboards_cover_what_the_issue_asks_for():
     for needed in ('purpose=~"privacy|management', "socketnet_port_bytes_total",
                    "socketnet_classifier_decisions_total", "socketnet_classifier_cached_decisions",
                    "socketnet_packet_ins_total", "socketnet_meter_dropped_packets_total",
-                   'up{job="socketnet"}', "socketnet_datapath_connects_total",
+                   'up{job="socketnet", instance=~"$instance"}', "socketnet_datapath_connects_total",
                    'purpose=~"drop|forged"'):
         assert needed in exprs, needed
 
