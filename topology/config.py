@@ -203,13 +203,12 @@ import re
 import reprlib
 import shlex
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Iterator, Optional
 
-import yaml
 from netaddr import EUI, AddrFormatError, IPAddress, IPNetwork, IPSet, mac_unix_expanded
 
 from topology import seedflows
+from topology.document import load as _load
 from topology.model import (
     DEFAULT_NETMAKER_RANGES, DEFAULT_PRIVACY_BLOCKED, RULE_PROTOCOLS, Bridge, Classification,
     ClassificationLimits, ClassRule, Container, Host, Kind, Node, Port, Role,
@@ -296,100 +295,8 @@ def check_file(path) -> CheckResult:
 # --- the file --------------------------------------------------------------
 
 
-# What a config document may expand to once its aliases are followed, and how
-# deep it may nest: a few hundred bytes of nested aliases ("billion laughs") would
-# otherwise expand to gigabytes before anything looked at them.
-MAX_VALUES = 100_000
-MAX_DEPTH = 64
-
-
-class _StrictYamlLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses a key given twice in one mapping, which
-    PyYAML would otherwise resolve silently by keeping the last, and a document
-    whose aliases expand to more than MAX_VALUES values or that nests deeper than
-    MAX_DEPTH, before building it."""
-
-    def construct_document(self, node):
-        _check_expansion(node)
-        return super().construct_document(node)
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def _check_expansion(root) -> None:
-    """Count the values `root` stands for with every alias followed (each node's
-    count is computed once, so this is linear in the file), and its depth."""
-    counts: dict = {}
-    depth: dict = {}
-    order, stack = [], [root]
-    seen = set()
-    while stack:  # the nodes, each once, children after their parents
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        order.append(node)
-        if isinstance(node, yaml.MappingNode):
-            stack.extend(n for pair in node.value for n in pair)
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
-    for node in reversed(order):  # children before their parents
-        if isinstance(node, yaml.MappingNode):
-            children = [n for pair in node.value for n in pair]
-        elif isinstance(node, yaml.SequenceNode):
-            children = node.value
-        else:
-            children = ()
-        counts[id(node)] = 1 + sum(counts.get(id(c), 0) for c in children)
-        depth[id(node)] = 1 + max((depth.get(id(c), 0) for c in children), default=0)
-        if counts[id(node)] > MAX_VALUES:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"its aliases expand to more than {MAX_VALUES:,} values",
-                node.start_mark)
-        if depth[id(node)] > MAX_DEPTH:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"it nests deeper than {MAX_DEPTH} levels", node.start_mark)
-
-
-class _DuplicateJsonKey(ValueError):
-    pass
-
-
-def _json_object(pairs: list) -> dict:
-    keys = [key for key, _ in pairs]
-    for key in keys:
-        if keys.count(key) > 1:
-            raise _DuplicateJsonKey(f"duplicate key {key!r}")
-    return dict(pairs)
-
-
-def _load(file: str) -> tuple:
-    """(data, None), or (None, what is wrong with the file)."""
-    try:
-        text = Path(file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        return None, f"cannot read: {getattr(e, 'strerror', None) or e}"
-    if file.endswith(".json"):
-        try:
-            return json.loads(text, object_pairs_hook=_json_object), None
-        except json.JSONDecodeError as e:
-            return None, f"not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})"
-        except _DuplicateJsonKey as e:
-            return None, f"not valid JSON: {e}"
-    try:
-        return yaml.load(text, Loader=_StrictYamlLoader), None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        return None, f"not valid YAML: {getattr(e, 'problem', None) or e}{where}"
+# The file itself is read by topology.document (bounded size, depth and alias
+# expansion; duplicate keys refused).
 
 
 # --- walking the data ------------------------------------------------------

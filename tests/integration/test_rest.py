@@ -6,6 +6,7 @@ nothing, Ryu's ofctl_rest paths answer in Ryu's format, and schemathesis finds n
 
 One lab and one controller for the module (a lab is the slow part)."""
 import json
+import re
 
 import pytest
 import requests
@@ -120,9 +121,17 @@ def test_ryu_ofctl_rest_paths_answer_in_ryus_format(live):
 
 def commit(lab, src, sport, dst, dport, mark):
     """A connection in the mesh's zone, as the controller's packet-out commits it."""
-    from bench import frames
     zone = lab.host.classification.conntrack_zone
-    frame = frames.syn_frame(0, "02:00:00:00:00:01", "02:00:00:00:00:02", dst, dport)
+    packet_out(lab, src, sport, dst, dport,
+               f"ct(commit,zone={zone},exec(set_field:{mark}->ct_mark))")
+
+
+def packet_out(lab, src, sport, dst, dport, actions, src_mac="02:00:00:00:00:01",
+               dst_mac="02:00:00:00:00:02"):
+    """A TCP SYN src:sport -> dst:dport put into mesh as if it came in by mesh-gw,
+    with `actions` (TABLE: through the pipeline, as a Netmaker peer's would)."""
+    from bench import frames
+    frame = frames.syn_frame(0, src_mac, dst_mac, dst, dport)
     # the frame's own source and port, then its checksum
     frame[26:30] = bytes(int(x) for x in src.split("."))
     frame[34:36] = sport.to_bytes(2, "big")
@@ -134,7 +143,7 @@ def commit(lab, src, sport, dst, dport, mark):
     frame[24:26] = (~total & 0xFFFF).to_bytes(2, "big")
     frames.stamp(frame, 0, 1)
     lab.ovs.ofctl("packet-out", "mesh", f"in_port=mesh-gw packet={bytes(frame).hex()} "
-                  f"actions=ct(commit,zone={zone},exec(set_field:{mark}->ct_mark))")
+                  f"actions={actions}")
 
 
 def test_ryus_filtered_reads_answer_as_ryu_does(live):
@@ -274,6 +283,65 @@ def test_audit_finds_nothing_then_catches_a_flooding_flow_added_behind_socketnet
     finally:
         lab.ovs.ofctl("--strict", "del-flows", "vmbr0", "table=0,priority=65000")
     assert not doc["ok"] and {"N2", "N6"} <= set(doc["rules"]), doc["rules"]
+
+
+def test_hostile_config_files_given_on_reload_change_nothing_and_stall_nothing(live, tmp_path):
+    """Each hostile file of bench/hostile_config.py (nested aliases, a megabyte of
+    aliases or anchors, deep nesting, ...) as the running controller's config, on
+    reload by REST and by SIGHUP: refused, and meanwhile the API answers and new
+    Netmaker connections are classified, one every 50 ms."""
+    import signal
+    import threading
+
+    from bench import hostile_config
+    lab, ctl, base = live
+    zone = lab.host.classification.conntrack_zone
+    mac = lab.ovs.vsctl("get", "Interface", "mesh-gw", "mac_in_use").strip().strip('"')
+    xray = lab.host.xray_client.container
+    stop, answers, sent = threading.Event(), [], []
+
+    def keep_asking():
+        sport = 41000
+        while not stop.is_set():
+            try:
+                r = requests.get(base + "/v1/switches", headers=AUTH, timeout=5)
+                answers.append(r.status_code)
+            except requests.RequestException as exc:
+                answers.append(repr(exc))
+            packet_out(lab, "10.101.0.5", sport, str(xray.address), 8080, "TABLE",
+                       src_mac=mac, dst_mac=xray.mac)
+            sent.append(sport)
+            sport += 1
+            stop.wait(0.05)
+
+    good = open(ctl.config).read()
+    asker = threading.Thread(target=keep_asking, daemon=True)
+    asker.start()
+    try:
+        for name, path in hostile_config.write(tmp_path).items():
+            with open(ctl.config, "w") as f:
+                f.write(path.read_text())
+            mark = ctl.mark()
+            r = requests.post(base + "/v1/reload", json={}, headers=AUTH, timeout=10)
+            assert r.status_code == 400, (name, r.text[:300])
+            ctl.proc.send_signal(signal.SIGHUP)
+            ctl.wait_for(r"config reload \(SIGHUP\) refused", 10, after=mark)
+    finally:
+        with open(ctl.config, "w") as f:
+            f.write(good)
+        count = len(sent)
+        wait_until(lambda: len(sent) >= count + 3, 10, "three more connections sent")
+        stop.set()
+        asker.join(10)
+    assert answers and all(a == 200 for a in answers), [a for a in answers if a != 200][:5]
+
+    def decided() -> set:
+        lines = lab.ovs.appctl("dpctl/dump-conntrack", f"zone={zone}").splitlines()
+        return {int(m.group(1)) for m in (re.search(r"orig=\(src=10\.101\.0\.5,dst=[\d.]+,"
+                                                     r"sport=(\d+)", x) for x in lines
+                                           if "mark=1" in x) if m}
+    wait_until(lambda: set(sent) <= decided(), 10, "every connection sent decided privacy")
+    assert get(base, "/v1/config").json()["classification"]["conntrack_zone"] == zone
 
 
 def test_a_bad_reload_is_400_and_the_controller_keeps_running(live):
