@@ -5,26 +5,26 @@ host's bridges and containers, host apply, the droplet, node2 with its own
 socketnet and vector DB, WARP and the VPS, all in network namespaces), with
 socketnet running for both nodes, then runs a short scripted show of privacy and
 management traffic. For each probe it prints whether it got through (and whether
-that is what the isolation promise says), what the far end answered, which of
-socketnet's flows carried or dropped it (bridge, table, purpose, from the
-switches' counters), which ports it left each bridge by, which exit it took (the
-WireGuard uplinks' per-peer counters) and where the VPS saw it come from. The
+that is what the isolation promise says), what the far end answered, and then,
+from an `ofproto/trace` of the probe's own first packet on each node it crosses
+(the controllers' `POST /v1/trace`), the tables and purposes of the flows that
+carried or dropped it on each bridge with the reason, the exit it took, and for
+Netmaker ingress the classifier's decision; and where the VPS saw it come from
+(its own log of connections). Only the probe's packet is described: counters
+would also count the keepalives, ARP and whatever else crossed meanwhile. The
 world stays up for exploration (`socketnet lab status --name NAME` shows it) until
 Ctrl-C, then everything is removed.
 """
 from __future__ import annotations
 
-import collections
-import re
 import signal
 import threading
 from dataclasses import dataclass
 
 import click
 
-from controller.pipeline import TABLE_BY_ID, purpose_of
-from topology.lab import Lab
-from topology.ovs import wait_until
+from controller.api_client import ApiClientError
+from topology.model import Role
 
 
 @dataclass(frozen=True)
@@ -74,74 +74,94 @@ def probes(world) -> list:
     return out
 
 
-def counters(lab: Lab) -> collections.Counter:
-    """Packets per (bridge, table name, purpose), from the switch."""
-    total = collections.Counter()
-    lab.ovs.unixctl("revalidator/wait")  # flow statistics lag the datapath: catch up
-    for bridge in lab.host.bridges:
-        for line in lab.ovs.dump_flows(bridge.name, names=True, stats=True):
-            cookie = re.search(r"cookie=(0x[0-9a-f]+)", line)
-            table = re.search(r"table=(\d+)", line)
-            packets = re.search(r"n_packets=(\d+)", line)
-            purpose = purpose_of(int(cookie.group(1), 16)) if cookie else None
-            table_name = TABLE_BY_ID[int(table.group(1)) if table else 0].name
-            if purpose and packets:
-                total[(bridge.name, table_name, purpose.label)] += int(packets.group(1))
-    return total
+def _api(world, label: str):
+    from controller.api_client import ApiClient
+    ctl = world.controllers[label]
+    with open(ctl.token_file) as f:
+        return ApiClient(ctl.rest_url, f.readline().strip(), timeout=30)
 
 
-class Snapshot:
-    """Everything the show reports a probe by: flows, ports, exits, the VPS's log."""
-
-    def __init__(self, world):
-        self.flows = {label: counters(lab) for label, lab in
-                      (("host", world.lab), ("node2", world.node2)) if lab is not None}
-        self.ports = world.port_counters()
-        self.exits = world.exit_counters()
-        self.vps = len(world.vps_connections())
-
-    def report(self, world) -> tuple:
-        """(the lines saying where the traffic since this snapshot went, the settled
-        snapshot they were read from: the next probe's starting point)."""
-        now = settle(world)
-        lines = []
-        for label, flows in now.flows.items():
-            for (bridge, table, purpose), n in sorted((flows - self.flows[label]).items()):
-                lines.append(f"      {label:<5} {bridge:<6} table {table:<8} {purpose:<14} "
-                             f"{n} packets")
-        out = collections.defaultdict(list)
-        for (label, bridge, port), (_, tx) in sorted(now.ports.items()):
-            sent = tx - self.ports.get((label, bridge, port), (0, 0))[1]
-            if sent:
-                out[(label, bridge)].append(f"{port} {sent}")
-        for (label, bridge), ports in out.items():
-            lines.append(f"      {label:<5} {bridge:<6} left by  {', '.join(ports)}")
-        exits = [f"{k} {v - self.exits.get(k, 0)} packets" for k, v in sorted(now.exits.items())
-                 if v - self.exits.get(k, 0)]
-        lines.append(f"      exit: {'; '.join(exits) if exits else 'none'}")
-        from topology.world import WARP_EXIT
-        for source, address in world.vps_connections()[self.vps:]:
-            how = ("from the WARP exit: not over Netmaker" if source == WARP_EXIT
-                   else "over Netmaker")
-            lines.append(f"      the VPS saw {source} at {address} ({how})")
-        return lines, now
+def _port_of(host, container_id: str):
+    return next(((b, p) for b in host.bridges for p in b.ports
+                 if p.container is not None and p.container.id == container_id), (None, None))
 
 
-def settle(world, timeout: float = 3.0) -> Snapshot:
-    """A snapshot once the previous probe's last packets (FINs, ACKs, ARP) are
-    through: two in a row with the same flow counters, or `timeout`."""
-    last = [Snapshot(world)]
+def _netmaker_port(host):
+    return next(p for p in host.mesh.ports if p.role is Role.NETMAKER_UPLINK)
 
-    def quiet():
-        now = Snapshot(world)
-        same = now.flows == last[0].flows
-        last[0] = now
-        return same
-    try:
-        wait_until(quiet, timeout, "the switches to go quiet", interval=0.3)
-    except TimeoutError:
-        pass  # busy: report what there is
-    return last[0]
+
+def probe_paths(world, probe: Probe) -> list:
+    """[(node label, `POST /v1/trace` answer)] for the probe's first packet, on
+    the node it starts on and, when it leaves that node over Netmaker for the
+    other node, on that one too (entering by its Netmaker uplink). A trace follows
+    only this packet: what else crosses the bridges meanwhile is not counted."""
+    nodes = {"host": world.host}
+    if world.node2 is not None:
+        nodes["node2"] = world.node2_host
+    body = {"proto": "tcp" if probe.port else "icmp", "dst": probe.address,
+            **({"dport": probe.port} if probe.port else {})}
+    if probe.source == "droplet":
+        label, port = "host", _netmaker_port(world.host)
+        body.update(bridge=world.host.mesh.name, in_port=port.name,
+                    src=world.nm_address["droplet"])
+    else:
+        label, cid = (("node2", probe.source.split(":", 1)[1]) if probe.source.startswith("node2:")
+                      else ("host", probe.source))
+        bridge, port = _port_of(nodes[label], cid)
+        body.update(bridge=bridge.name, in_port=port.name, src=str(port.container.address))
+    out = []
+    while label is not None:
+        doc = _api(world, label).call("POST", "/v1/trace", body=body)
+        out.append((label, doc))
+        uplink = _netmaker_port(nodes[label]).name
+        onward = [e for e in doc.get("exits", []) if e["port"] == uplink]
+        other = next((n for n in nodes if n != label and any(
+            p.container is not None and str(p.container.address) == probe.address
+            for b in nodes[n].bridges for p in b.ports)), None)
+        if not onward or other is None or len(out) > 1:
+            break
+        label, host = other, nodes[other]
+        body = {**body, "bridge": host.mesh.name, "in_port": _netmaker_port(host).name}
+        body.pop("eth_src", None)
+        body.pop("eth_dst", None)
+    return out
+
+
+def _exit_name(world, label: str, port: str) -> str:
+    host = world.host if label == "host" else world.node2_host
+    for b in host.bridges:
+        for p in b.ports:
+            if p.name == port:
+                if p.role is Role.NETMAKER_UPLINK:
+                    return f"{port} (Netmaker)"
+                if p.role is Role.WARP_UPLINK:
+                    return f"{port} (WARP)"
+                if p.container is not None:
+                    return f"{port} ({p.container.name})"
+    return port
+
+
+def path_lines(world, paths: list) -> list:
+    """The lines saying where the probe's packet went, node by node and bridge by
+    bridge: the tables and purposes of the flows that took it, each bridge's
+    verdict, the exit; for Netmaker ingress with no decision yet, the
+    classifier's decision and the path that class then takes."""
+    lines = []
+    for label, doc in paths:
+        for hop in doc["hops"]:
+            steps = " > ".join(f"{t['name']}:{t['purpose'] or '?'}" for t in hop["tables"])
+            lines.append(f"      {label:<5} {hop['bridge']:<6} {steps}")
+            lines.append(f"{'':<19}=> {hop['why']}")
+        decision = doc.get("decision")
+        if doc.get("controller") and decision:
+            lines.append(f"      {label:<5} undecided: the classifier decides {decision['class']}"
+                         f" (rule {decision['rule']}), then:")
+            lines += path_lines(world, [(label, doc["decided"])])
+            continue
+        exits = [_exit_name(world, label, e["port"]) for e in doc["exits"]]
+        if exits:
+            lines.append(f"      {label:<5} exit: {', '.join(exits)}")
+    return lines
 
 
 def run_probe(world, probe: Probe) -> tuple:
@@ -165,17 +185,24 @@ def run_demo(config: str, name: str) -> None:
         for label, ctl in world.controllers.items():
             click.echo(f"  socketnet for {label} on {ctl.target} (log {ctl.log})")
         click.echo("")
-        before = settle(world)
+        from topology.world import WARP_EXIT
         for probe in probes(world):
+            seen = len(world.vps_connections())
             through, answer = run_probe(world, probe)
             verdict = "got through" if through else "did not get through"
             ok = "as promised" if through == probe.expect_through else "CHECK"
             click.echo(f"{probe.rule:<6} {probe.what}: {verdict} ({ok})")
             if answer:
                 click.echo(f"      answer: {answer.splitlines()[0]}")
-            lines, before = before.report(world)
-            for line in lines:
-                click.echo(line)
+            try:
+                for line in path_lines(world, probe_paths(world, probe)):
+                    click.echo(line)
+            except ApiClientError as exc:
+                click.echo(f"      (no trace: {exc})")
+            for source, address in world.vps_connections()[seen:]:
+                how = ("from the WARP exit: not over Netmaker" if source == WARP_EXIT
+                       else "over Netmaker")
+                click.echo(f"      the VPS saw {source} at {address} ({how})")
         xray = world.host.xray_client.container
         click.echo(f"\nThe world stays up (socketnet lab status --name {name}). Try, for example:")
         click.echo(f"  echo hi | ip netns exec {world.droplet} socat - "

@@ -417,3 +417,45 @@ def test_n7_with_the_controller_stopped_nothing_leaks_and_it_comes_back(world):
     from topology.world import VPS, WARP_EXIT
     reply = session(world, "droplet", XRAY, XRAY_PORT, "after restart")
     assert f"{VPS}:443 saw {WARP_EXIT}" in reply
+
+
+# --------------------------------------------------------------------------- the demo
+
+
+def test_the_demo_reports_each_probe_by_its_own_packet_only(world):
+    """`socketnet demo`'s show: each probe gets through or not as the promise says,
+    and what the show prints for it (tables, purposes, exits) is its own packet's
+    trace: with the gateway pinging the VPS through WARP all along, no refused
+    probe is shown an exit, and each probe that got through is shown the exit
+    its destination is behind."""
+    import threading
+
+    from topology import demo
+    stop = threading.Event()
+
+    def background():
+        while not stop.is_set():
+            world.pings(world.host.privacy.containers[0].id, "203.0.113.10")
+    noise = threading.Thread(target=background, daemon=True)
+    noise.start()
+    try:
+        shown = []
+        for probe in demo.probes(world):
+            through, _ = demo.run_probe(world, probe)
+            assert through == probe.expect_through, probe
+            lines = demo.path_lines(world, demo.probe_paths(world, probe))
+            shown.append((probe, lines))
+    finally:
+        stop.set()
+        noise.join(10)
+    for probe, lines in shown:
+        text = "\n".join(lines)
+        assert "=>" in text, (probe, text)
+        exits = [line for line in lines if " exit: " in line]
+        if probe.expect_through:
+            assert exits, (probe, text)
+        else:
+            assert not exits and "dropped by table" in text, (probe, text)
+    w1 = "\n".join(shown[0][1])
+    assert shown[0][0].rule == "W1-W3" and "classifier decides privacy" in w1
+    assert "exit: veth102 (xray-client)" in w1
