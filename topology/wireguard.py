@@ -155,6 +155,13 @@ class _Interfaces:
             _run(netns, "ip", "link", "add", control, "type", "wireguard")
             self.links[key] = (netns, final)
 
+    def stop_one(self, key, control: str) -> None:
+        """Take one interface away, as netclient or wg-quick do when they restart."""
+        if key in self.procs:
+            _stop_wireguard_go(control, self.procs.pop(key))
+        if key in self.links:
+            _del_link(*self.links.pop(key))
+
     def stop(self, controls: dict) -> None:
         for key, proc in list(self.procs.items()):
             _stop_wireguard_go(controls[key], proc)
@@ -198,6 +205,14 @@ def _del_link(netns: str, name: str) -> None:
                 ipr.link("del", index=index[0])  # a veth's peer goes with it
     except Exception:  # the namespace itself is gone: so is the veth
         pass
+
+
+def _greet(netns: str, name: str, peer_public: str) -> None:
+    """Make the interface configured as `name` (its control name) start a
+    handshake with the peer now: a persistent keepalive, turned on (WireGuard
+    sends one at once) and off again."""
+    for interval in ("25", "off"):
+        _run(netns, "wg", "set", name, "peer", peer_public, "persistent-keepalive", interval)
 
 
 def _name_and_address(netns: str, control: str, name: str, address: str, mtu: int,
@@ -247,7 +262,7 @@ class WireGuardLink:
         _check_kind(f"WireGuard tunnel {self.tag}", self.kind)
         try:
             self._make_underlay()
-            keys = {side: _run(None, "wg", "genkey") for side in "ab"}
+            keys = self._keys = {side: _run(None, "wg", "genkey") for side in "ab"}
             public = {side: _run(None, "wg", "pubkey", input=keys[side] + "\n")
                       for side in "ab"}
             self.public = public
@@ -260,6 +275,19 @@ class WireGuardLink:
             self.down()
             raise
         return self
+
+    def remove(self, side: str) -> None:
+        """`side`'s interface gone (wg-quick down): its routes go with it."""
+        self._interfaces.stop_one(side, self.control[side])
+
+    def restore(self, side: str) -> None:
+        """`side`'s interface made again with the same keys and peer (wg-quick up),
+        greeting its peer at once as a restarted WARP client does."""
+        end, other = (self.a, self.b) if side == "a" else (self.b, self.a)
+        peer_public = self.public["b" if side == "a" else "a"]
+        self._start(side, end)
+        self._configure(side, end, self._keys[side], peer_public, other)
+        _greet(end.netns, self.control[side], peer_public)
 
     def _make_underlay(self) -> None:
         with IPRoute(netns=self.a.netns) as ipr:
@@ -368,24 +396,46 @@ class WireGuardMesh:
                     self._underlays.append((self.members[i].netns, f"wgu{j}"))
                     endpoints[(i, j)] = b_addr.split("/")[0]
                     endpoints[(j, i)] = a_addr.split("/")[0]
-            keys = [_run(None, "wg", "genkey") for _ in range(n)]
+            self._keys = keys = [_run(None, "wg", "genkey") for _ in range(n)]
             self.public = [_run(None, "wg", "pubkey", input=key + "\n") for key in keys]
+            self._endpoints = endpoints
             for i, member in enumerate(self.members):
                 self._interfaces.start(i, self.control[i], member.netns, member.name)
-            for i, member in enumerate(self.members):
-                args = ["wg", "set", self.control[i], "private-key", "/dev/stdin",
-                        "listen-port", str(member.port)]
-                for j, peer in enumerate(self.members):
-                    if j != i:
-                        args += ["peer", self.public[j], "allowed-ips", ",".join(peer.owns),
-                                 "endpoint", f"{endpoints[(i, j)]}:{peer.port}"]
-                _run(member.netns, *args, input=keys[i] + "\n")
-                _name_and_address(member.netns, self.control[i], member.name, member.address,
-                                  self.mtu, member.routes)
+            for i in range(n):
+                self._configure(i)
         except BaseException:
             self.down()
             raise
         return self
+
+    def _configure(self, i: int) -> None:
+        member = self.members[i]
+        args = ["wg", "set", self.control[i], "private-key", "/dev/stdin",
+                "listen-port", str(member.port)]
+        for j, peer in enumerate(self.members):
+            if j != i:
+                args += ["peer", self.public[j], "allowed-ips", ",".join(peer.owns),
+                         "endpoint", f"{self._endpoints[(i, j)]}:{peer.port}"]
+        _run(member.netns, *args, input=self._keys[i] + "\n")
+        _name_and_address(member.netns, self.control[i], member.name, member.address,
+                          self.mtu, member.routes)
+
+    def remove(self, i: int) -> None:
+        """Member `i`'s interface gone, as when netclient restarts: its routes go
+        with it."""
+        self._interfaces.stop_one(i, self.control[i])
+
+    def restore(self, i: int) -> None:
+        """Member `i`'s interface made again, same keys, peers and routes; it
+        greets its peers at once (netclient keeps its peers alive, which makes a
+        new interface start its handshakes when it comes up; without that a peer
+        would keep sending into the old session until its own rekey, 15 s)."""
+        member = self.members[i]
+        self._interfaces.start(i, self.control[i], member.netns, member.name)
+        self._configure(i)
+        for j, public in enumerate(self.public):
+            if j != i:
+                _greet(member.netns, self.control[i], public)
 
     def down(self) -> None:
         """Stop the wireguard-go processes (by PID) and remove their control sockets,

@@ -198,7 +198,7 @@ def test_prometheus_scrapes_socketnet_and_loads_every_rule(monitored):
     wait_until(lambda: prom.query('up{job="socketnet"} == 1'), WAIT, "a scrape", interval=0.2)
     groups = prom.api("rules")["groups"]
     rules = [r for g in groups for r in g["rules"]]
-    assert {r["name"] for r in rules} == {r["alert"] for r in _alert_rules()}
+    assert {r["name"] for r in rules} == {r["alert"] for r in _alert_rules(None)}
     wait_until(lambda: all(r["health"] == "ok" for g in prom.api("rules")["groups"]
                            for r in g["rules"]), WAIT, "every rule evaluated", interval=0.2)
 
@@ -407,9 +407,15 @@ def _stall_vswitchd(lab, ctl) -> None:
     wait_until(back, WAIT, "the bridges back after ovs-vswitchd went on")
 
 
-def _panel_exprs() -> list:
+HOST_DASHBOARD = "socketnet-host.json"  # host watch's: tests/integration/test_healing.py
+
+
+def _panel_exprs(host: bool = False) -> list:
+    """The controller's dashboards' queries, or (`host`) host watch's."""
     out = []
     for path in sorted((MONITORING / "grafana" / "dashboards").glob("*.json")):
+        if (path.name == HOST_DASHBOARD) != host:
+            continue
         for panel in json.loads(path.read_text())["panels"]:
             for target in panel.get("targets", []):
                 out.append((path.name, panel["title"], target["expr"]))
@@ -417,6 +423,7 @@ def _panel_exprs() -> list:
     return out
 
 
-def _alert_rules() -> list:
+def _alert_rules(group: str = "socketnet") -> list:
+    """The rules of one group (None: every group's)."""
     doc = yaml.safe_load((MONITORING / "alerts.yml").read_text())
-    return [rule for group in doc["groups"] for rule in group["rules"]]
+    return [rule for g in doc["groups"] if group in (None, g["name"]) for rule in g["rules"]]

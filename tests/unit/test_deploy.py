@@ -63,3 +63,32 @@ def test_reload_is_sighup_and_start_checks_the_config_first():
     text = UNIT.read_text()
     assert "ExecReload=/bin/kill -HUP $MAINPID" in text
     assert re.search(r"ExecStartPre=\S+ check .*/etc/socketnet/host.yaml", text)
+
+
+HOST_UNIT = Path(__file__).parents[2] / "deploy" / "socketnet-host.service"
+
+
+def test_the_host_watch_unit_verifies_is_sandboxed_and_watches_the_controllers_config(tmp_path):
+    if shutil.which("systemd-analyze") is None:
+        unavailable("systemd-analyze is missing (Debian package systemd)")
+    unit = tmp_path / HOST_UNIT.name
+    unit.write_text(HOST_UNIT.read_text().replace("/usr/local/bin/socketnet", "/bin/true"))
+    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                            text=True)
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+    result = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(unit)],
+                            capture_output=True, text=True)
+    exposure = re.search(r"Overall exposure level for \S+: ([\d.]+)", result.stdout)
+    assert exposure and float(exposure.group(1)) <= 3.5, result.stdout
+    text = HOST_UNIT.read_text()
+    config = re.search(r"^ExecStart=\S+ run -c (\S+)", UNIT.read_text(), flags=re.M).group(1)
+    assert re.search(rf"^ExecStart=\S+ host watch -c {re.escape(config)}$", text, flags=re.M)
+    assert "Restart=always" in text and "Requires=" not in text  # any boot order
+
+
+def test_the_host_watch_units_command_is_the_clis():
+    from click.testing import CliRunner
+    from controller.cli import main
+    argv = re.search(r"^ExecStart=\S+ (.+)$", HOST_UNIT.read_text(), flags=re.M).group(1).split()
+    result = CliRunner().invoke(main, [*argv[:2], "--help"])
+    assert result.exit_code == 0 and all(a in result.output for a in argv[2:3]), result.output

@@ -64,6 +64,10 @@ def exported_names() -> set:
             names.update(name + suffix for suffix in ("_bucket", "_sum", "_count"))
         else:
             names.add(name)
+    # socketnet host watch's, made with prometheus_client's Counter and Gauge
+    watch = (ROOT / "topology" / "host_watch.py").read_text()
+    for kind, name in re.findall(r'\b(Counter|Gauge)\(\s*"(\w+)"', watch):
+        names.add(name + "_total" if kind == "Counter" else name)
     return names | {"process_cpu_seconds_total", "process_resident_memory_bytes"}
 
 
