@@ -1,9 +1,9 @@
 """`socketnet host watch`: keep the host made, with no operator at the console.
 
 netclient deletes and re-creates the Netmaker interface when it restarts,
-upgrades or re-joins; wg-quick does the same with warp0; an Open vSwitch restart
-re-creates the bridges' internal ports (the adapters) without their addresses.
-Each time, the routes socketnet's per-interface tables had through the old
+upgrades or re-joins; wg-quick does the same with warp0; after a reboot nothing
+of the host's making is there and its parts start in any order. Each time, the
+routes socketnet's per-interface tables had through the old
 interface are gone (the rules, the tables' `prohibit` ends and nftables stay:
 the host fails closed, but W1-W5 stay broken until the host is made again).
 
@@ -11,8 +11,8 @@ The watcher makes it again, as `socketnet host apply` does (the same read, plan
 and fail-closed order, idempotent), whenever something it depends on moves:
 
 - netlink: a link, address, route or rule of this network namespace added,
-  removed or changed (pyroute2, bound to rtnetlink's groups) -- within
-  `DEBOUNCE` of the first event of a burst;
+  removed or changed (`Events`, rtnetlink's groups) -- within `DEBOUNCE` of the
+  first event of a burst;
 - every `interval` seconds regardless (OVSDB changes, an Open vSwitch that came
   back with its database intact, anything netlink does not tell);
 - the config file changed (its mtime and size): re-read; a file with issues is
@@ -29,14 +29,20 @@ eventlet do not mix).
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
+import socket
 import threading
 import time
 from typing import Callable, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from pyroute2 import netns as pyroute2_netns
+from pyroute2.netlink.rtnl import (RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV4_RULE,
+                                   RTMGRP_LINK)
+from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from topology import config as configmod
 from topology.host import plan
@@ -49,6 +55,68 @@ DEFAULT_INTERVAL = 5.0
 DEFAULT_METRICS = "127.0.0.1:9642"
 _EVENTS = {"RTM_NEWLINK", "RTM_DELLINK", "RTM_NEWADDR", "RTM_DELADDR", "RTM_NEWROUTE",
            "RTM_DELROUTE", "RTM_NEWRULE", "RTM_DELRULE"}
+
+
+class Events:
+    """rtnetlink's link, IPv4 address, route and rule notifications in `netns`
+    (None: this process's), read to the last one queued each time.
+
+    A socket of its own rather than pyroute2's IPRoute: IPRoute (0.9) reads
+    ahead into a queue of its own and hands out one message per `get()`, so a
+    `select` on its descriptor stays quiet while messages wait in that queue and
+    each burst would be seen only when the next one arrives. pyroute2 still
+    parses the messages."""
+
+    GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV4_RULE
+    RCVBUF = 1 << 20
+
+    def __init__(self, netns: Optional[str] = None):
+        made: dict = {}
+
+        def make():  # setns changes the calling thread's namespace: a thread of its own
+            try:
+                if netns is not None:
+                    pyroute2_netns.setns(netns, flags=0)
+                sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, 33, self.RCVBUF)  # SO_RCVBUFFORCE
+                except OSError:  # without CAP_NET_ADMIN: what rmem_max allows
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.RCVBUF)
+                sock.bind((0, self.GROUPS))
+                sock.setblocking(False)
+                made["sock"] = sock
+            except Exception as exc:  # noqa: BLE001 - handed to the caller
+                made["error"] = exc
+        thread = threading.Thread(target=make, name="netlink-events")
+        thread.start()
+        thread.join()
+        if "error" in made:
+            raise made["error"]
+        self.sock = made["sock"]
+        self.marshal = MarshalRtnl()
+        self.overflowed = False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def read(self) -> list:
+        """Every message queued now (none if none); `overflowed` set when the
+        kernel dropped some (ENOBUFS: the reader fell behind)."""
+        out = []
+        while True:
+            try:
+                data = self.sock.recv(1 << 16)
+            except BlockingIOError:
+                return out
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    self.overflowed = True
+                    continue
+                raise
+            out.extend(self.marshal.parse(data))
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def watched_interfaces(host) -> set:
@@ -104,7 +172,7 @@ class Watcher:
         now on, at 0 until it counts (a series that appears only with its first
         heal would leave a dashboard empty and `increase()` blind to that heal)."""
         self.names = watched_interfaces(host)
-        for trigger in ("start", "periodic", "config", *sorted(self.names)):
+        for trigger in ("start", "periodic", "config", "overflow", *sorted(self.names)):
             self.metrics.heals.labels(trigger)
             self.metrics.failures.labels(trigger)
 
@@ -178,11 +246,12 @@ class Watcher:
 
     # --- events -----------------------------------------------------------------
 
-    def _triggers(self, messages, names_by_index: dict) -> dict:
+    def _triggers(self, messages, names_by_index: dict, seen: Optional[list] = None) -> dict:
         """{watched interface (or "other"): rank} of what the netlink messages are
         about; rank 0 for a link that came, went or changed, 1 an address, 2 a
         route or rule: a heal is put down to the interface that moved itself,
-        not to the routes that moved with it."""
+        not to the routes that moved with it. Each message about a watched
+        interface is described in `seen` ("RTM_DELLINK warp0")."""
         out: dict = {}
         for msg in messages:
             event = msg.get("event")
@@ -199,6 +268,8 @@ class Watcher:
             rank = 0 if event.endswith("LINK") else 1 if event.endswith("ADDR") else 2
             key = name if name in self.names else "other"
             out[key] = min(rank, out.get(key, rank))
+            if seen is not None and key != "other":
+                seen.append(f"{event} {name}")
         return out
 
     def run(self, stop: threading.Event) -> None:
@@ -206,36 +277,53 @@ class Watcher:
         interface, every `interval` seconds, and when the config file changes.
         What a heal changes comes back as events too: one more check, which finds
         nothing to do."""
-        self.heal("start")
-        last = time.monotonic()
+        events = Events(self.system.netns)  # before the first read: nothing is missed
+        try:
+            self._run(stop, events)
+        finally:
+            events.close()
+
+    def _run(self, stop: threading.Event, events: Events) -> None:
         with self.system.iproute() as ipr:
-            ipr.bind()
             names_by_index = {link["index"]: link.get_attr("IFLA_IFNAME")
                               for link in ipr.get_links()}
-            fd = ipr.fileno()
-            while not stop.is_set():
-                wait = max(0.0, min(1.0, self.interval - (time.monotonic() - last)))
-                triggers: dict = {}
+        self.heal("start")
+        last = time.monotonic()
+        fd = events.fileno()
+        while not stop.is_set():
+            wait = max(0.0, min(1.0, self.interval - (time.monotonic() - last)))
+            triggers: dict = {}
+            seen: list = []
 
-                def note(messages):
-                    for name, rank in self._triggers(messages, names_by_index).items():
-                        triggers[name] = min(rank, triggers.get(name, rank))
-                if select.select([fd], [], [], wait)[0]:
-                    note(ipr.get())
-                    settle = time.monotonic() + DEBOUNCE  # the rest of the burst
-                    while (remaining := settle - time.monotonic()) > 0:
-                        if select.select([fd], [], [], remaining)[0]:
-                            note(ipr.get())
-                watched = sorted((t for t in triggers if t != "other"),
-                                 key=lambda t: (triggers[t], t))
-                if self._reload_if_changed():
-                    self.heal("config")
-                elif watched:
-                    first = triggers[watched[0]]  # the interfaces that moved themselves
-                    self.heal(",".join(t for t in watched if triggers[t] == first),
-                              "netlink: " + ", ".join(watched))
-                elif time.monotonic() - last >= self.interval:
-                    self.heal("periodic")
-                else:
-                    continue
-                last = time.monotonic()
+            def note(messages):
+                for name, rank in self._triggers(messages, names_by_index, seen).items():
+                    triggers[name] = min(rank, triggers.get(name, rank))
+            if select.select([fd], [], [], wait)[0]:
+                note(events.read())
+                settle = time.monotonic() + DEBOUNCE  # the rest of the burst
+                while (remaining := settle - time.monotonic()) > 0:
+                    if select.select([fd], [], [], remaining)[0]:
+                        note(events.read())
+            if events.overflowed:  # some events were lost: any interface may have moved
+                events.overflowed = False
+                LOG.warning("netlink: the kernel dropped events (reader behind); "
+                            "checking everything")
+                triggers["overflow"] = 0
+                seen.append("overflow")
+            watched = sorted((t for t in triggers if t != "other"),
+                             key=lambda t: (triggers[t], t))
+            if seen:
+                counted = dict.fromkeys(seen)  # in order, each once
+                LOG.info("netlink: %s", ", ".join(
+                    f"{e} x{seen.count(e)}" if seen.count(e) > 1 else e for e in counted))
+            if self._reload_if_changed():
+                self.heal("config")
+            elif watched:
+                first = triggers[watched[0]]  # the interfaces that moved themselves
+                self.heal(",".join(t for t in watched if triggers[t] == first),
+                          "netlink: " + ", ".join(watched))
+            elif time.monotonic() - last >= self.interval:
+                self.heal("periodic")
+            else:
+                continue
+            last = time.monotonic()

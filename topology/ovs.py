@@ -530,14 +530,7 @@ class OvsInstance:
                 ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
 
             self._run(["ovsdb-tool", "create", self.path("conf.db"), schema])
-            # --detach returns once the daemon listens: no polling needed for it.
-            self._run(["ovsdb-server", self.path("conf.db"),
-                       f"--remote=punix:{self.db_sock}",
-                       f"--pidfile={self.path('ovsdb-server.pid')}",
-                       f"--unixctl={self.path('ovsdb-server.ctl')}",
-                       f"--log-file={self.path('ovsdb-server.log')}",
-                       "--detach", "--no-chdir", "-vconsole:off"])
-            self._pids["ovsdb-server"] = self._read_pid("ovsdb-server")
+            self._start_ovsdb()
             self.vsctl("--no-wait", "init")
             self._start_vswitchd()
         except Exception as e:
@@ -551,6 +544,16 @@ class OvsInstance:
             self.stop()
             raise
         return self
+
+    def _start_ovsdb(self) -> None:
+        # --detach returns once the daemon listens: no polling needed for it.
+        self._run(["ovsdb-server", self.path("conf.db"),
+                   f"--remote=punix:{self.db_sock}",
+                   f"--pidfile={self.path('ovsdb-server.pid')}",
+                   f"--unixctl={self.path('ovsdb-server.ctl')}",
+                   f"--log-file={self.path('ovsdb-server.log')}",
+                   "--detach", "--no-chdir", "-vconsole:off"])
+        self._pids["ovsdb-server"] = self._read_pid("ovsdb-server")
 
     def _start_vswitchd(self) -> None:
         # ovs-vswitchd --detach returns after it has read its configuration.
@@ -567,22 +570,35 @@ class OvsInstance:
 
     def restart_vswitchd(self) -> None:
         """Stop ovs-vswitchd and start it again, as an upgrade or a crash would:
-        every flow, group and meter is gone; the configuration in OVSDB stays.
-        (Internal ports of the userspace datapath come back without addresses.)"""
-        with self._client_lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        every flow, group and meter is gone; the configuration in OVSDB stays."""
+        self._forget_client()
         stop_process(self._pids.pop("ovs-vswitchd"), self.dir)
         self._dpif_cache = None
         self._start_vswitchd()
 
-    def stop(self) -> None:
-        """Stop what start() started and remove what it made. Idempotent."""
+    def shut_down(self) -> None:
+        """Both daemons stopped, the database kept (its file, the netns, the
+        directory), as on a host that is off or whose Open vSwitch has not started
+        yet: `boot` starts them again on it."""
+        self._forget_client()
+        for daemon in ("ovs-vswitchd", "ovsdb-server"):
+            stop_process(self._pids.pop(daemon), self.dir)
+        self._dpif_cache = None
+
+    def boot(self) -> None:
+        """ovsdb-server on the kept database, then ovs-vswitchd (after `shut_down`)."""
+        self._start_ovsdb()
+        self._start_vswitchd()
+
+    def _forget_client(self) -> None:
         with self._client_lock:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+    def stop(self) -> None:
+        """Stop what start() started and remove what it made. Idempotent."""
+        self._forget_client()
         for port in list(self._relays):
             self._stop_relay(port)
         marker = self.dir or "\0"

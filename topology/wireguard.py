@@ -37,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 from pyroute2 import IPRoute
@@ -436,6 +436,19 @@ class WireGuardMesh:
         for j, public in enumerate(self.public):
             if j != i:
                 _greet(member.netns, self.control[i], public)
+
+    def add_owned(self, i: int, network: str) -> None:
+        """Member `i` becomes the gateway of `network` as well, as when a Netmaker
+        node is given a new egress range: every other member accepts it from and
+        sends it to member `i` from now on (and after a `restore`)."""
+        member = self.members[i]
+        owns = (*member.owns, network)
+        self.members = (*self.members[:i], replace(member, owns=owns),
+                        *self.members[i + 1:])
+        for j, peer in enumerate(self.members):
+            if j != i:
+                _run(peer.netns, "wg", "set", self.control[j], "peer", self.public[i],
+                     "allowed-ips", ",".join(owns))
 
     def down(self) -> None:
         """Stop the wireguard-go processes (by PID) and remove their control sockets,

@@ -605,12 +605,23 @@ class World:
             f'echo "$SOCAT_PEERADDR $SOCAT_SOCKADDR" >> {log}; '
             f'echo "vps $SOCAT_SOCKADDR:{VPS_PORT} saw $SOCAT_PEERADDR"'))
         for proc, address, port in waiting:
-            def ready(proc=proc, address=address, port=port):
-                if proc.poll() is not None:
-                    raise WorldError(f"server on {address}:{port} exited {proc.returncode}; "
-                                     f"see {self.dir}/servers.log")
-                return listening_tcp(proc.pid, port, address)
-            wait_until(ready, LISTEN_TIMEOUT, f"a listener on {address}:{port}")
+            self._wait_listening(proc, address, port)
+
+    def _wait_listening(self, proc: subprocess.Popen, address: str, port: int) -> None:
+        def ready():
+            if proc.poll() is not None:
+                raise WorldError(f"server on {address}:{port} exited {proc.returncode}; "
+                                 f"see {self.dir}/servers.log")
+            return listening_tcp(proc.pid, port, address)
+        wait_until(ready, LISTEN_TIMEOUT, f"a listener on {address}:{port}")
+
+    def serve(self, where: str, address: str, port: int, name: str) -> None:
+        """One more TCP server, in `where` (see `ns`) on `address`:`port`, that says
+        "`name` <address>:<port> hears <client>" then echoes; it stops with the
+        world. Returns once it listens."""
+        proc, _, _ = self._listener(f"{name} {address}:{port}", self.ns(where), address,
+                                    port, f'echo "{name} {address}:{port} hears $SOCAT_PEERADDR"')
+        self._wait_listening(proc, address, port)
 
     def down(self) -> None:
         """Stop and remove everything this world made (live handles first, then what
