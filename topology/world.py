@@ -724,12 +724,13 @@ class World:
         self.controllers[label].stop()
         self.save()
 
-    def start_controller(self, label: str = "host") -> dict:
+    def start_controller(self, label: str = "host", timeout: float = 60.0) -> dict:
         """Start a stopped controller again (same port: the bridges reconnect to it)
-        and wait for its bridges' pipelines to be in sync."""
+        and wait (up to `timeout` s to listen) for its bridges' pipelines to be in
+        sync."""
         ctl = self.controllers[label]
         after = ctl.mark()
-        ctl.start()
+        ctl.start(timeout)
         self.save()
         lab = self.lab if label == "host" else self.node2
         return ctl.wait_synced([b.name for b in lab.host.bridges], after=after)

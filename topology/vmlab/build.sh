@@ -27,6 +27,7 @@ suite=bookworm
 GUEST_PACKAGES=(
   openvswitch-switch wireguard-tools iproute2 nftables kmod procps
   iputils-ping socat ethtool python3 ca-certificates tini
+  systemd  # a guest booted with vmlab.init=systemd runs it as PID 1 (the units' tests)
 )
 INITRD_MODULES=(virtio_pci virtio_net 9pnet_virtio 9p overlay)
 

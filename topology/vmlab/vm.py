@@ -75,12 +75,15 @@ class VM:
     """One booted guest, named `name` (unique among the VMs running on the machine:
     it names the run's directory)."""
 
-    def __init__(self, name: str, memory_mb: int = 3072, cpus: int = 2):
+    def __init__(self, name: str, memory_mb: int = 3072, cpus: int = 2, init: str = "tini"):
         if not _NAME.fullmatch(name):
             raise VMError(f"VM name {name!r}: up to 31 letters, digits, '-', '_', '.'")
         self.name = name
         self.memory_mb = memory_mb
         self.cpus = cpus
+        if init not in ("tini", "systemd"):
+            raise VMError(f"VM init {init!r}: tini or systemd")
+        self.init = init
         self.dir = os.path.join(RUN_ROOT, name)
         self.port: Optional[int] = None
         self.token = ""
@@ -146,7 +149,9 @@ class VM:
             "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", str(self.cpus),
             "-m", str(self.memory_mb), "-display", "none", "-no-reboot", "-monitor", "none",
             "-kernel", img["kernel"], "-initrd", img["initrd"],
-            "-append", "console=ttyS0 panic=-1 quiet",
+            "-append", "console=ttyS0 panic=-1 quiet"
+                       + (" vmlab.init=systemd net.ifnames=0" if self.init == "systemd"
+                          else ""),
             *share(img["root"], "root"), *share(SRC, "src"), *share(self.dir, "run", False),
             "-nic", f"user,model=virtio-net-pci,"
                     f"hostfwd=tcp:127.0.0.1:{self.port}-:{AGENT_PORT}",

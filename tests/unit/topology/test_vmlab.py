@@ -13,7 +13,7 @@ import pytest
 
 from controller.process import free_port
 from topology.ovs import DATAPATH_ENV, lab_datapath, lab_wireguard, wait_until
-from topology.vmlab.__main__ import KERNEL_SUITE, NOT_ON_THE_KERNEL_DATAPATH
+from topology.vmlab.__main__ import KERNEL_SUITE, NOT_ON_THE_KERNEL_DATAPATH, SYSTEMD_SUITE
 from topology.vmlab.vm import VM, VMError
 
 AGENT = Path(__file__).resolve().parents[3] / "topology" / "vmlab" / "agent.py"
@@ -92,7 +92,7 @@ def test_a_vm_name_that_could_escape_its_directory_is_refused():
 def test_every_integration_module_runs_on_the_kernel_datapath_or_says_why_not():
     root = AGENT.parents[2]
     modules = {str(p.relative_to(root)) for p in (root / "tests" / "integration").glob("test_*.py")}
-    suite = [m for half in KERNEL_SUITE for m in half]
+    suite = [m for half in KERNEL_SUITE for m in half] + list(SYSTEMD_SUITE)
     assert len(suite) == len(set(suite))
     assert set(suite).isdisjoint(NOT_ON_THE_KERNEL_DATAPATH)
     assert modules == set(suite) | set(NOT_ON_THE_KERNEL_DATAPATH)
