@@ -68,7 +68,8 @@ from bench.stats import percentile
 from controller.compiler import conntrack_zone
 from topology.lab import HOST, Lab
 from topology.model import Host, Role
-from topology.ovs import OvsError, wait_until
+from topology.ovs import OvsError
+from topology.system import wait_until
 
 WARMUP = 0.5
 FILL_RATE_FLOOR = 1_000  # a fill slower than this (flows/s) is given up

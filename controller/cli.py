@@ -16,25 +16,16 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 
 import click
 
+from controller.cli_api import COMMANDS as API_COMMANDS
+from controller.cli_api import EXIT_INVALID, load_or_exit
 from topology import config as configmod
-from topology.model import Host, host_document
-
-EXIT_INVALID = 2
-# The seed's host, shipped with the package (examples/seed.yaml points here).
-SEED_CONFIG = str(Path(__file__).resolve().parents[1] / "topology" / "seed.yaml")
-
-
-def load_or_exit(path: str) -> Host:
-    """The config's host, or every error on stderr and exit 2."""
-    try:
-        return configmod.load_host(path)
-    except configmod.ConfigError as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(EXIT_INVALID)
+from topology.config import SEED_CONFIG
+from topology.host_cli import host as host_group
+from topology.lab_cli import lab as lab_group
+from topology.model import host_document
 
 
 def _listen(value: str, option: str) -> tuple:
@@ -116,74 +107,6 @@ def topology(file, as_json):
         click.echo(f"not managed: {item['name']}: {item['why']}")
 
 
-def print_compiled_flows(file: str, bridge: str = None, table: int = None,
-                         purpose: str = None, port: str = None, cls: str = None,
-                         as_json: bool = False) -> None:
-    """`socketnet flows -c FILE`: the flows socketnet would install, as ovs-ofctl
-    lines (or JSON), filtered as the API filters a switch's. Port numbers are
-    assigned in config order from 1, as `socketnet lab` does; on a real switch they
-    come from the switch. An unknown bridge, table or port exits 2 naming it."""
-    from controller.api import _touches, flow_class
-    from controller.compiler import SwitchPort, compile_bridge
-    from controller.pipeline import TABLE_BY_ID, purpose_of
-
-    host = load_or_exit(file)
-    names_of = [b.name for b in host.bridges]
-    if bridge and bridge not in names_of:
-        _refuse("--bridge", f"{bridge!r} is not a bridge of {file} ({', '.join(names_of)})",
-                as_json)
-    if table is not None and table not in TABLE_BY_ID:
-        _refuse("--table", f"{table} is not a table of the pipeline "
-                           f"({', '.join(f'{t.id} {t.name}' for t in TABLE_BY_ID.values())})",
-                as_json)
-    out = {}
-    for b in host.bridges:
-        if bridge and b.name != bridge:
-            continue
-        live = {p.name: SwitchPort(i, p.name, p.mac or f"02:ff:00:00:00:{i:02x}")
-                for i, p in enumerate(b.ports, start=1)}
-        names = {sp.number: sp.name for sp in live.values()}
-        number = None
-        if port is not None:
-            number = live[port].number if port in live else (
-                int(port) if port.isdigit() and int(port) in names else None)
-            if number is None and bridge:
-                _refuse("--port", f"{port!r} is no port of {b.name}", as_json)
-            if number is None:
-                continue
-        docs = []
-        for f in compile_bridge(host, b.name, live):
-            its = purpose_of(f.cookie)
-            label = its.label if its else "foreign"
-            carried = flow_class(f, its)
-            if ((table is not None and f.table != table) or (purpose and label != purpose)
-                    or (cls and carried != cls) or (number is not None
-                                                    and not _touches(f, number))):
-                continue
-            docs.append({"table": f.table, "priority": f.priority, "cookie": f"{f.cookie:#x}",
-                         "purpose": label, "class": carried, "match": f.match_dict,
-                         "ofctl": f.ofctl(names)})
-        out[b.name] = docs
-    if port is not None and not out:
-        _refuse("--port", f"{port!r} is no port of {', '.join(names_of)}", as_json)
-    if as_json:
-        click.echo(json.dumps(out, indent=2))
-        return
-    for name, docs in out.items():
-        click.echo(f"# {name}")
-        for d in docs:
-            click.echo(d["ofctl"])
-
-
-def _refuse(option: str, message: str, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps({"error": {"status": 400, "message": message,
-                                         "field": option.lstrip("-")}}, indent=2))
-    else:
-        click.echo(f"error: {option}: {message}", err=True)
-    sys.exit(EXIT_INVALID)
-
-
 @main.command()
 @click.option("-c", "--config", "file", required=True, type=click.Path(dir_okay=False),
               help="Config file (YAML or JSON).")
@@ -256,14 +179,16 @@ def demo(file, name):
     run_demo(file, name)
 
 
-from topology.host_cli import host as host_group  # noqa: E402  (a group of its own)
-
 main.add_command(host_group)
-
-from controller.cli_api import COMMANDS as API_COMMANDS  # noqa: E402  (REST API commands)
-
 for _command in API_COMMANDS:  # `flows` and `classify` keep -c FILE (offline), add --api
     main.add_command(_command)
-from topology.lab_cli import lab as lab_group  # noqa: E402
-
 main.add_command(lab_group)
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell):
+    """Print the shell completion script: eval "$(socketnet completion bash)"."""
+    from click.shell_completion import get_completion_class
+    cls = get_completion_class(shell)
+    click.echo(cls(main, {}, "socketnet", "_SOCKETNET_COMPLETE").source())

@@ -14,13 +14,14 @@
                                          offline with -c FILE, else the running
                                          controller's classifier (--api)
     socketnet reload                     re-read the controller's config file (exit 2 if invalid)
-    socketnet completion bash|zsh|fish   the shell completion script (click's)
 
 Every command prints a table for people and JSON with `--json`. `--api URL`
 (env SOCKETNET_API, default http://127.0.0.1:9641) and `--token` (env
 SOCKETNET_TOKEN) say where and how to ask. Exit 0 done; 1 the API answered an
 error or cannot be reached; audit: 1 when it found a violation; reload: 2 when
-the config is invalid. controller/cli.py registers these commands.
+the config is invalid. controller/cli.py registers these commands. Also the
+offline helpers the `socketnet` command shares: `load_or_exit` (a config, or
+every issue on stderr and exit 2) and `print_compiled_flows` (`flows -c FILE`).
 """
 from __future__ import annotations
 
@@ -31,13 +32,91 @@ import click
 
 from controller.api_client import DEFAULT_API, ApiClient, ApiClientError
 from controller.pipeline import Purpose
-from topology.model import TrafficClass
+from topology import config as configmod
+from topology.model import Host, TrafficClass
 
 EXIT_ERROR = 1
 EXIT_INVALID = 2
 EXIT_UNAVAILABLE = 3  # audit: the controller or ovs-vswitchd could not be asked
 _CLASSES = [c.value for c in TrafficClass]  # as the API names them
 _PURPOSES = [p.label for p in Purpose] + ["foreign"]
+
+
+def load_or_exit(path: str) -> Host:
+    """The config's host, or every error on stderr and exit 2."""
+    try:
+        return configmod.load_host(path)
+    except configmod.ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_INVALID)
+
+
+def print_compiled_flows(file: str, bridge: str = None, table: int = None,
+                         purpose: str = None, port: str = None, cls: str = None,
+                         as_json: bool = False) -> None:
+    """`socketnet flows -c FILE`: the flows socketnet would install, as ovs-ofctl
+    lines (or JSON), filtered as the API filters a switch's. Port numbers are
+    assigned in config order from 1, as `socketnet lab` does; on a real switch they
+    come from the switch. An unknown bridge, table or port exits 2 naming it."""
+    from controller.api import _touches, flow_class
+    from controller.compiler import SwitchPort, compile_bridge
+    from controller.pipeline import TABLE_BY_ID, purpose_of
+
+    host = load_or_exit(file)
+    names_of = [b.name for b in host.bridges]
+    if bridge and bridge not in names_of:
+        _refuse("--bridge", f"{bridge!r} is not a bridge of {file} ({', '.join(names_of)})",
+                as_json)
+    if table is not None and table not in TABLE_BY_ID:
+        _refuse("--table", f"{table} is not a table of the pipeline "
+                           f"({', '.join(f'{t.id} {t.name}' for t in TABLE_BY_ID.values())})",
+                as_json)
+    out = {}
+    for b in host.bridges:
+        if bridge and b.name != bridge:
+            continue
+        live = {p.name: SwitchPort(i, p.name, p.mac or f"02:ff:00:00:00:{i:02x}")
+                for i, p in enumerate(b.ports, start=1)}
+        names = {sp.number: sp.name for sp in live.values()}
+        number = None
+        if port is not None:
+            number = live[port].number if port in live else (
+                int(port) if port.isdigit() and int(port) in names else None)
+            if number is None and bridge:
+                _refuse("--port", f"{port!r} is no port of {b.name}", as_json)
+            if number is None:
+                continue
+        docs = []
+        for f in compile_bridge(host, b.name, live):
+            its = purpose_of(f.cookie)
+            label = its.label if its else "foreign"
+            carried = flow_class(f, its)
+            if ((table is not None and f.table != table) or (purpose and label != purpose)
+                    or (cls and carried != cls) or (number is not None
+                                                    and not _touches(f, number))):
+                continue
+            docs.append({"table": f.table, "priority": f.priority, "cookie": f"{f.cookie:#x}",
+                         "purpose": label, "class": carried, "match": f.match_dict,
+                         "ofctl": f.ofctl(names)})
+        out[b.name] = docs
+    if port is not None and not out:
+        _refuse("--port", f"{port!r} is no port of {', '.join(names_of)}", as_json)
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    for name, docs in out.items():
+        click.echo(f"# {name}")
+        for d in docs:
+            click.echo(d["ofctl"])
+
+
+def _refuse(option: str, message: str, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"error": {"status": 400, "message": message,
+                                         "field": option.lstrip("-")}}, indent=2))
+    else:
+        click.echo(f"error: {option}: {message}", err=True)
+    sys.exit(EXIT_INVALID)
 
 
 def api_options(f):
@@ -133,7 +212,6 @@ def flows(file, bridge, table, purpose, port, cls, api_url, token, as_json):
     With -c FILE, offline: what the config would install, port numbers assigned
     in config order from 1 (on a real switch they come from the switch)."""
     if file:
-        from controller.cli import print_compiled_flows
         return print_compiled_flows(file, bridge, table, purpose, port, cls, as_json)
     client = _client(api_url, token)
     params = {"table": table, "purpose": purpose, "port": port, "class": cls}
@@ -324,7 +402,6 @@ def classify(file, src, dst, proto, sport, dport, api_url, token, as_json):
     body = {k: v for k, v in body.items() if v is not None}
     if file:
         from controller import api
-        from controller.cli import load_or_exit
         host = load_or_exit(file)
         try:
             api._check_object(body, api._CLASSIFY_BODY)
@@ -353,14 +430,4 @@ def reload(api_url, token, as_json):
     _print_json(doc) if as_json else click.echo(f"reloaded {doc['reloaded']}")
 
 
-@click.command()
-@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
-def completion(shell):
-    """Print the shell completion script: eval "$(socketnet completion bash)"."""
-    from click.shell_completion import get_completion_class
-    from controller.cli import main
-    cls = get_completion_class(shell)
-    click.echo(cls(main, {}, "socketnet", "_SOCKETNET_COMPLETE").source())
-
-
-COMMANDS = (switches, flows, ports, cache, trace, audit, classify, reload, completion)
+COMMANDS = (switches, flows, ports, cache, trace, audit, classify, reload)

@@ -2,7 +2,7 @@
 the flow that decided (table name, priority, purpose, the flow's `ovs-ofctl`
 line), ports by name, and the verdict with its reason.
 
-Pure: it reads a topology.ovs.TracePath (what `ofproto/trace` printed, parsed)
+Pure: it reads a controller.ovs_text.TracePath (what `ofproto/trace` printed, parsed)
 and, for each bridge, the flows socketnet installed there and its port names
 (controller.switches.SwitchState). The REST API's `POST /v1/trace` answers with
 `path_doc`; `socketnet trace` prints `path_lines`.

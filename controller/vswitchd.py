@@ -11,7 +11,7 @@ Where the socket is: the config's `socketnet.rest.ovs_ctl`, else
 `ovs-vswitchd.ctl`, or `ovs-vswitchd.<pid>.ctl` by `ovs-vswitchd.pid`. When it
 cannot be reached, `VswitchdUnreachable` says why (the REST API answers 503).
 
-Parsing the trace output is `topology.ovs.parse_trace`'s job (shared with the
+Parsing the trace output is `controller.ovs_text.parse_trace`'s job (shared with the
 labs); this module only owns the connection and the hop-following.
 """
 from __future__ import annotations
@@ -20,6 +20,8 @@ import os
 import threading
 import warnings
 from typing import Callable, Mapping, Optional
+
+from controller.ovs_text import DPIF_PORT, follow_links, parse_trace
 
 DEFAULT_RUNDIR = "/var/run/openvswitch"
 
@@ -116,10 +118,9 @@ class Vswitchd:
         return f"<dp {number}>"
 
     def _read_dp_names(self) -> dict:
-        from topology.ovs import _DPIF_PORT
         names = {}
         for line in self.call("dpif/show").splitlines():
-            m = _DPIF_PORT.match(line)
+            m = DPIF_PORT.match(line)
             if m:
                 names[int(m.group(3))] = m.group(1)
         return names
@@ -128,21 +129,17 @@ class Vswitchd:
 
     def trace(self, bridge: str, flow: str, ct_next: Optional[str] = None):
         """`ofproto/trace BRIDGE FLOW [--ct-next FLAGS]`, parsed
-        (topology.ovs.TraceResult). ValueError when ovs-vswitchd refuses the flow."""
-        from topology.ovs import OvsError, parse_trace
+        (controller.ovs_text.TraceResult). TraceError (a ValueError) when
+        ovs-vswitchd refuses the flow."""
         text = self.call("ofproto/trace", bridge, flow, *(("--ct-next", ct_next) if ct_next
                                                           else ()))
-        try:
-            return parse_trace(bridge, flow, text, self.dp_port_name)
-        except OvsError as exc:
-            raise ValueError(str(exc)) from None
+        return parse_trace(bridge, flow, text, self.dp_port_name)
 
     def trace_across(self, bridge: str, flow: str, links: Mapping[tuple, tuple],
                      max_hops: int = 4, ct_next: Optional[str] = None,
                      ct_mark: Optional[int] = None):
         """Trace and follow the packet over `links` ((bridge, port) -> (bridge, port)
-        at the veth's other end): a topology.ovs.TracePath. `ct_next`, `ct_mark`: the
-        connection tracker's answer to assume (ofproto/trace asks none)."""
-        from topology.ovs import follow_links
+        at the veth's other end): a controller.ovs_text.TracePath. `ct_next`,
+        `ct_mark`: the connection tracker's answer to assume (ofproto/trace asks none)."""
         return follow_links(lambda br, fl: self.trace(br, fl, ct_next), bridge, flow, links,
                             max_hops, ct_mark)

@@ -16,6 +16,8 @@ API
         `value` is ABSENT when the field is missing or the problem is the whole file.
     ConfigError(ValueError)               .issues; str() is one issue per line
     derived_mac(IPAddress) -> str         the MAC of a container that names none
+    SEED_CONFIG                           the seed's host (topology/seed.yaml, shipped
+                                          with the package): the labs' and demo's default
 
 All errors of a file are collected in one pass. Warnings are only computed for
 a file without errors: one per seed flow, saying what socketnet does instead
@@ -203,6 +205,7 @@ import re
 import reprlib
 import shlex
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from netaddr import EUI, AddrFormatError, IPAddress, IPNetwork, IPSet, mac_unix_expanded
@@ -214,6 +217,8 @@ from topology.model import (
     ClassificationLimits, ClassRule, Container, Host, Kind, Node, Port, Role,
     Service, Settings, TrafficClass,
 )
+
+SEED_CONFIG = str(Path(__file__).resolve().parent / "seed.yaml")
 
 
 class _Absent:

@@ -34,7 +34,7 @@ from topology.host import (
 )
 from topology.kind import netlink_kind
 from topology.model import Host
-from topology.ovs import binary, wait_until
+from topology.system import binary, wait_until
 
 IFF_UP = 0x1
 RTN_TYPES = {1: "unicast", 6: "blackhole", 7: "unreachable", 8: "prohibit"}

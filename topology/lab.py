@@ -39,7 +39,9 @@ from typing import Iterable, Optional, Sequence, Union
 from pyroute2 import IPRoute, netns
 
 from topology.model import Bridge, Container, Host, Port, Role
-from topology.ovs import OvsInstance, TracePath, in_netns, wait_until
+from controller.ovs_text import TracePath
+from topology.ovs import OvsInstance
+from topology.system import in_netns, wait_until
 
 HOST = "host"  # lab.exec / lab.ns name for the OVS netns, where the adapters live
 

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import click
 
-SEED_CONFIG = str(Path(__file__).resolve().parent / "seed.yaml")  # as controller.cli's
+from topology.config import SEED_CONFIG
+
 STATE_ROOT = "/run/socketnet/labs"  # topology.world.STATE_ROOT (not imported: pyroute2)
 
 EXIT_FAILED = 1

@@ -3,7 +3,8 @@ ovs-vswitchd, on the userspace (netdev) datapath or the kernel's (system).
 
 Owns starting and stopping such an instance, the ovs-vsctl / ovs-ofctl / ovs-appctl
 commands run against it, and `trace`: what the installed flow tables would do with a
-packet, asked through ovs-vswitchd's control socket without sending one.
+packet, asked through ovs-vswitchd's control socket without sending one (read by
+`controller/ovs_text.py`).
 `topology/lab.py` builds a host's bridges on top of it.
 
 Which datapath: `lab_datapath()`, from $SOCKETNET_LAB_DATAPATH (netdev unless it
@@ -19,36 +20,27 @@ pidfiles, logs) lives in one temporary directory, so two instances never meet.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import threading
-import time
 import warnings
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Optional, Sequence
+from typing import Iterable, Mapping, Optional
 
 from pyroute2 import IPRoute, netns
 
+from controller.ovs_text import (DPIF_BRIDGE, DPIF_PORT, TracePath, TraceResult, follow_links,
+                                 parse_trace)
+from topology.system import (binary, listening_tcp, listening_unix, process_alive,
+                             stop_process, wait_until)
+
 SCHEMA_DIRS = ("/usr/share/openvswitch", "/usr/local/share/openvswitch")
-SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 DATAPATH_ENV = "SOCKETNET_LAB_DATAPATH"
 DATAPATHS = ("netdev", "system")
 REQUIRED_BINARIES = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl",
                      "ovs-ofctl", "ovs-appctl", "ip")
-
-# ofproto/trace output, as printed by Open vSwitch 3.1.
-_FLOW_LINE = "Flow: "
-_FINAL_FLOW_LINE = "Final flow: "
-_ACTIONS_LINE = "Datapath actions: "
-# `dpif/show`: "    veth200 3/2: (system)" = name, OpenFlow port / datapath port.
-_DPIF_PORT = re.compile(r"^\s{4}(\S+) (\d+)/(\d+):")
-_DPIF_BRIDGE = re.compile(r"^\s{2}(\S+):$")
 
 
 class OvsError(RuntimeError):
@@ -56,372 +48,11 @@ class OvsError(RuntimeError):
     the command and what it printed."""
 
 
-def wait_until(predicate: Callable[[], object], timeout: float, what: str,
-               interval: float = 0.01):
-    """Poll `predicate` until it returns something truthy and return that; raise
-    TimeoutError naming `what` after `timeout` seconds. The only way this package
-    waits: on a condition, never on a fixed sleep."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
-def binary(name: str) -> Optional[str]:
-    """Path of an executable, looking in the sbin directories too (a non-login root
-    shell may not have them on PATH)."""
-    return shutil.which(name) or shutil.which(name, path=os.pathsep.join(SBIN_DIRS))
-
-
-def in_netns(ns: str, cmd: Sequence[str]) -> list:
-    """`ip netns exec NS CMD`, with CMD's program found in the sbin dirs too."""
-    return [binary("ip") or "ip", "netns", "exec", ns, binary(cmd[0]) or cmd[0], *cmd[1:]]
-
-
 def schema_path() -> Optional[str]:
     for d in (os.environ.get("OVS_PKGDATADIR"), *SCHEMA_DIRS):
         if d and os.path.exists(os.path.join(d, "vswitch.ovsschema")):
             return os.path.join(d, "vswitch.ovsschema")
     return None
-
-
-def process_alive(pid: int) -> bool:
-    """True while `pid` runs; a zombie (exited, not yet reaped) counts as gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def process_cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except (FileNotFoundError, ProcessLookupError):
-        return ""
-
-
-def stop_process(pid: int, marker: str, timeout: float = 5.0, group: bool = False) -> None:
-    """Stop a process this package started: SIGTERM, wait, SIGKILL. `marker` must
-    appear in its command line, so a recycled PID is never signalled. With `group`,
-    signal the process group it leads (a forking relay and its children)."""
-    if not process_alive(pid) or marker not in process_cmdline(pid):
-        return
-    send = os.killpg if group else os.kill
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            send(pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            wait_until(lambda: not process_alive(pid), timeout, f"pid {pid} to exit")
-            return
-        except TimeoutError:
-            continue
-    raise OvsError(f"pid {pid} ({marker}) survived SIGKILL")
-
-
-# --------------------------------------------------------------------------- trace
-
-
-_L4 = {"tcp": "tcp", "tcp6": "tcp", "udp": "udp", "udp6": "udp", "sctp": "sctp",
-       "sctp6": "sctp"}
-
-
-def parse_flow(text: str) -> dict:
-    """A flow in ovs-ofctl syntax ("tcp,in_port=3,nw_src=10.0.0.1") as a dict in
-    order; bare keywords (protocols such as `tcp`, `eth`) map to None.
-
-    ofproto/trace prints L4 ports as `tp_src`/`tp_dst`, but when parsing, OVS reads
-    `tp_src` as `tcp_src` ("prerequisites not met" on a udp flow): they are renamed
-    `tcp_*`/`udp_*`/`sctp_*` after the flow's protocol, so the dict reads back;
-    likewise ICMPv6's `icmp_type`/`icmp_code` become `icmpv6_*`."""
-    fields = {}
-    for token in text.strip().split(","):
-        if not token:
-            continue
-        key, sep, value = token.partition("=")
-        fields[key] = value if sep else None
-    l4 = next((_L4[k] for k in fields if k in _L4), None)
-    if l4 and ("tp_src" in fields or "tp_dst" in fields):
-        fields = {(f"{l4}_{k[3:]}" if k in ("tp_src", "tp_dst") else k): v
-                  for k, v in fields.items()}
-    if "icmp6" in fields:
-        # Printed as icmp_type/icmp_code, read back only as icmpv6_*; and both
-        # nd_sll and nd_tll are printed, but each is read back only for its
-        # neighbour discovery message (135 solicitation, 136 advertisement).
-        fields = {_ICMP6.get(k, k): v for k, v in fields.items()}
-        keep = _ND_FIELDS.get(fields.get("icmpv6_type"), ())
-        fields = {k: v for k, v in fields.items() if not k.startswith("nd_") or k in keep}
-    return fields
-
-
-_ICMP6 = {"icmp_type": "icmpv6_type", "icmp_code": "icmpv6_code"}
-_ND_FIELDS = {"135": ("nd_target", "nd_sll"), "136": ("nd_target", "nd_tll")}
-
-
-def format_flow(fields: Mapping[str, Optional[str]]) -> str:
-    return ",".join(k if v is None else f"{k}={v}" for k, v in fields.items())
-
-
-# Fields that belong to one bridge's pipeline, not to the packet: they do not cross a
-# veth. `as_ingress` drops them when the packet is traced again on the next bridge.
-_PIPELINE_FIELDS = {"in_port", "recirc_id", "dp_hash", "skb_priority", "skb_mark",
-                    "pkt_mark", "metadata", "actset_output", "packet_type", "conj_id",
-                    "eth"}
-_PIPELINE_PREFIXES = ("ct_", "reg", "xreg", "xxreg", "tun_", "tunnel")
-
-# Datapath `set(...)` keys as ovs-ofctl flow fields.
-_ODP_SET_FIELDS = {
-    "eth": {"src": "dl_src", "dst": "dl_dst"},
-    "ipv4": {"src": "nw_src", "dst": "nw_dst", "tos": "nw_tos", "ttl": "nw_ttl"},
-    "tcp": {"src": "tcp_src", "dst": "tcp_dst"},
-    "udp": {"src": "udp_src", "dst": "udp_dst"},
-    "sctp": {"src": "sctp_src", "dst": "sctp_dst"},
-    "arp": {"sip": "arp_spa", "tip": "arp_tpa", "op": "arp_op", "sha": "arp_sha",
-            "tha": "arp_tha"},
-}
-
-
-@dataclass(frozen=True)
-class Output:
-    """The packet leaving `bridge` by `port` (a port NAME; the bridge's LOCAL port has
-    the bridge's name), with its header fields as they are at that point."""
-    bridge: str
-    port: str
-    flow: Mapping[str, Optional[str]] = field(hash=False)
-
-    def as_ingress(self, in_port: str) -> str:
-        """This packet as a flow string entering a bridge on `in_port`: for tracing
-        the next hop after a veth (the inter-bridge link). Pipeline metadata
-        (registers, conntrack state, recirculation) is dropped: it does not cross."""
-        kept = {k: v for k, v in self.flow.items()
-                if k not in _PIPELINE_FIELDS and not k.startswith(_PIPELINE_PREFIXES)}
-        return format_flow({"in_port": in_port, **kept})
-
-
-@dataclass(frozen=True)
-class TraceStep:
-    """One table lookup in a trace: the flow that matched, as ovs-vswitchd prints
-    it (`match` None: no flow matched, the lookup missed), and what it did. `pass_`
-    counts the recirculations before it (0: the packet as it arrived; each
-    `ct(...,table=N)` resumes the pipeline in a new pass with the tracker's answer)."""
-    pass_: int
-    table: int
-    match: Optional[str]
-    priority: Optional[int] = None
-    cookie: Optional[int] = None
-    actions: tuple = ()  # of str, as ovs-vswitchd printed them
-
-    @property
-    def missed(self) -> bool:
-        return self.match is None
-
-
-# " 1. ip,metadata=0x2, priority 100, cookie 0x534e000000000013" or " 0. No match."
-_STEP = re.compile(r"^(?P<indent> *)(?P<table>\d+)\. (?P<rest>.*)$")
-_STEP_FLOW = re.compile(r"^(?P<match>.*?),? ?priority (?P<priority>\d+)"
-                        r"(?:, cookie (?P<cookie>0x[0-9a-fA-F]+))?$")
-_PASS_HEADER = re.compile(r"^recirc\(0x[0-9a-f]+\) - ")
-
-
-def parse_steps(text: str) -> tuple:
-    """The table lookups of an `ofproto/trace` output, in order (TraceStep each).
-    An action line is one indented deeper than its step; lines starting "->" are
-    ovs-vswitchd's comments, not actions."""
-    steps, current, passes = [], None, 0
-    for line in text.splitlines():
-        if _PASS_HEADER.match(line):
-            passes += 1
-            current = None
-            continue
-        m = _STEP.match(line)
-        if m and len(m.group("indent")) <= 8:
-            rest = m.group("rest").strip()
-            flow = _STEP_FLOW.match(rest)
-            if flow:
-                current = TraceStep(passes, int(m.group("table")), flow.group("match"),
-                                    int(flow.group("priority")),
-                                    int(flow.group("cookie"), 16) if flow.group("cookie")
-                                    else 0)
-            else:  # "No match." (and its variants)
-                current = TraceStep(passes, int(m.group("table")), None)
-            steps.append(current)
-            continue
-        action = line.strip()
-        if current is None or not action or not line.startswith(" ") \
-                or action.startswith(("->", ">>", "thaw", "Resuming")):
-            if not line.startswith(" "):
-                current = None  # "Final flow:", "bridge(...)", a blank line: the step is over
-            continue
-        steps[-1] = current = dataclasses.replace(current, actions=current.actions + (action,))
-    return tuple(steps)
-
-
-@dataclass(frozen=True)
-class TraceResult:
-    """What `ofproto/trace` says one bridge does with a packet.
-
-    `outputs` gathers the output actions of every pass (a `ct(...,table=N)` makes the
-    trace recirculate: each pass has its own `Datapath actions:` line). `final_flow`
-    is the last pass's `Final flow:` ("unchanged" resolved to that pass's `Flow:`).
-    `drop` means the packet goes nowhere: no output port and no packet-in."""
-    bridge: str
-    flow: str
-    text: str
-    outputs: tuple = ()  # of Output
-    controller: bool = False
-    datapath_actions: tuple = ()  # of str, one per pass
-    final_flow: Mapping[str, Optional[str]] = field(default_factory=dict, hash=False)
-    steps: tuple = ()  # of TraceStep: every table lookup, every pass
-
-    @property
-    def ports(self) -> list:
-        """Output port names, in datapath order."""
-        return [o.port for o in self.outputs]
-
-    @property
-    def drop(self) -> bool:
-        return not self.outputs and not self.controller
-
-    def __str__(self) -> str:
-        return (f"trace {self.bridge} {self.flow} -> "
-                f"{' | '.join(self.datapath_actions) or '?'}")
-
-
-def _split_top(text: str) -> list:
-    """Split "a,b(c,d),e" on the commas outside parentheses."""
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return [p.strip() for p in parts if p.strip()]
-
-
-def _inner(action: str) -> str:
-    return action[action.index("(") + 1:action.rindex(")")]
-
-
-def _apply_set(flow: dict, action: str) -> None:
-    """Apply a datapath `set(eth(src=..,dst=..))` (or masked_set) to `flow`."""
-    for header in _split_top(_inner(action)):
-        if "(" not in header:
-            continue
-        names = _ODP_SET_FIELDS.get(header[:header.index("(")], {})
-        for assignment in _split_top(_inner(header)):
-            key, _, value = assignment.partition("=")
-            if key in names:
-                flow[names[key]] = value.split("/")[0]
-
-
-def _walk_actions(actions: str, flow: dict, bridge: str, names: Callable[[int], str],
-                  outputs: list) -> bool:
-    """Follow one `Datapath actions:` list in order; append an Output per output
-    action; return whether a packet-in (userspace(...controller(...))) occurs."""
-    controller = False
-    for action in _split_top(actions):
-        if action.isdigit():
-            outputs.append(Output(bridge, names(int(action)), dict(flow)))
-        elif action.startswith(("set(", "masked_set(")):
-            _apply_set(flow, action)
-        elif action.startswith("clone("):
-            controller |= _walk_actions(_inner(action), dict(flow), bridge, names, outputs)
-        elif action.startswith("userspace(") and "controller" in action:
-            controller = True  # userspace(pid=0,controller(reason=1,...))
-        # drop, ct(), recirc(), meter(), push/pop_vlan...: no output of their own.
-    return controller
-
-
-def parse_trace(bridge: str, flow: str, text: str,
-                names: Callable[[int], str]) -> TraceResult:
-    """Parse `ofproto/trace` output; `names` maps a datapath port number to a name."""
-    outputs, actions_lines = [], []
-    controller = False
-    pass_flow: dict = {}
-    final: dict = {}
-    for line in text.splitlines():
-        if line.startswith(_FLOW_LINE):
-            pass_flow = parse_flow(line[len(_FLOW_LINE):])
-        elif line.startswith(_FINAL_FLOW_LINE):
-            value = line[len(_FINAL_FLOW_LINE):].strip()
-            final = dict(pass_flow) if value == "unchanged" else parse_flow(value)
-        elif line.startswith(_ACTIONS_LINE):
-            actions = line[len(_ACTIONS_LINE):].strip()
-            actions_lines.append(actions)
-            controller |= _walk_actions(actions, dict(pass_flow), bridge, names, outputs)
-    if not actions_lines:
-        raise OvsError(f"trace on {bridge} of {flow!r}: no 'Datapath actions:' in\n{text}")
-    return TraceResult(bridge=bridge, flow=flow, text=text, outputs=tuple(outputs),
-                       controller=controller, datapath_actions=tuple(actions_lines),
-                       final_flow=final, steps=parse_steps(text))
-
-
-@dataclass(frozen=True)
-class TracePath:
-    """A packet traced across bridges: one TraceResult per bridge it crossed.
-    `exits` are the outputs that leave the traced topology (the followed link
-    ports are not among them); `controller` names the bridges that punt it."""
-    hops: tuple  # of TraceResult
-    exits: tuple  # of Output
-    controller: tuple  # of bridge names
-
-    @property
-    def ports(self) -> set:
-        """{(bridge, port)} the packet finally leaves by."""
-        return {(o.bridge, o.port) for o in self.exits}
-
-    @property
-    def drop(self) -> bool:
-        return not self.exits and not self.controller
-
-    def __str__(self) -> str:
-        return " ; ".join(str(h) for h in self.hops)
-
-
-def follow_links(trace: Callable[[str, str], TraceResult], bridge: str, flow: str,
-                 links: Mapping[tuple, tuple], max_hops: int = 4,
-                 ct_mark: Optional[int] = None) -> TracePath:
-    """Trace a packet with `trace(bridge, flow)` and follow it over veths between
-    bridges (a trace stops at a veth): `links` maps (bridge, port) to the (bridge,
-    port) at the veth's other end; a packet leaving by a linked port is traced again
-    entering the peer, with its modified header fields and no pipeline metadata.
-    After `max_hops` traces, outputs to linked ports count as exits. `ct_mark`: the
-    mark its connection has, given to the packet on every hop (with --ct-next it
-    is what the tracker answers; it does not cross a veth by itself)."""
-    hops, exits, controller = [], [], []
-    marked = f",ct_mark={ct_mark}" if ct_mark else ""
-    queue, seen = [(bridge, flow + marked)], set()
-    while queue:
-        br, fl = queue.pop(0)
-        if (br, fl) in seen:
-            continue
-        seen.add((br, fl))
-        result = trace(br, fl)
-        hops.append(result)
-        if result.controller:
-            controller.append(br)
-        for out in result.outputs:
-            peer = links.get((br, out.port))
-            if peer is not None and len(hops) < max_hops:
-                queue.append((peer[0], out.as_ingress(peer[1]) + marked))
-            else:
-                exits.append(out)
-    return TracePath(hops=tuple(hops), exits=tuple(exits), controller=tuple(controller))
-
-
-# --------------------------------------------------------------------------- instance
 
 
 def lab_datapath() -> str:
@@ -735,9 +366,9 @@ class OvsInstance:
             bridges: dict = {}
             current = None
             for line in self.unixctl("dpif/show").splitlines():
-                if m := _DPIF_BRIDGE.match(line):
+                if m := DPIF_BRIDGE.match(line):
                     current = bridges.setdefault(m.group(1), {})
-                elif (m := _DPIF_PORT.match(line)) and current is not None:
+                elif (m := DPIF_PORT.match(line)) and current is not None:
                     current[m.group(1)] = (int(m.group(2)), int(m.group(3)))
             self._dpif_cache = bridges
         return self._dpif_cache
@@ -796,7 +427,7 @@ class OvsInstance:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, start_new_session=True)
         self._relays[port] = (inner, outer)
-        wait_until(lambda: _listening_unix(outer.pid, sock) and listening_tcp(inner.pid, port)
+        wait_until(lambda: listening_unix(outer.pid, sock) and listening_tcp(inner.pid, port)
                    or inner.poll() is not None or outer.poll() is not None,
                    timeout, f"loopback relay for port {port} in {self.netns}")
         if inner.poll() is not None or outer.poll() is not None:
@@ -809,24 +440,3 @@ class OvsInstance:
             # are in it. `ip netns exec` execs socat, so the PID is socat's.
             stop_process(proc.pid, "socat", group=True)
             proc.wait()
-
-
-def listening_tcp(pid: int, port: int, address: str = "127.0.0.1") -> bool:
-    """A TCP socket listens on address:port in the network namespace of `pid`."""
-    want = f"{socket.inet_aton(address)[::-1].hex().upper()}:{port:04X}"
-    try:
-        with open(f"/proc/{pid}/net/tcp") as f:
-            return any(cols[1] == want and cols[3] == "0A"
-                       for cols in (line.split() for line in f.readlines()[1:]))
-    except OSError:
-        return False
-
-
-def _listening_unix(pid: int, path: str) -> bool:
-    """A unix socket listens on PATH (flags __SO_ACCEPTCON)."""
-    try:
-        with open(f"/proc/{pid}/net/unix") as f:
-            return any(line.split()[-1] == path and line.split()[3] == "00010000"
-                       for line in f.readlines()[1:] if len(line.split()) >= 8)
-    except OSError:
-        return False

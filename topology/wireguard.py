@@ -42,7 +42,8 @@ from typing import Optional, Sequence
 
 from pyroute2 import IPRoute
 
-from topology.ovs import binary, lab_wireguard, stop_process, wait_until
+from topology.ovs import lab_wireguard
+from topology.system import binary, stop_process, wait_until
 
 CONTROL_DIR = "/var/run/wireguard"
 

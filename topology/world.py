@@ -60,17 +60,17 @@ from netaddr import IPNetwork
 from pyroute2 import IPRoute, netns
 
 from controller.process import SYNC_LINE, free_port, run_argv
-from topology.config import load_host
+from topology.config import SEED_CONFIG, load_host
 from topology.host import plan
 from topology.host_apply import HostSystem, apply, read_state
 from topology.lab import HOST, Lab
 from topology.model import Host, Role
-from topology.ovs import (in_netns, lab_datapath, listening_tcp, process_alive, process_cmdline,
-                          stop_process, wait_until)
+from topology.ovs import lab_datapath
+from topology.system import (in_netns, listening_tcp, process_alive, process_cmdline, stop_process,
+                             wait_until)
 from topology.wireguard import MeshMember, WgEnd, WireGuardLink, WireGuardMesh, control_socket
 
 STATE_ROOT = "/run/socketnet/labs"
-SEED_CONFIG = str(Path(__file__).resolve().parent / "seed.yaml")
 
 # The world outside the host. Only ever inside the world's own namespaces.
 WARP_ADDRESS = "172.16.0.2"     # what WARP accepts from the host (host apply SNATs to it)

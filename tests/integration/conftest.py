@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from topology.ovs import binary, lab_wireguard, schema_path
+from topology.ovs import lab_wireguard, schema_path
+from topology.system import binary
 
 from tests.conftest import SEED_YAML, unavailable  # noqa: F401 (SEED_YAML: for the tests)
 

@@ -6,7 +6,7 @@ import time
 
 from controller.compiler import SwitchPort, compile_bridge
 from controller.pipeline import COOKIE_PREFIX, Purpose
-from topology.ovs import wait_until
+from topology.system import wait_until
 
 FLOW_TIMEOUT = 15
 

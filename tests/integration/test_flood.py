@@ -14,7 +14,7 @@ import pytest
 
 from bench.flood import HealthAsker, config_file, connect, flood, host_counters, metric
 from bench.stats import rss_kib
-from topology.ovs import wait_until
+from topology.system import wait_until
 
 from tests.integration.conftest import WIREGUARD, require, unique_lab_name
 

@@ -33,7 +33,7 @@ import pytest
 
 from controller.process import free_port
 from topology.model import Role
-from topology.ovs import wait_until
+from topology.system import wait_until
 
 from tests.integration.conftest import SEED_YAML, WIREGUARD, report, require, unique_lab_name
 
@@ -263,10 +263,20 @@ def _w5(world) -> bool:
     return world.talk(mcp.id, str(vdb.address), VECTOR_DB_PORT, timeout=1)[0]
 
 
+def _w4(world) -> bool:
+    from topology.world import VPS, VPS_PORT
+    return world.talk(_gateway(world).id, VPS, VPS_PORT, timeout=1)[0]
+
+
+def seconds_text(seconds: dict) -> str:
+    return ", ".join(f"{w} {s:.2f} s" for w, s in seconds.items())
+
+
 def _back(world, since: float) -> dict:
-    """Seconds from `since` to the first W1 and W5 that get through."""
+    """Seconds from `since` to the first W1, W5 and W4 that get through. W1 is a
+    conversation through the xray client with the VPS over WARP: W2 and W3 with it."""
     seconds = {}
-    for name, probe in (("W1", _w1), ("W5", _w5)):
+    for name, probe in (("W1", _w1), ("W5", _w5), ("W4", _w4)):
         wait_until(lambda: probe(world), HEAL_WAIT, f"{name} back, with no command typed",
                    interval=0.1)
         seconds[name] = time.monotonic() - since
@@ -298,9 +308,9 @@ def _outage(world, remove, restore, away: float, what: str, interfaces,
         assert _heals_by(world, mark, interfaces), "\n".join(world.watch.lines[mark:][-20:])
     wait_until(lambda: world.watch.metric("socketnet_host_matches_config") == 1.0, HEAL_WAIT,
                "the watcher to find the host matching its config")
-    report(f"healing: {what} away {away:g} s: W1 back {seconds['W1']:.2f} s, W5 "
-           f"{seconds['W5']:.2f} s after its return; {probes.rounds} rounds of N-probes, "
-           f"none got through; heals {heals:g} -> {world.watch.heals():g}")
+    report(f"healing: {what} away {away:g} s: {seconds_text(seconds)} after its return; "
+           f"{probes.rounds} rounds of N-probes, none got through; heals {heals:g} -> "
+           f"{world.watch.heals():g}")
     return seconds
 
 
@@ -325,7 +335,6 @@ def test_warp_recreated_is_healed_and_privacy_never_leaves_over_netmaker(world):
     link = world.warp_link
     _outage(world, lambda: link.remove("a"), lambda: link.restore("a"), 1.0, "warp0",
             [_warp(world)])
-    _w4_back(world)
 
 
 def _netmaker(world) -> str:
@@ -334,13 +343,6 @@ def _netmaker(world) -> str:
 
 def _warp(world) -> str:
     return world.host.privacy.one(Role.WARP_UPLINK).interface
-
-
-def _w4_back(world) -> None:
-    from topology.world import VPS, VPS_PORT
-    gateway = _gateway(world)
-    wait_until(lambda: world.talk(gateway.id, VPS, VPS_PORT, timeout=1)[0], HEAL_WAIT,
-               "W4 back through WARP")
 
 
 def test_netmaker_and_warp_both_gone_for_30_s_then_back(world):
@@ -355,7 +357,6 @@ def test_netmaker_and_warp_both_gone_for_30_s_then_back(world):
         mesh.restore(0)
     _outage(world, remove, restore, 30.0, "the Netmaker interface and warp0",
             [_netmaker(world), _warp(world)])
-    _w4_back(world)
 
 
 def test_the_controller_restarted_while_netmaker_is_down(world):
@@ -506,9 +507,8 @@ def test_boot_in_any_order_comes_up_fail_closed(world, first):
     seconds, rounds = _boot(world, order, _boot_step)
     wait_until(lambda: world.watch.metric("socketnet_host_matches_config") == 1.0, HEAL_WAIT,
                "the watcher to find the host matching its config")
-    report(f"healing: boot in the order {', '.join(order)}: W1 {seconds['W1']:.2f} s, W5 "
-           f"{seconds['W5']:.2f} s after the last; {rounds} rounds of N-probes from "
-           f"the power cut, none got through")
+    report(f"healing: boot in the order {', '.join(order)}: {seconds_text(seconds)} after "
+           f"the last; {rounds} rounds of N-probes from the power cut, none got through")
 
 
 def _boot(world, order, boot_step, stop_units=None) -> tuple:

@@ -18,7 +18,8 @@ from topology.config import load_host
 from topology.host import HostState, plan
 from topology.host_apply import HostSystem, apply, read_state
 from topology.host_cli import host as host_group
-from topology.ovs import OvsInstance, lab_datapath, wait_until
+from topology.ovs import OvsInstance, lab_datapath
+from topology.system import wait_until
 
 from tests.integration.conftest import SEED_YAML, require, unique_lab_name
 

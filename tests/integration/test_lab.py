@@ -12,7 +12,8 @@ import pytest
 from pyroute2 import netns
 
 from topology.lab import Lab, LabError
-from topology.ovs import lab_datapath, process_alive, wait_until
+from topology.ovs import lab_datapath
+from topology.system import process_alive, wait_until
 
 MESH_NUMBERS = {"mesh-gw": 1, "to-privacy": 2, "veth200": 3, "veth201": 4}
 VMBR0_NUMBERS = {"vmbr0-gw": 1, "from-mesh": 2, "veth100": 3, "veth102": 4}

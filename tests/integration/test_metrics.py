@@ -41,7 +41,7 @@ import yaml
 
 from controller.process import ControllerProcess, free_port
 from tests.integration.conftest import SEED_YAML, require, unique_lab_name
-from topology.ovs import wait_until
+from topology.system import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "monitoring"
@@ -356,7 +356,7 @@ def test_every_dashboard_panel_and_alert_rule_returns_data(monitored):
 def _as_grafana_asks(expr: str) -> str:
     """A panel's query as Grafana sends it with the variables at "All"."""
     return (expr.replace("$__rate_interval", "1m").replace('"$instance"', '".*"')
-            .replace('"$bridge"', '".*"'))
+            .replace('"$bridge"', '".*"').replace('"$host_watch"', '".*"'))
 
 
 def _refuse_a_sync(lab, ctl) -> None:
@@ -411,14 +411,16 @@ HOST_DASHBOARD = "socketnet-host.json"  # host watch's: tests/integration/test_h
 
 
 def _panel_exprs(host: bool = False) -> list:
-    """The controller's dashboards' queries, or (`host`) host watch's."""
+    """The dashboards' queries of the controller's series, or (`host`) of host
+    watch's: its own dashboard's and the health dashboard's host row."""
     out = []
     for path in sorted((MONITORING / "grafana" / "dashboards").glob("*.json")):
-        if (path.name == HOST_DASHBOARD) != host:
-            continue
         for panel in json.loads(path.read_text())["panels"]:
             for target in panel.get("targets", []):
-                out.append((path.name, panel["title"], target["expr"]))
+                expr = target["expr"]
+                watchers = (path.name == HOST_DASHBOARD or "socketnet_host_" in expr)
+                if watchers == host:
+                    out.append((path.name, panel["title"], expr))
     assert out
     return out
 

@@ -10,7 +10,7 @@ import yaml
 
 from controller.pipeline import PACKET_IN_METER
 from topology.lab import HOST
-from topology.ovs import wait_until
+from topology.system import wait_until
 
 from tests.integration.conftest import SEED_YAML
 from tests.integration.test_classification import OTHER_PEER, XRAY, netmaker_side

@@ -13,7 +13,7 @@ import requests
 import yaml
 
 from controller.process import ControllerProcess, free_port
-from topology.ovs import wait_until
+from topology.system import wait_until
 
 from tests.conftest import module
 from tests.integration.conftest import SEED_YAML, unique_lab_name

@@ -9,7 +9,7 @@ import pytest
 from topology.lab import HOST
 
 from controller.pipeline import Mark
-from topology.ovs import wait_until
+from topology.system import wait_until
 
 from tests.integration.test_classification import (DROPLET, XRAY, XRAY_PORT, connections,
                                                    netmaker_side, retransmissions)

@@ -15,7 +15,8 @@ from pyroute2 import IPRoute, netns
 
 from topology.host import plan
 from topology.host_apply import HostSystem, apply, read_state
-from topology.ovs import lab_datapath, wait_until
+from topology.ovs import lab_datapath
+from topology.system import wait_until
 from topology.wireguard import WgEnd, WireGuardLink
 
 from tests.integration.conftest import WIREGUARD, require, unique_lab_name

@@ -8,7 +8,7 @@ import yaml
 from tests.integration.conftest import SEED_YAML
 from tests.integration.test_controller import switch_lines
 from controller.process import free_port
-from topology.ovs import wait_until
+from topology.system import wait_until
 
 
 def configs(tmp_path):

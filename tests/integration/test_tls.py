@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from tests.integration.conftest import require
-from topology.ovs import wait_until
+from topology.system import wait_until
 
 
 def openssl(*args, cwd):

@@ -30,11 +30,11 @@ import sys
 
 import pytest
 
-from topology.ovs import wait_until
+from topology.system import wait_until
 
 from tests.integration.conftest import SEED_YAML, WIREGUARD, report, require, unique_lab_name
-from tests.integration.test_healing import (HEAL_WAIT, _boot, _netmaker, _outage, _w4_back,
-                                            _warp)
+from tests.integration.test_healing import (HEAL_WAIT, _boot, _netmaker, _outage, _warp,
+                                            seconds_text)
 
 DEPLOY = SEED_YAML.parents[1] / "deploy"
 CONFIG = "/etc/socketnet/host.yaml"  # the units' own path
@@ -172,7 +172,6 @@ def test_warp_recreated(world):
     link = world.warp_link
     _outage(world, lambda: link.remove("a"), lambda: link.restore("a"), 1.0,
             "under systemd: warp0", [_warp(world)])
-    _w4_back(world)
 
 
 def test_open_vswitch_restarted(world):
@@ -212,9 +211,8 @@ def test_a_boot_under_systemd_comes_up_fail_closed(world, order):
         assert systemctl("is-active", unit, check=False).stdout.strip() == "active", unit
     healed = journal(WATCHER)
     assert "heal (start)" in healed and "heal: + " in healed, healed[-2000:]
-    report(f"systemd: boot in the order {', '.join(order)}: W1 {seconds['W1']:.2f} s, W5 "
-           f"{seconds['W5']:.2f} s after the last; {rounds} rounds of N-probes from "
-           f"the power cut, none got through")
+    report(f"systemd: boot in the order {', '.join(order)}: {seconds_text(seconds)} after "
+           f"the last; {rounds} rounds of N-probes from the power cut, none got through")
 
 
 def test_the_watcher_killed_is_restarted_by_systemd(world):

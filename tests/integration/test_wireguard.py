@@ -10,7 +10,7 @@ from pyroute2 import IPRoute, netns
 
 from topology.kind import netlink_kind
 from topology.model import Kind
-from topology.ovs import process_alive
+from topology.system import process_alive
 from topology.wireguard import WgEnd, WireGuardLink, control_socket
 
 from tests.integration.conftest import WIREGUARD, require, unique_lab_name

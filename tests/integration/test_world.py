@@ -18,7 +18,8 @@ import uuid
 import pytest
 
 from topology.model import Role
-from topology.ovs import lab_datapath, lab_wireguard, wait_until
+from topology.ovs import lab_datapath, lab_wireguard
+from topology.system import wait_until
 
 from tests.integration.conftest import SEED_YAML, WIREGUARD, report, require, unique_lab_name
 

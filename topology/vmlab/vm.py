@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from controller.process import free_port
-from topology.ovs import process_alive, process_cmdline, wait_until
+from topology.system import process_alive, process_cmdline, wait_until
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parents[1]

@@ -1,4 +1,4 @@
-"""controller/explain.py and topology.ovs.parse_steps: a trace, as ovs-vswitchd 3.1
+"""controller/explain.py and controller.ovs_text.parse_steps: a trace, as ovs-vswitchd 3.1
 prints it, read back table by table and explained: the installed flow behind each
 lookup, ports by name, each bridge's verdict and why."""
 import pytest
@@ -7,7 +7,7 @@ from controller.compiler import compile_bridge
 from controller.explain import installed_flow, path_doc, path_lines, step_doc, verdict
 from controller.pipeline import Purpose
 from controller.switches import SwitchState
-from topology.ovs import TracePath, TraceStep, parse_steps, parse_trace
+from controller.ovs_text import TracePath, TraceStep, parse_steps, parse_trace
 from tests.unit.controller.test_api import ports_of
 
 # `ovs-appctl ofproto/trace mesh in_port=mesh-gw,tcp,...` on a lab of the seed

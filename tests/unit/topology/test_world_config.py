@@ -30,7 +30,14 @@ def test_node2_config_is_the_seeds_shape_with_node2s_addresses(tmp_path):
 
 def test_the_lab_command_and_the_world_agree_on_where_records_live():
     assert lab_cli.STATE_ROOT == world.STATE_ROOT
-    assert lab_cli.SEED_CONFIG == world.SEED_CONFIG
+
+
+def test_one_seed_config_every_default_names_it():
+    from controller import cli
+    from topology import config
+    assert lab_cli.SEED_CONFIG is world.SEED_CONFIG is cli.SEED_CONFIG is config.SEED_CONFIG
+    example = Path(config.SEED_CONFIG).parents[1] / "examples" / "seed.yaml"
+    assert Path(config.SEED_CONFIG).read_bytes() == example.read_bytes()  # the README's copy
 
 
 def test_dump_ports_parse():
