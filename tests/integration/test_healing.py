@@ -13,7 +13,8 @@ gateway container over Netmaker). Afterwards W1 (the droplet through the xray
 client) and W5 (management to node2 and back) work again; the seconds from the
 interface's return to the first successful W1 and W5 are reported.
 
-The outages, in order: the Netmaker interface re-created; warp0 re-created; both
+The outages, in order: the Netmaker interface re-created; the same with the
+watcher paused (the baseline: nothing comes back); warp0 re-created; both
 gone for 30 s; the controller restarted while Netmaker is away; ovs-vswitchd
 restarted; the config given a new node's subnet; a power cut and a boot in five
 orders of the units (each first once and last once). Then: `host status`; nothing
@@ -328,6 +329,31 @@ def test_the_netmaker_interface_recreated_is_healed_and_nothing_leaks(world):
     mesh = world.netmaker
     _outage(world, lambda: mesh.remove(0), lambda: mesh.restore(0), 1.0,
             "the Netmaker interface", [_netmaker(world)])
+
+
+def test_without_the_watcher_the_netmaker_interface_recreated_stays_broken(world):
+    """The baseline: the watcher paused (SIGSTOP), the Netmaker interface re-created
+    as before; for 10 s neither W1 nor W5 gets through (the host stays closed, and
+    broken). Let go on, the watcher heals it from the events it had queued."""
+    import signal
+    mesh = world.netmaker
+    wait_until(lambda: _w1(world) and _w5(world), HEAL_WAIT, "W1 and W5 before the outage")
+    world.watch.proc.send_signal(signal.SIGSTOP)
+    through = []
+    try:
+        mesh.remove(0)
+        time.sleep(1.0)
+        mesh.restore(0)
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and not through:
+            through = [w for w, probe in (("W1", _w1), ("W5", _w5)) if probe(world)]
+    finally:
+        world.watch.proc.send_signal(signal.SIGCONT)
+    assert not through, f"{through} came back with no watcher: the test shows nothing"
+    seconds = _back(world, time.monotonic())
+    report(f"healing: the Netmaker interface re-created with the watcher paused: W1 and W5 "
+           f"still broken 10 s after its return; the watcher let go on: "
+           f"{seconds_text(seconds)}")
 
 
 def test_warp_recreated_is_healed_and_privacy_never_leaves_over_netmaker(world):
