@@ -174,8 +174,8 @@ def world(tmp_path_factory):
         w.watch = watch
         yield w
     finally:
-        if watch is not None:
-            watch.stop()
+        for each in {id(x): x for x in (watch, getattr(w, "watch", None)) if x}.values():
+            each.stop()  # the boot tests start watchers of their own
         w.down()
 
 
