@@ -24,7 +24,9 @@ from apps.channel import Channel, ChannelError, Channels
 from controller import audit as auditmod
 from controller import conntrack
 from controller import ofmsg
-from controller.api import Api, ApiError, FlowStat
+from controller.api import Api
+from controller.api_routes import ApiError
+from controller.api_views import FlowStat
 from controller.flow import FlowError
 from controller.switches import Runtime
 from controller.explain import path_doc

@@ -6,8 +6,13 @@ fake). Nothing here imports os-ken, so every rule below is tested without a
 switch, as Faucet keeps its valve apart from its app.
 
     Api(runtime, backend)        the WSGI app; `Api.openapi()` its OpenAPI 3 document
-    ROUTES                       every endpoint, once: what the router, the access
-                                 check and the OpenAPI document are all made from
+    Backend                      what the app needs from the switches
+
+The endpoints, their schemas, request validation and the OpenAPI document are
+`controller/api_routes.py` (ROUTES: every endpoint, once: what the router, the
+access check and the OpenAPI document are all made from); what the answers hold
+is `controller/api_views.py`. This module routes, checks access, reads bodies and
+writes JSON.
 
 Versioned endpoints live under /v1; the read endpoints of Ryu's ofctl_rest
 (/stats/...) answer in Ryu's own format, so tooling written for Ryu keeps working.
@@ -25,62 +30,29 @@ never causes a 500; anything unexpected is logged and answered 500.
 """
 from __future__ import annotations
 
-import dataclasses
 import hmac
 import json
 import logging
-import os
 import re
 import time
 from typing import NamedTuple, Optional, Protocol
 from urllib.parse import parse_qs
 
-from controller.classifier import (CLASS_OF_MARK, DEFAULT, UNROUTABLE, Classifier, Flow5,
-                                   address_int, commit_actions)
-from controller.compiler import conntrack_zone, own_mac
+from controller.api_routes import (ApiError, PORT32, REASONS, ROUTES, RYU_READS, Route, VERSION,
+                                   bad, check_object, coerce, openapi)
+from controller.api_views import (classify_doc, config_doc, dpid_text, dump_line, flow_class,
+                                  jsonable, port_number, token_of, touches, trace_flow,
+                                  undecided_packet)
+from controller.classifier import Flow5
+from controller.compiler import conntrack_zone
 from controller.conntrack import ConntrackError, parse_id
-from controller.flow import Apply, Flow, Output
-from controller.pipeline import Purpose, purpose_of
+from controller.pipeline import purpose_of
 from controller.switches import Runtime, SwitchState
 from topology.config import ABSENT
-from topology.model import Host, Role, TrafficClass
+from topology.model import Host
 
 LOG = logging.getLogger("socketnet.api")
-
-VERSION = "v1"
 MAX_BODY = 64 * 1024
-
-
-class ApiError(Exception):
-    """An answer other than 200, with what went wrong and (for bad input) the field."""
-
-    def __init__(self, status: int, message: str, field: Optional[str] = None, **extra):
-        super().__init__(message)
-        self.status, self.message, self.field, self.extra = status, message, field, extra
-
-    def body(self) -> dict:
-        return {"error": {"status": self.status, "message": self.message, "field": self.field,
-                          **self.extra}}
-
-
-def bad(field: str, message: str) -> ApiError:
-    return ApiError(400, f"{field}: {message}", field)
-
-
-# --- what the API needs from the switches ---------------------------------------
-
-
-class FlowStat(NamedTuple):
-    """One entry of a switch's flow table with its counters. `flow` is None when
-    socketnet cannot read the entry (a foreign action); `text` then describes it."""
-    flow: Optional[Flow]
-    table: int
-    priority: int
-    cookie: int
-    packets: int
-    bytes: int
-    duration: float
-    text: str = ""
 
 
 class Backend(Protocol):
@@ -96,179 +68,6 @@ class Backend(Protocol):
     def trace(self, bridge: str, flow: str, ct_next: Optional[str] = None,
               ct_mark: Optional[int] = None) -> dict: ...      # see `trace` below
     def audit(self) -> dict: ...
-
-
-# --- routes ----------------------------------------------------------------------
-
-
-class Param(NamedTuple):
-    name: str
-    where: str  # "path" or "query"
-    schema: dict
-    description: str = ""
-
-
-class Route(NamedTuple):
-    method: str
-    path: str  # /v1/switches/{switch}
-    handler: str  # the Api method answering it
-    access: str  # open, read, write
-    summary: str
-    params: tuple = ()
-    body: Optional[dict] = None  # JSON schema of the request body
-    response: dict = {"type": "object"}
-    text: bool = False  # also answers text/plain (format=ofctl)
-
-    @property
-    def regex(self):
-        return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.path) + "$")
-
-
-_SWITCH = Param("switch", "path", {"type": "string"},
-                "bridge name, or datapath id (decimal, 0x-hex or 16 hex digits)")
-_DPID = Param("dpid", "path", {"type": "string"}, "datapath id (decimal or 0x-hex)")
-_CLASSES = [c.value for c in TrafficClass]
-_PURPOSES = [p.label for p in Purpose] + ["foreign"]
-_PROTOS = ["tcp", "udp", "icmp"]
-_NULLSTR = {"type": "string", "nullable": True}
-_PORT16 = {"type": "integer", "minimum": 0, "maximum": 65535}
-_PORT32 = {"type": "integer", "minimum": 0, "maximum": 0xFFFFFFFF}
-_IPV4 = {"type": "string", "format": "ipv4"}
-
-_SWITCH_DOC = {"type": "object", "required": ["dpid", "bridge", "connected"], "properties": {
-    "dpid": {"type": "string"}, "dpid_int": {"type": "integer"}, "bridge": _NULLSTR,
-    "connected": {"type": "boolean"}, "connects": {"type": "integer"},
-    "ports": {"type": "integer"}, "desired_flows": {"type": "integer"},
-    "last_sync": {"type": "number", "nullable": True}, "last_error": _NULLSTR,
-    "last_plan": _NULLSTR}}
-_FLOW_DOC = {"type": "object", "required": ["table", "priority", "cookie", "ofctl"],
-             "properties": {
-                 "table": {"type": "integer"}, "priority": {"type": "integer"},
-                 "cookie": {"type": "string"}, "purpose": _NULLSTR, "class": _NULLSTR,
-                 "match": {"type": "object", "nullable": True}, "packets": {"type": "integer"},
-                 "bytes": {"type": "integer"}, "duration": {"type": "number"},
-                 "ofctl": {"type": "string"}}}
-_CLASSIFY_BODY = {"type": "object", "required": ["src", "dst", "proto"],
-                  "additionalProperties": False, "properties": {
-                      "src": _IPV4, "dst": _IPV4, "proto": {"type": "string", "enum": _PROTOS},
-                      "sport": _PORT16, "dport": _PORT16}}
-_TRACE_BODY = {"type": "object", "required": ["bridge", "in_port", "dst"],
-               "additionalProperties": False, "properties": {
-                   "bridge": {"type": "string"}, "in_port": {"type": "string"},
-                   "proto": {"type": "string", "enum": _PROTOS + ["arp"]},
-                   "src": _IPV4, "dst": _IPV4, "sport": _PORT16, "dport": _PORT16,
-                   "eth_src": {"type": "string"}, "eth_dst": {"type": "string"}}}
-_DECISION_DOC = {"type": "object", "required": ["packet", "class", "rule"], "properties": {
-    "packet": {"type": "string"}, "class": {"type": "string", "enum": _CLASSES},
-    "rule": {"type": "string"}, "overruled": _NULLSTR, "why": _NULLSTR,
-    "mark": {"type": "integer"}, "commit": {"type": "string"}, "path": {"type": "string"}}}
-
-# Ryu's ofctl_rest reads socketnet answers, in Ryu's own format.
-RYU_READS = ("desc", "flow", "aggregateflow", "port", "portdesc", "table", "tablefeatures",
-             "meter", "meterconfig", "meterfeatures")
-_RYU_FLOW_FILTER = {"type": "object", "additionalProperties": False, "properties": {
-    "table_id": {"type": "integer", "minimum": 0, "maximum": 255},
-    "out_port": _PORT32, "out_group": _PORT32,
-    "cookie": {"type": "integer", "minimum": 0}, "cookie_mask": {"type": "integer", "minimum": 0},
-    "priority": {"type": "integer", "minimum": 0, "maximum": 65535},
-    "flags": {"type": "integer", "minimum": 0, "maximum": 65535},
-    "match": {"type": "object"}}}
-
-ROUTES = (
-    Route("GET", "/v1/health", "health", "open", "The process answers",
-          response={"type": "object", "required": ["status"],
-                    "properties": {"status": {"type": "string"}, "uptime": {"type": "number"}}}),
-    Route("GET", "/v1/ready", "ready", "open",
-          "200 when every bridge of the config is connected and in sync, else 503",
-          response={"type": "object", "required": ["ready"],
-                    "properties": {"ready": {"type": "boolean"},
-                                   "bridges": {"type": "object"}}}),
-    Route("GET", "/v1/openapi.json", "openapi_doc", "open", "This document"),
-    Route("GET", "/v1/switches", "switches", "read", "Switches and their connection state",
-          response={"type": "array", "items": _SWITCH_DOC}),
-    Route("GET", "/v1/switches/{switch}", "switch", "read", "One switch", (_SWITCH,),
-          response=_SWITCH_DOC),
-    Route("GET", "/v1/switches/{switch}/flows", "flows", "read",
-          "Flows with counters, as JSON or (format=ofctl) ovs-ofctl lines",
-          (_SWITCH,
-           Param("table", "query", {"type": "integer", "minimum": 0, "maximum": 254}),
-           Param("purpose", "query", {"type": "string", "enum": _PURPOSES},
-                 "the purpose its cookie says"),
-           Param("port", "query", {"type": "string"},
-                 "port name or number: flows matching it as in_port or outputting to it"),
-           Param("class", "query", {"type": "string", "enum": _CLASSES},
-                 "the traffic class the flow carries"),
-           Param("format", "query", {"type": "string", "enum": ["json", "ofctl"]})),
-          response={"type": "object", "required": ["bridge", "flows"],
-                    "properties": {"bridge": _NULLSTR, "dpid": {"type": "string"},
-                                   "flows": {"type": "array", "items": _FLOW_DOC}}},
-          text=True),
-    Route("GET", "/v1/switches/{switch}/ports", "ports", "read",
-          "Ports with their roles and counters", (_SWITCH,),
-          response={"type": "object", "required": ["bridge", "ports"],
-                    "properties": {"bridge": _NULLSTR, "ports": {"type": "array", "items": {
-                        "type": "object", "required": ["name", "number"]}}}}),
-    Route("GET", "/v1/cache", "cache", "read",
-          "Decided connections: the mesh's conntrack zone, with filters",
-          (Param("src", "query", _IPV4), Param("dst", "query", _IPV4),
-           Param("class", "query", {"type": "string", "enum": _CLASSES + ["reply"]},
-                 "its class; reply: a management container's own connection"),
-           Param("proto", "query", {"type": "string", "enum": _PROTOS}),
-           Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 100000})),
-          response={"type": "object", "required": ["entries", "count", "zone"],
-                    "properties": {"entries": {"type": "array"}, "count": {"type": "integer"},
-                                   "zone": {"type": "integer"},
-                                   "counted": {"type": "integer", "nullable": True},
-                                   "drops": {"type": "object", "nullable": True}}}),
-    Route("DELETE", "/v1/cache", "cache_flush", "write",
-          "Flush the mesh's conntrack zone: every connection is decided again (on the "
-          "userspace datapath established TCP connections end)",
-          response={"type": "object", "required": ["deleted"],
-                    "properties": {"deleted": {"type": "integer", "nullable": True}}}),
-    Route("DELETE", "/v1/cache/{entry}", "cache_delete", "write",
-          "Delete one connection from the mesh's conntrack zone",
-          (Param("entry", "path", {"type": "string"},
-                 "an entry id as the list gives it: tcp-SRC-SPORT-DST-DPORT, "
-                 "udp-SRC-SPORT-DST-DPORT or icmp-SRC-DST-ID"),),
-          response={"type": "object", "required": ["deleted"],
-                    "properties": {"deleted": {"type": "string"}}}),
-    Route("POST", "/v1/classify", "classify", "read",
-          "Dry run: how a Netmaker-ingress packet would be classified",
-          body=_CLASSIFY_BODY, response=_DECISION_DOC),
-    Route("POST", "/v1/trace", "trace", "read",
-          "Where a described packet goes through both bridges by the installed tables",
-          body=_TRACE_BODY,
-          response={"type": "object", "required": ["hops", "exits"],
-                    "properties": {"hops": {"type": "array"}, "exits": {"type": "array"},
-                                   "controller": {"type": "array"},
-                                   "drop": {"type": "boolean"}}}),
-    Route("GET", "/v1/audit", "audit", "read",
-          "The isolation matrix (the README\'s N-rules) traced on the live bridges; violations",
-          response={"type": "object", "required": ["ok", "violations"],
-                    "properties": {"ok": {"type": "boolean"}, "packets": {"type": "integer"},
-                                   "violations": {"type": "array"}}}),
-    Route("GET", "/v1/config", "config", "read", "The running config, secrets redacted"),
-    Route("POST", "/v1/reload", "reload", "write",
-          "Re-read the config file the controller runs (validated first; a bad one "
-          "changes nothing)",
-          body={"type": "object", "additionalProperties": False, "properties": {}},
-          response={"type": "object", "required": ["reloaded"],
-                    "properties": {"reloaded": {"type": "string"}}}),
-    # Ryu's ofctl_rest, read endpoints, Ryu's answers.
-    Route("GET", "/stats/switches", "ryu_switches", "read", "Ryu: datapath ids",
-          response={"type": "array", "items": {"type": "integer"}}),
-    *(Route("GET", f"/stats/{what}/{{dpid}}", f"ryu_{what}", "read", f"Ryu: {what}", (_DPID,))
-      for what in RYU_READS),
-    *(Route("POST", f"/stats/{what}/{{dpid}}", f"ryu_{what}_filtered", "read",
-            f"Ryu: {what}, filtered as ofctl_rest filters (match, table_id, out_port, ...)",
-            (_DPID,), body=_RYU_FLOW_FILTER) for what in ("flow", "aggregateflow")),
-    Route("GET", "/stats/port/{dpid}/{port}", "ryu_port_one", "read", "Ryu: one port's stats",
-          (_DPID, Param("port", "path", _PORT32))),
-)
-
-_ERRORS = {400: "Bad input; error.field names it", 401: "Missing or wrong bearer token",
-           403: "No token configured for this endpoint", 404: "Unknown switch, entry or path",
-           503: "A switch or Open vSwitch is unreachable, or not ready"}
 
 
 # --- the application -------------------------------------------------------------
@@ -289,16 +88,6 @@ class Response(NamedTuple):
     headers: tuple = ()
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-            404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
-            415: "Unsupported Media Type", 500: "Internal Server Error",
-            503: "Service Unavailable"}
-
-
-def _dpid_text(dpid: int) -> str:
-    return f"{dpid:016x}"
-
-
 def parse_dpid(text: str, field: str = "switch") -> int:
     """A datapath id: decimal, 0x-hex, or 16 hex digits as OVS prints it."""
     t = text.strip().lower()
@@ -316,22 +105,6 @@ def parse_dpid(text: str, field: str = "switch") -> int:
     if not 0 <= value < 2 ** 64:
         raise ApiError(404, f"no switch {text!r}", field)
     return value
-
-
-def token_of(host: Host) -> Optional[str]:
-    """The bearer token the config points at: token_file's first line, else the
-    environment variable token_env; None when neither gives one."""
-    s = host.settings
-    if s.rest_token_file:
-        try:
-            with open(s.rest_token_file, encoding="utf-8") as f:
-                line = f.readline().strip()
-            if line:
-                return line
-        except OSError as exc:
-            LOG.warning("REST token file %s: %s", s.rest_token_file, exc)
-    value = os.environ.get(s.rest_token_env, "").strip()
-    return value or None
 
 
 class Api:
@@ -355,7 +128,7 @@ class Api:
             payload = str(response.body).encode()
         headers = [("Content-Type", f"{response.content_type}; charset=utf-8"),
                    ("Content-Length", str(len(payload))), *response.headers]
-        start_response(f"{response.status} {_REASONS.get(response.status, '')}", headers)
+        start_response(f"{response.status} {REASONS.get(response.status, '')}", headers)
         return [payload]
 
     def handle(self, environ) -> Response:
@@ -428,7 +201,7 @@ class Api:
             if name not in known:
                 raise bad(name, f"unknown query parameter (this endpoint takes "
                                 f"{', '.join(known) or 'none'})")
-            out[name] = _coerce(name, values[-1], known[name].schema)
+            out[name] = coerce(name, values[-1], known[name].schema)
         return out
 
     @staticmethod
@@ -451,7 +224,7 @@ class Api:
                 raise bad("body", f"not JSON: {exc}") from None
         if not isinstance(body, dict):
             raise bad("body", "must be a JSON object")
-        _check_object(body, route.body)
+        check_object(body, route.body)
         return body
 
     # --- helpers --------------------------------------------------------------
@@ -472,7 +245,7 @@ class Api:
     @staticmethod
     def _connected(state: SwitchState) -> SwitchState:
         if not state.connected:
-            raise ApiError(503, f"switch {state.bridge or _dpid_text(state.dpid)} is not "
+            raise ApiError(503, f"switch {state.bridge or dpid_text(state.dpid)} is not "
                                 "connected", "switch")
         return state
 
@@ -509,7 +282,7 @@ class Api:
 
     @staticmethod
     def _switch_doc(state: SwitchState) -> dict:
-        return {"dpid": _dpid_text(state.dpid), "dpid_int": state.dpid, "bridge": state.bridge,
+        return {"dpid": dpid_text(state.dpid), "dpid_int": state.dpid, "bridge": state.bridge,
                 "connected": state.connected, "connects": state.connects,
                 "ports": len(state.ports), "desired_flows": len(state.desired),
                 "last_sync": state.last_sync or None, "last_error": state.last_error or None,
@@ -526,7 +299,7 @@ class Api:
         q = req.query
         port = None
         if "port" in q:
-            port = _port_number(state, q["port"])
+            port = port_number(state, q["port"])
         names = state.port_names()
         out, lines = [], []
         for stat in self.backend.flow_stats(state.dpid):
@@ -539,9 +312,9 @@ class Api:
             cls = flow_class(stat.flow, purpose)
             if "class" in q and cls != q["class"]:
                 continue
-            if port is not None and not _touches(stat.flow, port):
+            if port is not None and not touches(stat.flow, port):
                 continue
-            line = _dump_line(stat, names)
+            line = dump_line(stat, names)
             lines.append(line)
             out.append({"table": stat.table, "priority": stat.priority,
                         "cookie": f"{stat.cookie:#x}", "purpose": label, "class": cls,
@@ -550,7 +323,7 @@ class Api:
                         "duration": stat.duration, "ofctl": line})
         if q.get("format") == "ofctl":
             return Response(200, "".join(f"{line}\n" for line in lines), "text/plain")
-        return {"bridge": state.bridge, "dpid": _dpid_text(state.dpid), "flows": out}
+        return {"bridge": state.bridge, "dpid": dpid_text(state.dpid), "flows": out}
 
     def ports(self, req):
         state = self._connected(self._state(req.path["switch"]))
@@ -648,7 +421,7 @@ class Api:
         flow = trace_flow(host, bridge.name, body, state)
         result = self.backend.trace(bridge.name, flow)
         doc = {"flow": flow, **result}
-        packet = _undecided_packet(host, bridge.name, flow) if result.get("controller") else None
+        packet = undecided_packet(host, bridge.name, flow) if result.get("controller") else None
         if packet is not None:
             # What the classifier would decide, and the path the connection then takes:
             # the packet-out's packet, tracked (trk,new) with its class's mark.
@@ -676,7 +449,7 @@ class Api:
         if issues:
             raise ApiError(400, f"{path} is invalid; the running config is kept", "config",
                            issues=[{"file": i.file, "path": i.path,
-                                    "value": None if i.value is ABSENT else _jsonable(i.value),
+                                    "value": None if i.value is ABSENT else jsonable(i.value),
                                     "message": i.message, "text": str(i)} for i in issues])
         return {"reloaded": path}
 
@@ -699,7 +472,7 @@ class Api:
         return self._ryu("aggregateflow", req, req.body)
 
     def ryu_port_one(self, req):
-        return self._ryu("port", req, _coerce("port", req.path["port"], _PORT32))
+        return self._ryu("port", req, coerce("port", req.path["port"], PORT32))
 
 
 def _ryu_read(what: str):
@@ -712,300 +485,3 @@ def _ryu_read(what: str):
 
 for _what in RYU_READS:
     setattr(Api, f"ryu_{_what}", _ryu_read(_what))
-
-
-# --- validation ------------------------------------------------------------------------
-
-
-def _coerce(name: str, value: str, schema: dict):
-    if schema.get("type") == "integer":
-        if not re.fullmatch(r"-?[0-9]{1,20}", value):
-            raise bad(name, f"{value!r} is not an integer")
-        value = int(value)
-    _check_value(name, value, schema)
-    return value
-
-
-def _check_value(name: str, value, schema: dict) -> None:
-    kind = schema.get("type")
-    if kind == "integer" and (isinstance(value, bool) or not isinstance(value, int)):
-        raise bad(name, f"{value!r} is not an integer")
-    if kind == "string" and not isinstance(value, str):
-        raise bad(name, f"{value!r} is not a string")
-    if "enum" in schema and value not in schema["enum"]:
-        raise bad(name, f"{value!r} is not one of {', '.join(schema['enum'])}")
-    if "minimum" in schema and value < schema["minimum"]:
-        raise bad(name, f"{value} is below {schema['minimum']}")
-    if "maximum" in schema and value > schema["maximum"]:
-        raise bad(name, f"{value} is above {schema['maximum']}")
-    if schema.get("format") == "ipv4":
-        try:
-            address_int(value)
-        except ValueError:
-            raise bad(name, f"{value!r} is not an IPv4 address") from None
-
-
-def _check_object(body: dict, schema: dict) -> None:
-    props = schema.get("properties", {})
-    for key in body:
-        if key not in props:
-            raise bad(str(key), f"unknown field (expected {', '.join(props)})")
-    for key in schema.get("required", ()):
-        if key not in body:
-            raise bad(key, "required")
-    for key, value in body.items():
-        _check_value(key, value, props[key])
-
-
-def _port_number(state: SwitchState, text: str) -> int:
-    if text in state.ports:
-        return state.ports[text].number
-    if text.upper() == "LOCAL":
-        return 0xFFFFFFFE
-    if text.isdigit() and text.isascii():
-        return int(text)
-    raise bad("port", f"{text!r} is no port of {state.bridge or _dpid_text(state.dpid)}")
-
-
-def _touches(flow: Optional[Flow], port: int) -> bool:
-    if flow is None:
-        return False
-    if flow.match_dict.get("in_port") == port:
-        return True
-    return any(isinstance(a, Output) and a.port == port
-               for i in flow.instructions if isinstance(i, Apply) for a in i.actions)
-
-
-_PURPOSE_CLASS = {Purpose.MANAGEMENT: "management", Purpose.PRIVACY: "privacy",
-                  Purpose.WARP: "privacy", Purpose.DROP: "drop", Purpose.FORGED: "drop",
-                  Purpose.BLOCKED: "drop"}
-
-
-def flow_class(flow: Optional[Flow], purpose: Optional[Purpose]) -> Optional[str]:
-    """The traffic class a flow carries: a class flow's (by the ct_mark it
-    matches); management or privacy forwarding; drop for drops; None for the
-    rest (admission, ARP, the connection tracker)."""
-    if purpose is Purpose.CLASSIFIED and flow is not None:
-        cls = CLASS_OF_MARK.get(flow.match_dict.get("ct_mark"))
-        return cls.value if cls is not None else None
-    if purpose is Purpose.REPLY:
-        return TrafficClass.MANAGEMENT.value
-    return _PURPOSE_CLASS.get(purpose)
-
-
-def _dump_line(stat: FlowStat, names: dict) -> str:
-    """As `ovs-ofctl dump-flows` prints it: the flow with duration and counters."""
-    base = stat.flow.ofctl(names) if stat.flow is not None else stat.text
-    counters = (f"duration={stat.duration:.3f}s, table={stat.table}, "
-                f"n_packets={stat.packets}, n_bytes={stat.bytes},")
-    return base.replace(f"table={stat.table},", counters, 1)
-
-
-_CLASS_REACH = {
-    TrafficClass.PRIVACY: "privacy goes only from a Netmaker peer to a service of the xray "
-                          "client (W1)",
-    TrafficClass.MANAGEMENT: "management goes only to a management container (W5)",
-}
-
-
-def classify_doc(host: Host, body: dict) -> dict:
-    """The classifier's decision for one packet, as the CLI and the API print it."""
-    proto = body["proto"]
-    sport, dport = body.get("sport"), body.get("dport")
-    if proto == "icmp":
-        for name in ("sport", "dport"):
-            if body.get(name) is not None:
-                raise bad(name, "icmp has no ports")
-    elif dport is None:
-        raise bad("dport", f"required with --proto {proto}")
-    classifier = Classifier(host)
-    packet = Flow5.of(body["src"], body["dst"], proto, sport or 0, dport or 0)
-    decision = classifier.decide(packet)
-    zone = conntrack_zone(host, host.mesh)
-    mark = next(m for m, cls in CLASS_OF_MARK.items() if cls is decision.cls)
-    why = None
-    if decision.rule == UNROUTABLE:
-        wanted = {r.name: r.cls for r in classifier.rules}.get(decision.overruled,
-                                                              classifier.default.cls)
-        which = "the default" if decision.overruled == DEFAULT else f"rule {decision.overruled}"
-        why = f"{which} says {wanted}, but {_CLASS_REACH[TrafficClass(wanted)]}"
-    return {"packet": str(packet), "class": str(decision.cls), "rule": decision.rule,
-            "overruled": decision.overruled or None, "why": why, "mark": mark,
-            "commit": ",".join(a.ofctl({}) for a in commit_actions(decision, zone)),
-            "path": class_path(decision.cls)}
-
-
-def _undecided_packet(host: Host, bridge: str, flow: str) -> Optional[dict]:
-    """The classify body of a traced IPv4 packet entering the mesh from the
-    Netmaker uplink (what table 1 hands the controller); None for anything else."""
-    fields = dict(part.partition("=")[::2] for part in flow.split(","))
-    uplink = next((p for p in host.mesh.ports if p.role is Role.NETMAKER_UPLINK), None)
-    if bridge != host.mesh.name or uplink is None or fields.get("in_port") != uplink.name:
-        return None
-    proto = next((p for p in ("tcp", "udp", "icmp") if p in fields), None)
-    if proto is None or "nw_src" not in fields or "nw_dst" not in fields:
-        return None
-    body = {"src": fields["nw_src"], "dst": fields["nw_dst"], "proto": proto}
-    if proto != "icmp":
-        body["sport"] = int(fields.get(f"{proto}_src", 0))
-        body["dport"] = int(fields.get(f"{proto}_dst", 0))
-    return body
-
-
-def class_path(cls: TrafficClass) -> str:
-    """Where table 1 sends a connection of class `cls`, in words."""
-    if cls is TrafficClass.DROP:
-        return "dropped in table 1, with every later packet of the connection"
-    zone = {TrafficClass.PRIVACY: "privacy ingress", TrafficClass.MANAGEMENT: "management"}[cls]
-    return (f"table 1 tags it {zone} and sends it to table 2 (forward), with every later "
-            "packet of the connection")
-
-
-# --- trace -------------------------------------------------------------------------------
-
-_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-BROADCAST = "ff:ff:ff:ff:ff:ff"
-
-
-def trace_flow(host: Host, bridge_name: str, body: dict, state: Optional[SwitchState]) -> str:
-    """The described packet as the flow argument of `ofproto/trace`. MACs left out
-    are filled in as a sender on that port would: its own MAC; the destination
-    container's MAC (on either bridge), else the bridge's gateway (uplink adapter)."""
-    bridge = host.bridge(bridge_name)
-    in_port = body["in_port"]
-    names = {p.name for p in bridge.ports}
-    live = state.ports if state is not None else {}
-    if in_port != "LOCAL" and in_port not in names and in_port not in live:
-        raise bad("in_port", f"{in_port!r} is no port of {bridge_name} (or LOCAL)")
-    for field in ("eth_src", "eth_dst"):
-        if field in body and not _MAC.match(body[field]):
-            raise bad(field, f"{body[field]!r} is not a MAC address")
-    proto = body.get("proto", "tcp")
-    if proto in ("icmp", "arp"):
-        for name in ("sport", "dport"):
-            if name in body:
-                raise bad(name, f"{proto} has no ports")
-
-    def mac_of_port(name):
-        sp = live.get(bridge_name if name == "LOCAL" else name)
-        return own_mac(bridge, name, sp.mac if sp is not None else None)
-
-    src_default = None
-    try:
-        port = bridge.port(in_port)
-        if port.container is not None:
-            src_default = str(port.container.address)
-    except KeyError:
-        pass
-    src = body.get("src") or src_default
-    if src is None:
-        raise bad("src", f"required for a packet entering {in_port}")
-    eth_src = (body.get("eth_src") or mac_of_port(in_port) or "02:00:00:00:00:01").lower()
-    dst = body["dst"]
-    eth_dst = body.get("eth_dst")
-    if eth_dst is None:
-        if proto == "arp":
-            eth_dst = BROADCAST
-        else:
-            # A container's address is answered with its own MAC on every bridge
-            # (table 3's responder), so a sender addresses the owner wherever it is.
-            owner = next((p for b in host.bridges for p in b.ports if p.container is not None
-                          and str(p.container.address) == dst), None)
-            gateway = next((p for p in bridge.ports if p.address is not None
-                            and p.role.value.endswith("uplink")), None)
-            eth_dst = (owner.container.mac if owner else
-                       mac_of_port(gateway.name) if gateway else None) or BROADCAST
-    eth_dst = eth_dst.lower()
-    parts = [f"in_port={in_port}"]
-    if proto == "arp":
-        parts += ["arp", f"dl_src={eth_src}", f"dl_dst={eth_dst}", "arp_op=1",
-                  f"arp_spa={src}", f"arp_tpa={dst}", f"arp_sha={eth_src}",
-                  "arp_tha=00:00:00:00:00:00"]
-    else:
-        parts += [proto, f"dl_src={eth_src}", f"dl_dst={eth_dst}", f"nw_src={src}",
-                  f"nw_dst={dst}"]
-        if proto in ("tcp", "udp"):
-            parts += [f"{proto}_src={body.get('sport', 40000)}",
-                      f"{proto}_dst={body.get('dport', 443)}"]
-        else:
-            parts += ["icmp_type=8", "icmp_code=0"]
-    return ",".join(parts)
-
-
-# --- config ---------------------------------------------------------------------------
-
-
-def _jsonable(value):
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def config_doc(host: Host) -> dict:
-    """The running config as socketnet understood it; the REST token is never shown."""
-    from topology.model import host_document
-
-    settings = {k: _jsonable(v) for k, v in dataclasses.asdict(host.settings).items()}
-    settings["rest_token"] = "<redacted>" if token_of(host) else None
-    c = host.classification
-    return {
-        **host_document(host),
-        "settings": settings,
-        "privacy_blocked": [str(n) for n in host.privacy_blocked],
-        "classification": {
-            "default": str(c.default), "idle_timeout": c.idle_timeout,
-            "conntrack_zone": c.conntrack_zone,
-            "seed_services": c.seed_services,
-            "rules": [{"name": r.name, "class": str(r.cls), "protocol": r.protocol,
-                       "src": [str(n) for n in r.src.iter_cidrs()] if r.src else None,
-                       "dst": [str(n) for n in r.dst.iter_cidrs()] if r.dst else None,
-                       "src_ports": [list(p) for p in r.src_ports],
-                       "dst_ports": [list(p) for p in r.dst_ports]} for r in c.rules],
-            "limits": dataclasses.asdict(c.limits)},
-    }
-
-
-# --- OpenAPI ------------------------------------------------------------------------------
-
-
-def openapi() -> dict:
-    """The OpenAPI 3.0 document of ROUTES."""
-    error = {"type": "object", "required": ["error"], "properties": {"error": {
-        "type": "object", "required": ["status", "message"],
-        "properties": {"status": {"type": "integer"}, "message": {"type": "string"},
-                       "field": {"type": "string", "nullable": True}}}}}
-    paths: dict = {}
-    for r in ROUTES:
-        content = {"application/json": {"schema": r.response}}
-        if r.text:
-            content["text/plain"] = {"schema": {"type": "string"}}
-        responses = {"200": {"description": "OK", "content": content}}
-        codes = [400, 404, 503] if r.access != "open" else []
-        if r.access != "open":
-            codes += [401, 403]
-        if r.handler == "ready":
-            codes = [503]
-        if r.body is not None:
-            codes.append(413)
-        for code in sorted(set(codes)):
-            responses[str(code)] = {"description": _ERRORS.get(code, _REASONS[code]),
-                                    "content": {"application/json": {"schema": error}}}
-        op = {"operationId": r.handler, "summary": r.summary, "responses": responses,
-              "parameters": [{"name": p.name, "in": p.where, "required": p.where == "path",
-                              "schema": p.schema,
-                              **({"description": p.description} if p.description else {})}
-                             for p in r.params]}
-        if r.access != "open":
-            op["security"] = [{"bearer": []}]
-        if r.body is not None:
-            op["requestBody"] = {"required": False,
-                                 "content": {"application/json": {"schema": r.body}}}
-        paths.setdefault(r.path, {})[r.method.lower()] = op
-    return {"openapi": "3.0.3",
-            "info": {"title": "socketnet flow-debug API", "version": VERSION,
-                     "description": __doc__.split("\n\n")[0]},
-            "paths": paths,
-            "components": {"securitySchemes": {"bearer": {"type": "http",
-                                                          "scheme": "bearer"}}}}

@@ -58,7 +58,7 @@ def print_compiled_flows(file: str, bridge: str = None, table: int = None,
     lines (or JSON), filtered as the API filters a switch's. Port numbers are
     assigned in config order from 1, as `socketnet lab` does; on a real switch they
     come from the switch. An unknown bridge, table or port exits 2 naming it."""
-    from controller.api import _touches, flow_class
+    from controller.api_views import flow_class, touches
     from controller.compiler import SwitchPort, compile_bridge
     from controller.pipeline import TABLE_BY_ID, purpose_of
 
@@ -93,7 +93,7 @@ def print_compiled_flows(file: str, bridge: str = None, table: int = None,
             carried = flow_class(f, its)
             if ((table is not None and f.table != table) or (purpose and label != purpose)
                     or (cls and carried != cls) or (number is not None
-                                                    and not _touches(f, number))):
+                                                    and not touches(f, number))):
                 continue
             docs.append({"table": f.table, "priority": f.priority, "cookie": f"{f.cookie:#x}",
                          "purpose": label, "class": carried, "match": f.match_dict,
@@ -401,12 +401,13 @@ def classify(file, src, dst, proto, sport, dport, api_url, token, as_json):
     body = {"src": src, "dst": dst, "proto": proto, "sport": sport, "dport": dport}
     body = {k: v for k, v in body.items() if v is not None}
     if file:
-        from controller import api
+        from controller.api_routes import CLASSIFY_BODY, ApiError, check_object
+        from controller.api_views import classify_doc
         host = load_or_exit(file)
         try:
-            api._check_object(body, api._CLASSIFY_BODY)
-            doc = api.classify_doc(host, body)
-        except api.ApiError as exc:
+            check_object(body, CLASSIFY_BODY)
+            doc = classify_doc(host, body)
+        except ApiError as exc:
             option = f"--{exc.field}" if exc.field else None
             raise click.BadParameter(exc.message.split(": ", 1)[-1], param_hint=option)
     else:

@@ -5,7 +5,9 @@ import json
 
 import pytest
 
-from controller.api import Api, ApiError, FlowStat, ROUTES, openapi
+from controller.api import Api
+from controller.api_routes import ROUTES, ApiError, openapi
+from controller.api_views import FlowStat
 from controller.compiler import SwitchPort, compile_bridge
 from controller.conntrack import Connection
 from controller.switches import Runtime
