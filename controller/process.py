@@ -1,11 +1,16 @@
-"""The controller as a child process, for the lab demo, the tests and bench/.
+"""The controller as a child process: the one class for the labs and worlds, the
+tests and bench/.
 
 `ControllerProcess(config, port).start()` runs `socketnet run` on
-127.0.0.1:PORT, keeps its log, and lets the caller wait on what the controller
-itself reports (listening, a bridge's pipeline in sync) rather than on time.
+127.0.0.1:PORT, keeps its output (through a pipe, or appended to a log file
+with the child in a session of its own so that it outlives its starter, as a
+lab's controllers do), and lets the caller wait on what the controller itself
+reports (listening, a bridge's pipeline in sync) rather than on time.
+`topology.world.Controller` adds a world's names, ports and debugging setup.
 """
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -13,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Optional
 
 # A sync line of the controller log: which bridge, and what was added, deleted, kept.
@@ -35,52 +41,126 @@ def free_port() -> int:
 
 
 class ControllerProcess:
+    """`socketnet run -c CONFIG` on 127.0.0.1:PORT as a child process, its output
+    kept as `lines` (by a reader thread) and waited on.
+
+    `log`: a file the output is appended to, and the child in a session of its
+    own, so that it outlives the process that started it (a lab's controllers);
+    None: a pipe (tests, benches). `metrics_port`, `rest_port`: where its
+    listeners go unless `extra_args` names them (default: free ports, chosen at the
+    first start and kept across restarts). `env`: added to its environment."""
+
     def __init__(self, config: str, port: Optional[int] = None, log_level: str = "info",
-                 extra_args: tuple = ()):
+                 extra_args: tuple = (), log: Optional[str] = None,
+                 metrics_port: Optional[int] = None, rest_port: Optional[int] = None):
         self.config = config
         self.port = port or free_port()
         self.log_level = log_level
         self.extra_args = tuple(extra_args)
+        self.log = log
+        self.env: dict = {}
         self.proc: Optional[subprocess.Popen] = None
         self.lines: list = []
         self.listening: dict = {}  # --metrics-listen / --rest-listen -> HOST:PORT
+        self._ports = {"--metrics-listen": metrics_port, "--rest-listen": rest_port}
         self._changed = threading.Condition()
+        self._reader: Optional[threading.Thread] = None
 
     @property
     def target(self) -> str:
         return f"tcp:127.0.0.1:{self.port}"
 
     @property
+    def marker(self) -> str:
+        """What its command line holds and no other controller's does."""
+        return f"--ofp-listen 127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.proc.pid if self.proc else None
+
+    @property
     def metrics_url(self) -> str:
-        return f"http://{self.listening['--metrics-listen']}/metrics"
+        return f"http://{self._listen('--metrics-listen')}/metrics"
 
     @property
     def rest_url(self) -> str:
-        return f"http://{self.listening['--rest-listen']}"
+        return f"http://{self._listen('--rest-listen')}"
 
-    def start(self, timeout: float = 20.0) -> "ControllerProcess":
-        # Every listener on a port of its own, so that instances run side by side.
-        listeners = []
-        for option in ("--metrics-listen", "--rest-listen"):
+    def _listen(self, option: str) -> str:
+        if option not in self.listening:  # every listener on a port of its own
             if option in self.extra_args:
                 self.listening[option] = self.extra_args[self.extra_args.index(option) + 1]
             else:
-                self.listening[option] = f"127.0.0.1:{free_port()}"
-                listeners += [option, self.listening[option]]
+                self.listening[option] = f"127.0.0.1:{self._ports[option] or free_port()}"
+        return self.listening[option]
+
+    def spawn(self) -> "ControllerProcess":
+        """Start it; `wait_listening` waits for it to listen."""
+        listeners = []
+        for option in ("--metrics-listen", "--rest-listen"):
+            address = self._listen(option)
+            if option not in self.extra_args:
+                listeners += [option, address]
         cmd = run_argv(self.config, self.port, "--log-level", self.log_level, *listeners,
                        *self.extra_args)
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1)
-        self._reader = threading.Thread(target=self._read, daemon=True)
+        env = {**os.environ, **self.env}
+        self._after = self.mark()
+        if self.log is None:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                         text=True, bufsize=1, stdin=subprocess.DEVNULL,
+                                         env=env)
+            target = self._read
+        else:  # from the checkout, whoever starts it and wherever
+            offset = os.path.getsize(self.log) if os.path.exists(self.log) else 0
+            with open(self.log, "ab") as out:
+                self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL, env=env,
+                                             start_new_session=True,
+                                             cwd=str(Path(__file__).resolve().parents[1]))
+            target = lambda: self._tail(offset)  # noqa: E731
+        self._reader = threading.Thread(target=target, daemon=True)
         self._reader.start()
-        self.wait_for("socketnet listening", timeout)
         return self
+
+    def wait_listening(self, timeout: float = 20.0) -> None:
+        self.wait_for("socketnet listening", timeout, self._after)
+
+    def start(self, timeout: float = 20.0) -> "ControllerProcess":
+        self.spawn()
+        self.wait_listening(timeout)
+        return self
+
+    def _add(self, line: str) -> None:
+        with self._changed:
+            self.lines.append(line)
+            self._changed.notify_all()
 
     def _read(self):
         for line in self.proc.stdout:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
+            self._add(line.rstrip("\n"))
+        with self._changed:
+            self._changed.notify_all()
+
+    def _tail(self, offset: int):
+        """The log file from `offset` on, line by line, until the child has exited
+        and everything it wrote is read."""
+        proc, partial = self.proc, ""
+        with open(self.log, errors="replace") as f:
+            f.seek(offset)
+            while True:
+                done = proc.poll() is not None
+                chunk = f.read()
+                if chunk:
+                    *complete, partial = (partial + chunk).split("\n")
+                    for line in complete:
+                        self._add(line)
+                elif done:
+                    break
+                else:
+                    time.sleep(0.05)
+        if partial:
+            self._add(partial)
         with self._changed:
             self._changed.notify_all()
 
@@ -139,6 +219,9 @@ class ControllerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
+        finally:
+            if self._reader is not None:
+                self._reader.join(5)  # the rest of what it printed
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)

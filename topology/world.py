@@ -59,7 +59,7 @@ import yaml
 from netaddr import IPNetwork
 from pyroute2 import IPRoute, netns
 
-from controller.process import SYNC_LINE, free_port, run_argv
+from controller.process import SYNC_LINE, ControllerProcess, free_port
 from topology.config import SEED_CONFIG, load_host
 from topology.host import plan
 from topology.host_apply import HostSystem, apply, read_state
@@ -94,22 +94,17 @@ class WorldError(RuntimeError):
 # --------------------------------------------------------------------------- controller
 
 
-class Controller:
-    """`socketnet run` as a detached child (a session of its own, its output in a log
-    file), so it outlives the command that started it; waited on through its log."""
+class Controller(ControllerProcess):
+    """A world's controller, named by its node: a ControllerProcess with a log file
+    (it outlives the command that started it) and fixed ports (kept across
+    restarts), made ready to debug (`debuggable`)."""
 
     def __init__(self, label: str, config: str, log: str, port: Optional[int] = None):
+        super().__init__(config, port, log=log, metrics_port=free_port(), rest_port=free_port())
         self.label = label
-        self.config = config
-        self.log = log
-        self.port = port or free_port()
-        self.metrics_port = free_port()
-        self.rest_port = free_port()
-        self.proc: Optional[subprocess.Popen] = None
         # Ready to debug: where ovs-vswitchd's control socket will be (a link the
         # world makes once its Open vSwitch runs) and the REST token, in the
         # environment the controller reads them from (unless its config names them).
-        self.env: dict = {}
         self.token_file: Optional[str] = None
         self.ovs_ctl: Optional[str] = None
 
@@ -128,96 +123,9 @@ class Controller:
             f.write(token + "\n")
         self.env[settings.rest_token_env] = token
 
-    @property
-    def target(self) -> str:
-        return f"tcp:127.0.0.1:{self.port}"
-
-    @property
-    def marker(self) -> str:
-        return f"--ofp-listen 127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> Optional[int]:
-        return self.proc.pid if self.proc else None
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
-
-    @property
-    def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.rest_port}"
-
-    def mark(self) -> int:
-        try:
-            return os.path.getsize(self.log)
-        except FileNotFoundError:
-            return 0
-
-    def text(self, after: int = 0) -> str:
-        try:
-            with open(self.log, errors="replace") as f:
-                f.seek(after)
-                return f.read()
-        except FileNotFoundError:
-            return ""
-
-    def spawn(self) -> "Controller":
-        after = self.mark()
-        cmd = run_argv(self.config, self.port,
-                       "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
-                       "--rest-listen", f"127.0.0.1:{self.rest_port}")
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True,
-                                         cwd=str(Path(__file__).resolve().parents[1]),
-                                         env={**os.environ, **self.env})
-        self._after = after
-        return self
-
-    def wait_listening(self, timeout: float = 20.0) -> None:
-        self._wait(lambda text: "socketnet listening" in text, "to listen", timeout,
-                   self._after)
-
-    def start(self, timeout: float = 20.0) -> "Controller":
-        self.spawn()
-        self.wait_listening(timeout)
-        return self
-
-    def _wait(self, ok, what: str, timeout: float, after: int):
-        def check():
-            text = self.text(after)
-            result = ok(text)
-            if result:
-                return result
-            if self.proc is not None and self.proc.poll() is not None:
-                raise WorldError(f"controller {self.label} exited {self.proc.returncode} "
-                                 f"before {what}:\n{self.tail()}")
-            return None
-        try:
-            return wait_until(check, timeout, f"controller {self.label} {what}", interval=0.05)
-        except TimeoutError as e:
-            raise WorldError(f"{e}\n{self.tail()}") from None
-
     def wait_synced(self, bridges: Sequence[str], timeout: float = SYNC_TIMEOUT,
                     after: int = 0) -> dict:
-        """{bridge: counts} once every bridge reported its pipeline in sync after log
-        offset `after`."""
-        def synced(text):
-            found = {m["bridge"]: {k: int(m[k]) for k in ("add", "delete", "unchanged")}
-                     for m in SYNC_LINE.finditer(text) if m["bridge"] in bridges}
-            return found if set(found) >= set(bridges) else None
-        return self._wait(synced, f"sync of {', '.join(bridges)}", timeout, after)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            stop_process(self.proc.pid, self.marker, timeout=10)
-        self.proc.wait()
-
-    def tail(self, n: int = 30) -> str:
-        return "\n".join(self.text().splitlines()[-n:])
+        return super().wait_synced(bridges, timeout, after)
 
 
 # --------------------------------------------------------------------------- node2
