@@ -81,13 +81,14 @@ class ControllerProcess:
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{self._listen('--metrics-listen')}/metrics"
+        return f"http://{self.listen_address('--metrics-listen')}/metrics"
 
     @property
     def rest_url(self) -> str:
-        return f"http://{self._listen('--rest-listen')}"
+        return f"http://{self.listen_address('--rest-listen')}"
 
-    def _listen(self, option: str) -> str:
+    def listen_address(self, option: str) -> str:
+        """HOST:PORT of `--metrics-listen` or `--rest-listen`."""
         if option not in self.listening:  # every listener on a port of its own
             if option in self.extra_args:
                 self.listening[option] = self.extra_args[self.extra_args.index(option) + 1]
@@ -99,7 +100,7 @@ class ControllerProcess:
         """Start it; `wait_listening` waits for it to listen."""
         listeners = []
         for option in ("--metrics-listen", "--rest-listen"):
-            address = self._listen(option)
+            address = self.listen_address(option)
             if option not in self.extra_args:
                 listeners += [option, address]
         cmd = run_argv(self.config, self.port, "--log-level", self.log_level, *listeners,

@@ -52,12 +52,12 @@ NOT_ON_THE_KERNEL_DATAPATH = {
         "under emulation the guest's CPU is what would be flooded (the meter's own "
         "test runs)",
     "tests/integration/test_healing.py":
-        "its outages that differ with the datapath (the Netmaker interface and warp0 "
-        "re-created as kernel WireGuard, ovs-vswitchd restarted, boots in three orders) "
-        "run here in test_units_systemd, healed by the shipped unit under systemd; the "
-        "rest (30 s away, a config reload, five boot orders, nothing else touched) is "
-        "the watcher's logic, the same on either datapath, and would add ~9 min of "
-        "emulated time",
+        "what differs with the datapath runs here in test_units_systemd: after a power "
+        "cut the Netmaker interface and warp0 are made anew as kernel WireGuard "
+        "interfaces and the kernel datapath's ports come back, healed by the shipped "
+        "unit under systemd; the rest (each interface alone, 30 s away, a config reload, "
+        "five boot orders, nothing else touched) is the watcher's logic, the same on "
+        "either datapath, and would add ~9 min of emulated time",
     "tests/integration/test_lab_cli.py":
         "`socketnet lab` as separate processes, two worlds side by side: the command's "
         "process handling, whose world test_world runs on the kernel datapath",
