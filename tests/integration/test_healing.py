@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 import urllib.request
+from typing import Optional
 
 import pytest
 
@@ -69,23 +70,23 @@ class HostWatch:
         for line in self.proc.stdout:
             self.lines.append(line.rstrip("\n"))
 
-    def metric(self, name: str, labels: str = ""):
+    def _scrape(self) -> Optional[str]:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
                                         timeout=2) as r:
-                text = r.read().decode()
+                return r.read().decode()
         except OSError:
             return None
-        m = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", text, flags=re.M)
+
+    def metric(self, name: str, labels: str = ""):
+        m = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", self._scrape() or "",
+                      flags=re.M)
         return float(m.group(1)) if m else None
 
     def heals(self) -> float:
-        """socketnet_host_heals_total, every trigger's."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
-                                        timeout=2) as r:
-                text = r.read().decode()
-        except OSError:
+        """socketnet_host_heals_total, every trigger's (NaN when not scraped)."""
+        text = self._scrape()
+        if text is None:
             return float("nan")
         return sum(float(v) for v in re.findall(r"^socketnet_host_heals_total\{[^}]*\} (\S+)$",
                                                  text, flags=re.M))

@@ -23,7 +23,6 @@ watcher killed comes back by itself.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -40,7 +39,6 @@ CONFIG = "/etc/socketnet/host.yaml"  # the units' own path
 UNITS = "/run/systemd/system"  # runtime units: gone with the guest
 WRAPPER = "/usr/local/bin/socketnet"  # what `pip install .` would put there
 CONTROLLER, WATCHER = "socketnet.service", "socketnet-host.service"
-METRICS_PORT = 9642  # the watcher's default, in the host's own namespace
 
 
 def systemctl(*args, check=True) -> subprocess.CompletedProcess:
@@ -77,8 +75,7 @@ def _install(world) -> None:
                   "ExecStart=\n"
                   f"ExecStart={WRAPPER} host watch -c {CONFIG} --ovs-db unix:{lab.ovs.db_sock} "
                   f"--datapath-type {lab.ovs.datapath} --warp-address {world.warp_address} "
-                  f"--controller {ctl.target} --interval 1 "
-                  f"--metrics-listen 127.0.0.1:{METRICS_PORT}\n"),
+                  f"--controller {ctl.target} --interval 1\n"),
     }
     for unit, text in dropins.items():
         shutil.copy(DEPLOY / unit, os.path.join(UNITS, unit))
@@ -100,42 +97,13 @@ def _uninstall() -> None:
     systemctl("reset-failed", CONTROLLER, WATCHER, check=False)
 
 
-class UnitWatch:
-    """socketnet-host.service seen as test_healing sees its watcher: its journal's
-    lines, its metrics (served in the host's namespace, read there), stop."""
-
-    def __init__(self, world):
-        self.world = world
-
-    @property
-    def lines(self) -> list:
-        return journal(WATCHER).splitlines()
-
-    def _metrics(self) -> str:
-        got = self.world.exec("host", "socat", "-T5", "-", f"TCP:127.0.0.1:{METRICS_PORT}",
-                              input="GET /metrics HTTP/1.0\r\n\r\n", timeout=20)
-        return got.stdout if got.returncode == 0 else ""
-
-    def metric(self, name: str, labels: str = ""):
-        m = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", self._metrics(),
-                      flags=re.M)
-        return float(m.group(1)) if m else None
-
-    def heals(self) -> float:
-        return sum(float(v) for v in re.findall(r"^socketnet_host_heals_total\{[^}]*\} (\S+)$",
-                                                 self._metrics(), flags=re.M))
-
-    def stop(self) -> None:
-        systemctl("stop", WATCHER)
-
-    def status(self) -> int:
-        """`socketnet host status` in the host: 0 when it matches the config."""
-        lab, ctl = self.world.lab, self.world.controllers["host"]
-        return self.world.exec(
-            "host", WRAPPER, "host", "status", "-c", CONFIG, "--ovs-db",
-            f"unix:{lab.ovs.db_sock}", "--datapath-type", lab.ovs.datapath,
-            "--warp-address", self.world.warp_address, "--controller", ctl.target,
-            timeout=120).returncode
+def host_status(world) -> int:
+    """`socketnet host status` in the host: 0 when it matches the config."""
+    lab, ctl = world.lab, world.controllers["host"]
+    return world.exec("host", WRAPPER, "host", "status", "-c", CONFIG, "--ovs-db",
+                      f"unix:{lab.ovs.db_sock}", "--datapath-type", lab.ovs.datapath,
+                      "--warp-address", world.warp_address, "--controller", ctl.target,
+                      timeout=120).returncode
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +119,7 @@ def world(tmp_path_factory):
         w.stop_controller("host")  # socketnet.service takes its place, same ports
         _install(w)
         systemctl("start", CONTROLLER, WATCHER)
-        w.watch = UnitWatch(w)
-        wait_until(lambda: w.watch.status() == 0, HEAL_WAIT,
+        wait_until(lambda: host_status(w) == 0, HEAL_WAIT,
                    "the units to make the host as the config says")
         yield w
     finally:
@@ -181,7 +148,7 @@ ORDERS = (("units", "openvswitch", "netclient", "wg-quick"),
 @pytest.mark.parametrize("order", ORDERS, ids="-".join)
 def test_a_boot_under_systemd_comes_up_fail_closed(world, order):
     seconds, rounds = _boot(world, order, _step, lambda: systemctl("stop", CONTROLLER, WATCHER))
-    wait_until(lambda: world.watch.status() == 0, HEAL_WAIT, "the host matching its config")
+    wait_until(lambda: host_status(world) == 0, HEAL_WAIT, "the host matching its config")
     for unit in (CONTROLLER, WATCHER):
         assert systemctl("is-active", unit, check=False).stdout.strip() == "active", unit
     healed = journal(WATCHER)
@@ -198,5 +165,5 @@ def test_the_watcher_killed_is_restarted_by_systemd(world):
                .stdout.strip() == "active", HEAL_WAIT, "systemd to start the watcher again")
     from topology.host import RoutingIds
     world.exec("host", "ip", "route", "flush", "table", str(RoutingIds().mesh_adapter_in()))
-    wait_until(lambda: world.watch.status() == 0, HEAL_WAIT,
+    wait_until(lambda: host_status(world) == 0, HEAL_WAIT,
                "the restarted watcher to heal a table flushed behind its back")
