@@ -46,13 +46,12 @@ class ControllerProcess:
 
     `log`: a file the output is appended to, and the child in a session of its
     own, so that it outlives the process that started it (a lab's controllers);
-    None: a pipe (tests, benches). `metrics_port`, `rest_port`: where its
-    listeners go unless `extra_args` names them (default: free ports, chosen at the
-    first start and kept across restarts). `env`: added to its environment."""
+    None: a pipe (tests, benches). Its metrics and REST listeners go where
+    `extra_args` says, else on free ports chosen at the first start and kept
+    across restarts. `env`: added to its environment."""
 
     def __init__(self, config: str, port: Optional[int] = None, log_level: str = "info",
-                 extra_args: tuple = (), log: Optional[str] = None,
-                 metrics_port: Optional[int] = None, rest_port: Optional[int] = None):
+                 extra_args: tuple = (), log: Optional[str] = None):
         self.config = config
         self.port = port or free_port()
         self.log_level = log_level
@@ -62,7 +61,6 @@ class ControllerProcess:
         self.proc: Optional[subprocess.Popen] = None
         self.lines: list = []
         self.listening: dict = {}  # --metrics-listen / --rest-listen -> HOST:PORT
-        self._ports = {"--metrics-listen": metrics_port, "--rest-listen": rest_port}
         self._changed = threading.Condition()
         self._reader: Optional[threading.Thread] = None
 
@@ -93,7 +91,7 @@ class ControllerProcess:
             if option in self.extra_args:
                 self.listening[option] = self.extra_args[self.extra_args.index(option) + 1]
             else:
-                self.listening[option] = f"127.0.0.1:{self._ports[option] or free_port()}"
+                self.listening[option] = f"127.0.0.1:{free_port()}"
         return self.listening[option]
 
     def spawn(self) -> "ControllerProcess":

@@ -59,7 +59,7 @@ import yaml
 from netaddr import IPNetwork
 from pyroute2 import IPRoute, netns
 
-from controller.process import SYNC_LINE, ControllerProcess, free_port
+from controller.process import SYNC_LINE, ControllerProcess
 from topology.config import SEED_CONFIG, load_host
 from topology.host import plan
 from topology.host_apply import HostSystem, apply, read_state
@@ -96,11 +96,10 @@ class WorldError(RuntimeError):
 
 class Controller(ControllerProcess):
     """A world's controller, named by its node: a ControllerProcess with a log file
-    (it outlives the command that started it) and fixed ports (kept across
-    restarts), made ready to debug (`debuggable`)."""
+    (it outlives the command that started it), made ready to debug (`debuggable`)."""
 
     def __init__(self, label: str, config: str, log: str, port: Optional[int] = None):
-        super().__init__(config, port, log=log, metrics_port=free_port(), rest_port=free_port())
+        super().__init__(config, port, log=log)
         self.label = label
         # Ready to debug: where ovs-vswitchd's control socket will be (a link the
         # world makes once its Open vSwitch runs) and the REST token, in the
