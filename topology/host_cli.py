@@ -179,9 +179,12 @@ def watch_command(file, datapath_type, warp_address, controller, netns, ovs_db, 
     from topology.host_watch import Watcher
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: "
                                                    "%(message)s")
-    _load(file)  # a bad file at start: exit 2 with every issue
-    watcher = Watcher(file, _system(netns, ovs_db), datapath_type, warp_address, controller,
-                      interval=interval)
+    try:  # a bad file at start: exit 2 with every issue
+        watcher = Watcher(file, _system(netns, ovs_db), datapath_type, warp_address,
+                          controller, interval=interval)
+    except configmod.ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_INVALID)
     if metrics_listen:
         from prometheus_client import start_http_server
         address, _, port = metrics_listen.rpartition(":")
