@@ -6,8 +6,15 @@ reply back into a Flow, so the reconciler can compare what the switch holds with
 what the compiler wants, value for value. Only socketnet's subset of OpenFlow
 (controller/flow.py) round-trips; anything else raises FlowError, and the
 reconciler treats such a flow as foreign to its desired set.
+
+The sync sequence's other values (controller/sync.py) go the same way: the
+requests of its steps are built here, and their replies read back into plain
+values (SwitchPorts, MeterConfigs, SwitchFlows); a role Claim becomes a role
+request and a meter change a meter-mod.
 """
 from __future__ import annotations
+
+import logging
 
 from os_ken.ofproto import nx_actions  # noqa: F401  (registers NXActionRegMove)
 from os_ken.ofproto import ofproto_v1_3 as ofp
@@ -15,6 +22,12 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from controller.flow import (CT, OFPP_CONTROLLER, Apply, Controller, Flow, FlowError, Goto,
                              Meter, Move, Output, SetField, WriteMetadata)
+from controller.compiler import SwitchPort
+from controller.pipeline import COOKIE_MASK, COOKIE_PREFIX, owns
+from controller.reconcile import MeterConfig, SwitchFlows, Unreadable
+from controller.role import Claim
+
+LOG = logging.getLogger("socketnet.pipeline")
 
 _MOVE_BITS = {"eth_src": 48, "eth_dst": 48, "arp_sha": 48, "arp_tha": 48,
               "arp_spa": 32, "arp_tpa": 32}
@@ -159,3 +172,100 @@ def from_stats(stat, instructions: bool = True) -> Flow:
                      stat.cookie, idle_timeout=stat.idle_timeout,
                      hard_timeout=stat.hard_timeout,
                      send_flow_removed=bool(stat.flags & ofp.OFPFF_SEND_FLOW_REM))
+
+
+def flow_changes(datapath, unreadable, delete, add) -> list:
+    """The flow-mods of one sync's bundle, in its order: strict deletes of the
+    unreadable entries and of the flows in `delete`, then adds of those in `add`."""
+    return ([delete_stat(datapath, u.entry) for u in unreadable]
+            + [flow_mod(datapath, f, DELETE_STRICT) for f in delete]
+            + [flow_mod(datapath, f, ADD) for f in add])
+
+
+def flow_stats_request(datapath) -> parser.OFPFlowStatsRequest:
+    """Every flow under socketnet's cookie prefix, of every table."""
+    return parser.OFPFlowStatsRequest(datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                      COOKIE_PREFIX, COOKIE_MASK, parser.OFPMatch())
+
+
+def switch_flows(replies) -> SwitchFlows:
+    """The flow-stats replies as SwitchFlows: the entries socketnet owns that it
+    can read; those whose instructions it cannot (as Flows without them); those
+    of which even the match is unreadable."""
+    installed, foreign, unreadable = [], [], []
+    for reply in replies:
+        for stat in reply.body:
+            if not owns(stat.cookie):
+                continue
+            try:
+                installed.append(from_stats(stat))
+            except FlowError as exc:
+                LOG.debug("unreadable flow in table %d: %s", stat.table_id, exc)
+                try:
+                    foreign.append(from_stats(stat, instructions=False))
+                except FlowError:
+                    unreadable.append(Unreadable(stat.table_id, stat))
+    return SwitchFlows(tuple(installed), tuple(foreign), tuple(unreadable))
+
+
+# --- ports -------------------------------------------------------------------
+
+_PORT_REASONS = {ofp.OFPPR_ADD: "added", ofp.OFPPR_DELETE: "deleted",
+                 ofp.OFPPR_MODIFY: "modified"}
+
+
+def port(desc) -> SwitchPort:
+    """The SwitchPort an OFPPort (of a port-desc reply or a port-status) describes."""
+    name = desc.name.decode("utf-8", "replace") if isinstance(desc.name, bytes) else desc.name
+    return SwitchPort(desc.port_no, name.rstrip("\0"), desc.hw_addr.lower())
+
+
+def port_desc_request(datapath) -> parser.OFPPortDescStatsRequest:
+    return parser.OFPPortDescStatsRequest(datapath, 0)
+
+
+def ports(replies) -> list:
+    """The port-desc replies' ports, in the switch's order."""
+    return [port(d) for reply in replies for d in reply.body]
+
+
+def port_status(msg) -> tuple:
+    """(SwitchPort, "added" | "deleted" | "modified") of an OFPPortStatus."""
+    return port(msg.desc), _PORT_REASONS.get(msg.reason, str(msg.reason))
+
+
+# --- roles -------------------------------------------------------------------
+
+
+def role_request(datapath, claim: Claim) -> parser.OFPRoleRequest:
+    role = ofp.OFPCR_ROLE_MASTER if claim.master else ofp.OFPCR_ROLE_SLAVE
+    return parser.OFPRoleRequest(datapath, role, claim.generation)
+
+
+def stale_role(error) -> bool:
+    """Whether an OFPErrorMsg (or None) refuses a role claim as stale."""
+    return error is not None and (error.type, error.code) == (ofp.OFPET_ROLE_REQUEST_FAILED,
+                                                              ofp.OFPRRFC_STALE)
+
+
+# --- meters ------------------------------------------------------------------
+
+_METER_COMMANDS = {"add": ofp.OFPMC_ADD, "modify": ofp.OFPMC_MODIFY}
+
+
+def meter_config_request(datapath) -> parser.OFPMeterConfigStatsRequest:
+    return parser.OFPMeterConfigStatsRequest(datapath, 0, ofp.OFPM_ALL)
+
+
+def meter_configs(replies) -> list:
+    """The meter-config replies as MeterConfigs (their first band); a meter
+    without bands is left out."""
+    return [MeterConfig(cfg.meter_id, cfg.bands[0].rate, cfg.bands[0].burst_size, cfg.flags)
+            for reply in replies for cfg in reply.body if cfg.bands]
+
+
+def meter_mod(datapath, command: str, meter: MeterConfig) -> parser.OFPMeterMod:
+    """Add or modify (`command`) `meter`: one band that drops above its rate."""
+    band = parser.OFPMeterBandDrop(rate=meter.rate, burst_size=meter.burst)
+    return parser.OFPMeterMod(datapath, _METER_COMMANDS[command], meter.flags, meter.meter_id,
+                              [band])

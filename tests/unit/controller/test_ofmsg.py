@@ -1,11 +1,17 @@
-"""Flow values survive the trip through os-ken's OpenFlow 1.3 encoding and back."""
+"""Flow values survive the trip through os-ken's OpenFlow 1.3 encoding and back;
+the sync's roles, meters, ports and flow reads are encoded and read as values."""
+import struct
+
 import pytest
 from os_ken.ofproto import ofproto_parser, ofproto_v1_3 as ofp
 
 from controller import ofmsg
+from controller.compiler import SwitchPort
 from controller.flow import (ETH_TYPE_ARP, ETH_TYPE_IP, IPPROTO_UDP, OFPP_IN_PORT, Apply,
                              Controller, Flow, Goto, Meter, Move, Output, SetField,
                              WriteMetadata)
+from controller.reconcile import PACKET_METER_FLAGS, MeterConfig
+from controller.role import Claim
 
 
 class _Datapath:
@@ -66,3 +72,91 @@ def test_register_moves_read_back_under_their_nxm_names_are_the_same_moves():
     answered = parser.NXActionRegMove(src_field="arp_sha_nxm", dst_field="arp_tha_nxm",
                                       n_bits=48)
     assert ofmsg._decode_action(answered) == Move("arp_sha", "arp_tha")
+
+
+def _parsed(msg):
+    msg.set_xid(9)
+    msg.serialize()
+    version, msg_type, length, xid = ofproto_parser.header(msg.buf)
+    return ofproto_parser.msg(_Datapath(), version, msg_type, length, xid, bytes(msg.buf))
+
+
+class _Reply:
+    def __init__(self, body):
+        self.body = body
+
+
+def _serialized(msg):
+    """`msg`, encoded (os-ken parses no controller-to-switch message of these kinds)."""
+    msg.set_xid(9)
+    msg.serialize()
+    return msg
+
+
+def test_a_claim_becomes_a_role_request_with_its_generation():
+    master = _serialized(ofmsg.role_request(_Datapath(), Claim(True, 1_700_000_000_123)))
+    slave = _serialized(ofmsg.role_request(_Datapath(), Claim(False, 8)))
+    assert bytes(master.buf[8:]) == struct.pack("!I4xQ", ofp.OFPCR_ROLE_MASTER,
+                                                1_700_000_000_123)
+    assert (master.role, master.generation_id) == (ofp.OFPCR_ROLE_MASTER, 1_700_000_000_123)
+    assert (slave.role, slave.generation_id) == (ofp.OFPCR_ROLE_SLAVE, 8)
+
+
+def test_only_a_role_request_failed_stale_error_is_stale():
+    from os_ken.ofproto import ofproto_v1_3_parser as parser
+    stale = parser.OFPErrorMsg(_Datapath(), ofp.OFPET_ROLE_REQUEST_FAILED, ofp.OFPRRFC_STALE)
+    other = parser.OFPErrorMsg(_Datapath(), ofp.OFPET_ROLE_REQUEST_FAILED, ofp.OFPRRFC_BAD_ROLE)
+    assert ofmsg.stale_role(stale) and not ofmsg.stale_role(other)
+    assert not ofmsg.stale_role(None)
+
+
+def test_the_packet_meter_flags_are_open_flows():
+    assert PACKET_METER_FLAGS == ofp.OFPMF_PKTPS | ofp.OFPMF_BURST | ofp.OFPMF_STATS
+
+
+def test_a_meter_change_becomes_a_meter_mod_with_one_drop_band():
+    meter = MeterConfig(2, 1000, 200)
+    for command, code in (("add", ofp.OFPMC_ADD), ("modify", ofp.OFPMC_MODIFY)):
+        mod = _serialized(ofmsg.meter_mod(_Datapath(), command, meter))
+        assert bytes(mod.buf[8:16]) == struct.pack("!HHI", code, PACKET_METER_FLAGS, 2)
+        assert (mod.command, mod.flags, mod.meter_id) == (code, PACKET_METER_FLAGS, 2)
+        (band,) = mod.bands
+        assert (band.type, band.rate, band.burst_size) == (ofp.OFPMBT_DROP, 1000, 200)
+
+
+def test_meter_configs_read_back_their_first_band_and_leave_bandless_ones_out():
+    from os_ken.ofproto import ofproto_v1_3_parser as parser
+    held = parser.OFPMeterConfigStats(PACKET_METER_FLAGS, 1,
+                                      [parser.OFPMeterBandDrop(rate=50, burst_size=10)])
+    bare = parser.OFPMeterConfigStats(PACKET_METER_FLAGS, 3, [])
+    assert ofmsg.meter_configs([_Reply([held, bare])]) == [MeterConfig(1, 50, 10)]
+
+
+def test_the_switchs_flows_are_sorted_into_readable_foreign_and_unreadable():
+    from os_ken.ofproto import ofproto_v1_3_parser as parser
+    readable = _parsed(ofmsg.flow_mod(_Datapath(), FLOWS[0]))
+    foreign = _parsed(ofmsg.flow_mod(_Datapath(), FLOWS[1]))
+    foreign.instructions = [parser.OFPInstructionActions(ofp.OFPIT_WRITE_ACTIONS, [])]
+    unreadable = _parsed(ofmsg.flow_mod(_Datapath(), FLOWS[5]))
+    unreadable.match = parser.OFPMatch(vlan_vid=5)
+    theirs = _parsed(ofmsg.flow_mod(_Datapath(), FLOWS[5]))
+    theirs.cookie = 0x1234
+    held = ofmsg.switch_flows([_Reply([readable, foreign]), _Reply([unreadable, theirs])])
+    assert held.installed == (FLOWS[0],)
+    assert held.foreign == (Flow.make(1, 100, dict(FLOWS[1].match), (), FLOWS[1].cookie),)
+    assert [(u.table, u.entry) for u in held.unreadable] == [(0, unreadable)]
+    mods = ofmsg.flow_changes(_Datapath(), held.unreadable, (FLOWS[1],), (FLOWS[0],))
+    assert [m.command for m in mods] == [ofp.OFPFC_DELETE_STRICT, ofp.OFPFC_DELETE_STRICT,
+                                         ofp.OFPFC_ADD]
+    assert mods[0].match is unreadable.match
+
+
+def test_a_port_status_reads_as_a_switch_port_and_its_reason():
+    from os_ken.ofproto import ofproto_v1_3_parser as parser
+    desc = parser.OFPPort(port_no=3, hw_addr="02:AA:00:00:00:03", name=b"veth200\0\0",
+                          config=0, state=0, curr=0, advertised=0, supported=0, peer=0,
+                          curr_speed=0, max_speed=0)
+    for reason, said in ((ofp.OFPPR_ADD, "added"), (ofp.OFPPR_DELETE, "deleted"),
+                         (ofp.OFPPR_MODIFY, "modified")):
+        status = parser.OFPPortStatus(_Datapath(), reason=reason, desc=desc)
+        assert ofmsg.port_status(status) == (SwitchPort(3, "veth200", "02:aa:00:00:00:03"), said)

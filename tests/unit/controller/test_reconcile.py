@@ -1,7 +1,8 @@
-"""Reconciliation plans: unchanged flows untouched, foreign cookies left alone."""
+"""Reconciliation plans: unchanged flows untouched, foreign cookies left alone; meters
+added when missing, modified when different, and never deleted."""
 from controller.flow import Apply, Flow, Output
 from controller.pipeline import Purpose
-from controller.reconcile import plan
+from controller.reconcile import MeterConfig, plan, plan_meters
 
 OURS = Purpose.MANAGEMENT.cookie
 
@@ -49,3 +50,29 @@ def test_unreadable_entry_of_ours_is_replaced_when_wanted_and_deleted_otherwise(
     stray = Flow.make(2, 9, {"metadata": 9}, (), OURS)
     p = plan([wanted], [], foreign=[Flow.make(2, 1, {"metadata": 1}, (), OURS), stray])
     assert p.add == (wanted,) and p.delete == (stray,)
+
+
+def test_meters_held_as_desired_need_no_change():
+    want = [MeterConfig(1, 1000, 200), MeterConfig(2, 1000, 200)]
+    p = plan_meters(want, list(reversed(want)))
+    assert p.empty and p.changes() == () and p.unchanged == 2
+
+
+def test_a_missing_meter_is_added_and_a_different_one_modified_in_meter_order():
+    p = plan_meters([MeterConfig(1, 1000, 200), MeterConfig(2, 1000, 200)],
+                    [MeterConfig(1, 500, 200)])
+    assert p.add == (MeterConfig(2, 1000, 200),) and p.modify == (MeterConfig(1, 1000, 200),)
+    assert p.changes() == (("modify", MeterConfig(1, 1000, 200)),
+                           ("add", MeterConfig(2, 1000, 200)))
+
+
+def test_a_meter_with_other_flags_or_burst_is_modified():
+    want = MeterConfig(1, 1000, 200)
+    assert plan_meters([want], [MeterConfig(1, 1000, 200, flags=0x1)]).modify == (want,)
+    assert plan_meters([want], [MeterConfig(1, 1000, 100)]).modify == (want,)
+
+
+def test_a_meter_not_wanted_is_left_alone_and_reported():
+    p = plan_meters([MeterConfig(1, 1000, 200)],
+                    [MeterConfig(1, 1000, 200), MeterConfig(7, 10, 10)])
+    assert p.empty and p.extra == (7,)
