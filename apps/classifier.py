@@ -14,7 +14,7 @@ through ovs-vswitchd's control socket when it can reach it (`dpctl/ct-set-limits
 Open vSwitch 3.1 has no OVSDB column for it).
 
 For /metrics (apps/metrics.py) it counts packet-ins, commits, decisions by class
-and the time of each decision.
+and the time of each decision, in the ClassifierCounts it gives the Runtime.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from controller.classifier import (MARKS, RETRIES, Classifier, DecisionCache, Dr
 from controller.compiler import conntrack_zone
 from controller.pipeline import CLASSIFY, Purpose
 from controller.switches import Runtime
-from controller.telemetry import CLASSIFICATION_BUCKETS, Buckets
+from controller.telemetry import ClassifierCounts
 from controller.vswitchd import VswitchdUnreachable
 from topology.model import TrafficClass
 
@@ -83,15 +83,10 @@ class ClassifierApp(app_manager.OSKenApp):
         self.events = hub.Queue(queue)  # os-ken's default is 128, waiting when full
         self._events_sem = hub.BoundedSemaphore(queue)
         self.runtime.decision_cache = self.cache
-        self.decided = {cls.value: 0 for cls in TrafficClass}
         self._xids = itertools.count(1)
         self._sent = [None] * RECENT_XIDS  # (xid, Flow5) of the last decisions, by xid
-        # For /metrics: counters, the decision latency, and the class of each of the
-        # newest decisions (never more than the cache may hold).
-        self.packet_ins = 0
-        self.flow_mods = 0
-        self.commits = 0
-        self.latency = Buckets(CLASSIFICATION_BUCKETS)
+        self.counts = ClassifierCounts()  # for /metrics
+        self.runtime.classifier_counts = self.counts
         # Answers not sent yet: written to the switch in one go once no packet-in is
         # waiting (or BATCH of them), rather than one socket write each.
         self._out, self._out_dp = [], None
@@ -143,7 +138,8 @@ class ClassifierApp(app_manager.OSKenApp):
 
     def _decide(self, ev):
         started = time.perf_counter()
-        self.packet_ins += 1
+        counts = self.counts
+        counts.packet_ins += 1
         msg = ev.msg
         if msg.table_id != CLASSIFY.id or msg.cookie != MISS_COOKIE:
             return
@@ -160,7 +156,7 @@ class ClassifierApp(app_manager.OSKenApp):
             block = ofmsg.flow_mod(msg.datapath, source_block_flow(flow5.src, seconds, self.zone))
             block.xid = self._xid(flow5)  # rare (one per source over its cap): os-ken packs it
             msg.datapath.send_msg(block)
-            self.flow_mods += 1
+            counts.flow_mods += 1
             return
         if verdict is Verdict.NOT_HELD:
             LOG.warning("%s: committed %d times, the connection does not stay in zone %d "
@@ -169,15 +165,15 @@ class ClassifierApp(app_manager.OSKenApp):
         if not verdict.admitted:
             return
         decision = self.classifier.decide(flow5)
-        self.decided[decision.cls.value] += 1
+        counts.decided[decision.cls.value] += 1
         drop = decision.cls is TrafficClass.DROP
         if drop:
             cache.count_drop(decision.drop_reason)
         self._queue(msg.datapath, fastpath.pack_commit(
             self._xid(flow5), msg.match["in_port"], msg.data, self.zone,
             _MARK[decision.cls], send_on=not drop))
-        self.commits += 1
-        self.latency.observe(time.perf_counter() - started)
+        counts.commits += 1
+        counts.latency.observe(time.perf_counter() - started)
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     def _on_error(self, ev):

@@ -59,6 +59,8 @@ class Runtime:
         self._on_host = []  # callables(host), told of every new host model
         # The classifier app's DecisionCache, for the REST API's counts (None until it starts).
         self.decision_cache = None
+        # Its ClassifierCounts (controller.telemetry), for /metrics (None until it starts).
+        self.classifier_counts = None
         # Config loads, for /metrics: the first one and every reload.
         self.config_loads = {"success": 0, "failure": 0}
         self.config_loaded_at = 0.0  # time.time() the running config was taken on

@@ -3,7 +3,12 @@ import random
 
 import pytest
 
-from controller.telemetry import Buckets, Totals
+from controller.classifier import MARKS
+from controller.flow import Flow
+from controller.pipeline import CLASSIFY, Purpose
+from controller.telemetry import (ERROR_TYPES, BridgeStats, Buckets, TableCounters, Totals,
+                                  class_counts, flow_sets, stats_of)
+from topology.model import TrafficClass
 
 
 def test_buckets_are_cumulative_and_end_with_inf():
@@ -104,3 +109,94 @@ def test_a_removal_seen_before_any_poll_still_counts():
     totals.removed(7, 700)
     totals.observe(0, 0)
     assert totals.packets == 7
+
+
+# --- what a bridge's polls taught ------------------------------------------------
+
+
+def test_error_types_are_openflow_1_3s_as_os_ken_numbers_them():
+    from os_ken.ofproto import ofproto_v1_3 as ofp
+
+    assert ERROR_TYPES == {getattr(ofp, n): n[len("OFPET_"):].lower().replace("_", "-")
+                           for n in dir(ofp) if n.startswith("OFPET_")}
+
+
+def test_a_poll_asks_for_the_desired_flows_sets_and_on_the_mesh_the_reactive_ones():
+    desired = [Flow.make(2, 10, {}, (), Purpose.PRIVACY.cookie),
+               Flow.make(0, 10, {}, (), Purpose.ADMIT.cookie),
+               Flow.make(0, 20, {"in_port": 1}, (), Purpose.ADMIT.cookie),
+               Flow.make(0, 30, {}, (), 0x1234)]  # not socketnet's: no set
+    assert flow_sets(desired, is_mesh=False) == [(0, Purpose.ADMIT), (2, Purpose.PRIVACY)]
+    assert flow_sets(desired, is_mesh=True) == [(0, Purpose.ADMIT), (CLASSIFY.id, Purpose.BLOCKED),
+                                                (2, Purpose.PRIVACY)]
+
+
+def test_class_counts_sum_the_flows_of_each_class_mark_and_no_other():
+    privacy, drop = int(MARKS[TrafficClass.PRIVACY]), int(MARKS[TrafficClass.DROP])
+    entries = [(Flow.make(CLASSIFY.id, 10, {"ct_mark": privacy}), 4, 400),
+               (Flow.make(CLASSIFY.id, 11, {"ct_mark": privacy}), 1, 100),
+               (Flow.make(CLASSIFY.id, 10, {"ct_mark": drop}), 2, 20),
+               (Flow.make(CLASSIFY.id, 10, {"ct_mark": (privacy, 0xF)}), 50, 50),  # masked
+               (Flow.make(CLASSIFY.id, 10, {}), 60, 60)]
+    assert class_counts(entries) == {TrafficClass.PRIVACY: [5, 500],
+                                     TrafficClass.MANAGEMENT: [0, 0],
+                                     TrafficClass.DROP: [2, 20]}
+
+
+def test_the_meshs_class_flows_read_back_from_the_switch_count_one_class_each(seed_host):
+    """What apps/metrics.py does with a flow-stats reply: each entry through
+    ofmsg.from_stats; every class has exactly its own flow."""
+    from os_ken.ofproto import ofproto_parser, ofproto_v1_3_parser
+
+    from controller import ofmsg
+    from controller.compiler import compile_bridge
+
+    class Datapath:
+        ofproto, ofproto_parser, id = ofproto_v1_3_parser.ofproto, ofproto_v1_3_parser, 1
+
+    classified = [f for f in compile_bridge(seed_host, "mesh", {})
+                  if f.cookie == Purpose.CLASSIFIED.cookie]
+    entries = []
+    for i, flow in enumerate(classified):
+        msg = ofmsg.flow_mod(Datapath(), flow)
+        msg.set_xid(1)
+        msg.serialize()
+        header = ofproto_parser.header(msg.buf)
+        parsed = ofproto_parser.msg(Datapath(), *header, bytes(msg.buf))
+        entries.append((ofmsg.from_stats(parsed, instructions=False), 10 ** i, 1))
+    counts = class_counts(entries)
+    assert sorted(p for p, _ in counts.values()) == sorted(10 ** i for i in range(len(entries)))
+    assert len(entries) == len(TrafficClass)
+
+
+def test_bridge_stats_keep_the_pipelines_tables_and_any_that_holds_flows():
+    stats = BridgeStats()
+    stats.observe_tables({CLASSIFY.id: TableCounters(0, 5, 0), 9: TableCounters(3, 1, 1),
+                          200: TableCounters(0, 7, 0)})
+    assert sorted(stats.tables) == [CLASSIFY.id, 9]
+
+
+def test_bridge_stats_count_errors_by_type_from_0_and_unknown_types_as_other():
+    stats = BridgeStats()
+    assert set(stats.errors) == set(ERROR_TYPES.values())
+    assert not any(stats.errors.values())
+    stats.error(4)
+    stats.error(4)
+    stats.error(77)
+    assert stats.errors["bad-match"] == 2
+    assert stats.errors["other"] == 1
+
+
+def test_a_removed_flow_counts_to_its_purpose_and_a_foreign_cookie_to_none():
+    stats = BridgeStats()
+    stats.flow_removed(CLASSIFY.id, Purpose.BLOCKED.cookie, 3, 300)
+    stats.flow_removed(CLASSIFY.id, 0x99, 5, 500)
+    assert list(stats.flows) == [(CLASSIFY.id, Purpose.BLOCKED)]
+    assert stats.flow_totals(CLASSIFY.id, Purpose.BLOCKED).packets == 3
+
+
+def test_stats_of_keeps_one_bridge_stats_per_name():
+    bridges = {}
+    first = stats_of(bridges, "mesh")
+    assert stats_of(bridges, "mesh") is first
+    assert list(bridges) == ["mesh"]
