@@ -26,7 +26,7 @@ import textwrap
 from controller.compiler import SwitchPort, compile_bridge
 from controller.flow import CT, ETH_TYPE_IP, IPPROTO_TCP, Apply, Flow
 from controller.pipeline import Mark
-from topology.lab import HOST, Lab
+from topology.labs.lab import HOST, Lab
 from topology.model import Role
 
 PEER = "10.101.0.5"

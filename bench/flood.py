@@ -2,7 +2,7 @@
 
     sudo .venv/bin/python -m bench.flood [--seconds 20] [--tries 12] [--compare policing|share]
 
-Runs the same flood twice, each in a fresh world of the seed (topology/world.py).
+Runs the same flood twice, each in a fresh world of the seed (topology/labs/world.py).
 `--compare policing` (the default): first with host apply's `netmaker_new` chain
 emptied (ingress_rate and ingress_per_source 0: what a host without the policing
 has), then with the config's policing. `--compare share`: policing on both
@@ -169,7 +169,7 @@ class HealthAsker:
 
 def policing(world, on: bool) -> None:
     """Load host apply's nftables for the world's host, its policing on or off."""
-    from topology.host import nft_script
+    from topology.host.nft import nft_script
     host = world.host
     if not on:
         limits = replace(host.classification.limits, ingress_rate=0, ingress_per_source=0,
@@ -308,7 +308,7 @@ def main(argv=None) -> int:
                              "share: policing on, decisions of sources not known uncapped, "
                              "then capped at the seed's cached_unknown")
     args = parser.parse_args(argv)
-    from topology.world import World
+    from topology.labs.world import World
     started = time.monotonic()
     results = []
     with tempfile.TemporaryDirectory(prefix="snflood-") as tmp:

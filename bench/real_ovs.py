@@ -1,6 +1,6 @@
 """Part (a): new-flow setups on real Open vSwitch, in labs of the seed's bridges.
 
-Every phase runs in a fresh lab (topology/lab.py: a private userspace Open
+Every phase runs in a fresh lab (topology/labs/lab.py: a private userspace Open
 vSwitch, the containers in network namespaces), so that none inherits another's
 flows or connections; each is offered the same traffic: TCP SYNs of new 5-tuples
 from Netmaker peers to the xray client's service, sent with AF_PACKET into the
@@ -66,9 +66,9 @@ from typing import Optional
 from bench import processes
 from bench.stats import percentile
 from controller.compiler import conntrack_zone
-from topology.lab import HOST, Lab
+from topology.labs.lab import HOST, Lab
+from topology.labs.ovs import OvsError
 from topology.model import Host, Role
-from topology.ovs import OvsError
 from topology.system import wait_until
 
 WARMUP = 0.5

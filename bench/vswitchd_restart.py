@@ -22,7 +22,7 @@ from pathlib import Path
 from controller.compiler import packet_in_meters
 from controller.process import ControllerProcess
 from topology.config import load_host
-from topology.lab import Lab
+from topology.labs.lab import Lab
 
 SEED = str(Path(__file__).resolve().parents[1] / "topology" / "seed.yaml")
 _SYNC_MS = re.compile(r"pipeline in sync \((\d+) to add.*\) in ([\d.]+) ms")

@@ -23,8 +23,8 @@ from controller.cli_api import COMMANDS as API_COMMANDS
 from controller.cli_api import EXIT_INVALID, load_or_exit
 from topology import config as configmod
 from topology.config import SEED_CONFIG
-from topology.host_cli import host as host_group
-from topology.lab_cli import lab as lab_group
+from topology.host.cli import host as host_group
+from topology.labs.cli import lab as lab_group
 from topology.model import host_document
 
 
@@ -173,7 +173,7 @@ def demo(file, name):
     """The main job: the config's host as a lab in network namespaces, with
     socketnet attached, a short show of what gets through and what is dropped,
     then the lab stays up until Ctrl-C. Needs root and Open vSwitch."""
-    from topology.demo import run_demo
+    from topology.labs.demo import run_demo
 
     load_or_exit(file)  # refuse a bad config before building anything
     run_demo(file, name)

@@ -135,7 +135,7 @@ def _client(api_url, token) -> ApiClient:
     root = click.get_current_context().find_root()
     lab = root.params.get("lab")
     if lab and not api_url:
-        from topology.lab_cli import lab_api
+        from topology.labs.cli import lab_api
         api_url, lab_token = lab_api(lab, root.params.get("lab_state_dir"))
         token = token or lab_token
     return ApiClient(api_url or DEFAULT_API, token)

@@ -3,7 +3,7 @@ it) into a TraceResult, one trace per bridge followed over the veths between
 bridges into a TracePath, and `dpif/show`'s port lines.
 
 Pure text: no switch, no process. The API's trace (`controller/vswitchd.py`,
-`controller/explain.py`) and the labs' (`topology/ovs.py`) both read through it.
+`controller/explain.py`) and the labs' (`topology/labs/ovs.py`) both read through it.
 """
 from __future__ import annotations
 

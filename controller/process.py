@@ -6,7 +6,7 @@ tests and bench/.
 with the child in a session of its own so that it outlives its starter, as a
 lab's controllers do), and lets the caller wait on what the controller itself
 reports (listening, a bridge's pipeline in sync) rather than on time.
-`topology.world.Controller` adds a world's names, ports and debugging setup.
+`topology.labs.nodes.Controller` adds a world's names, ports and debugging setup.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ waiting on a condition, a command in a network namespace, a process by its PID
 (alive, its command line, stopped only if it is still the one started), and
 whether a process's namespace has a socket listening.
 
-No Open vSwitch here (`topology/ovs.py`), nothing socketnet-specific: the
+No Open vSwitch here (`topology/labs/ovs.py`), nothing socketnet-specific: the
 shared ground under the host's provisioning and the labs.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fixtures for tests against real Open vSwitch labs (topology/lab.py).
+"""Fixtures for tests against real Open vSwitch labs (topology/labs/lab.py).
 
 These tests need root, Open vSwitch and iproute2. Without them every test here is
 skipped with the reason, except under CI (CI=true), where a missing prerequisite is
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from topology.ovs import lab_wireguard, schema_path
+from topology.labs.ovs import lab_wireguard, schema_path
 from topology.system import binary
 
 from tests.conftest import SEED_YAML, unavailable  # noqa: F401 (SEED_YAML: for the tests)
@@ -104,7 +104,7 @@ def lab_name() -> str:
 @pytest.fixture
 def make_lab(seed_host):
     """Factory for labs torn down after the test: `make_lab()` or `make_lab(host)`."""
-    from topology.lab import Lab
+    from topology.labs.lab import Lab
     labs = []
 
     def make(host=None):

@@ -18,7 +18,7 @@ import yaml
 from controller.conntrack import parse_dump
 from controller.pipeline import Mark, Purpose
 from topology.config import load_host
-from topology.lab import HOST
+from topology.labs.lab import HOST
 from topology.system import wait_until
 
 from tests.integration.conftest import SEED_YAML

@@ -26,7 +26,7 @@ UNKNOWN_CAP = 8_000
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     require(*WIREGUARD, "nft", "sysctl")
-    from topology.world import World
+    from topology.labs.world import World
     # The seed, its stats polled every second, one peer's WireGuard datagrams held
     # below what this lab's wireguard-go decrypts (LAB_PEER_RATE), and the flood's
     # share of the switch filled within the flood (the meter lets 1,000 packet-ins

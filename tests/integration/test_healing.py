@@ -1,6 +1,6 @@
 """A host that heals itself (`socketnet host watch`), in the seed's whole world.
 
-One world per module (topology.world) and one `socketnet host watch` for its
+One world per module (topology.labs.world) and one `socketnet host watch` for its
 host, in the host's netns, on the world's config. The interfaces socketnet
 routes between are taken away and made again as netclient and wg-quick do when
 they restart (the same WireGuard keys and peers, a new interface): no command is
@@ -127,8 +127,9 @@ def _not_socketnets(world) -> dict:
     own counters (they count)."""
     import json
 
-    from topology.host import NFT_TABLES, RoutingIds
-    from topology.host_watch import watched_interfaces
+    from topology.host.nft import NFT_TABLES
+    from topology.host.routing import RoutingIds
+    from topology.host.watch import watched_interfaces
 
     ids = RoutingIds()
     ours_tables = {str(t) for t in ids.tables}
@@ -160,7 +161,7 @@ def _not_socketnets(world) -> dict:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     require(*WIREGUARD, "nft", "sysctl", "socat")
-    from topology.world import World
+    from topology.labs.world import World
     labs = tmp_path_factory.mktemp("labs")
     config = labs / "host.yaml"  # a copy: one test changes it
     config.write_text(SEED_YAML.read_text())
@@ -188,7 +189,7 @@ def test_netlink_events_are_read_to_the_last_one_queued():
 
     from pyroute2 import netns as pyroute2_netns
 
-    from topology.host_watch import Events
+    from topology.host.watch import Events
     name = f"sn-{unique_lab_name()}-ev"
     pyroute2_netns.create(name)
     try:
@@ -218,7 +219,7 @@ class Probes:
     """The N-rules, probed with real packets every 0.2 s until stopped."""
 
     def __init__(self, world):
-        from topology.world import VPS, VPS_PORT
+        from topology.labs.world import VPS, VPS_PORT
         self.world, self.broken = world, []
         self.vps_seen = len(world.vps_connections())
         gateway, mcp = _gateway(world), world.host.mesh.containers[0]
@@ -246,7 +247,7 @@ class Probes:
     def finish(self) -> list:
         self.stop.set()
         self.thread.join(20)
-        from topology.world import WARP_EXIT
+        from topology.labs.world import WARP_EXIT
         over_netmaker = [c for c in self.world.vps_connections()[self.vps_seen:]
                          if c[0] == str(_gateway(self.world).address)]
         return self.broken + [f"the VPS saw the gateway over Netmaker: {c}"
@@ -259,14 +260,14 @@ def _w1(world) -> bool:
 
 
 def _w5(world) -> bool:
-    from topology.world import VECTOR_DB_PORT
+    from topology.labs.nodes import VECTOR_DB_PORT
     mcp = world.host.mesh.containers[0]
     vdb = world.node2_host.mesh.containers[0]
     return world.talk(mcp.id, str(vdb.address), VECTOR_DB_PORT, timeout=1)[0]
 
 
 def _w4(world) -> bool:
-    from topology.world import VPS, VPS_PORT
+    from topology.labs.world import VPS, VPS_PORT
     return world.talk(_gateway(world).id, VPS, VPS_PORT, timeout=1)[0]
 
 
@@ -483,7 +484,8 @@ def _power_off(world, stop_units=None) -> None:
     is not socketnet's (it is the operator's business to make it again).
     `stop_units`: what stops socketnet's own processes (default: the module's
     watcher and the world's controller)."""
-    from topology.host import NFT_TABLES, RoutingIds
+    from topology.host.nft import NFT_TABLES
+    from topology.host.routing import RoutingIds
     if stop_units is not None:
         stop_units()
     else:
@@ -568,7 +570,7 @@ def test_host_status_says_what_differs_and_exits_0_when_nothing(world):
     # (exit 1); the watcher, let go on, heals it from the netlink event it missed.
     import signal
     from pyroute2 import IPRoute
-    from topology.host import RoutingIds
+    from topology.host.routing import RoutingIds
     table = RoutingIds().tables[0]
     with IPRoute(netns=lab.ns("host")) as ipr:
         routes = [r for r in ipr.get_routes(table=table) if r.get_attr("RTA_DST")]

@@ -1,5 +1,5 @@
 """`socketnet host apply` against a scratch network namespace and a private Open
-vSwitch (topology.ovs.OvsInstance): the first apply builds the seed host, a second
+vSwitch (topology.labs.ovs.OvsInstance): the first apply builds the seed host, a second
 changes nothing, --dry-run changes nothing, and the glue routes as the routed design needs.
 
 nm-privacy and warp0 are tun devices here (layer 3, like WireGuard, no process
@@ -15,10 +15,11 @@ import pytest
 from click.testing import CliRunner
 
 from topology.config import load_host
-from topology.host import HostState, plan
-from topology.host_apply import HostSystem, apply, read_state
-from topology.host_cli import host as host_group
-from topology.ovs import OvsInstance, lab_datapath
+from topology.host.apply import HostSystem, apply, read_state
+from topology.host.cli import host as host_group
+from topology.host.plan import plan
+from topology.host.state import HostState
+from topology.labs.ovs import OvsInstance, lab_datapath
 from topology.system import wait_until
 
 from tests.integration.conftest import SEED_YAML, require, unique_lab_name

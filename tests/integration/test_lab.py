@@ -1,4 +1,4 @@
-"""The lab itself (topology/lab.py, topology/ovs.py): real bridges, real namespaces,
+"""The lab itself (topology/labs/lab.py, topology/labs/ovs.py): real bridges, real namespaces,
 real packets between them, and traces that name ports. No controller here: flows are
 written by hand with ovs-ofctl. Every packet stays inside namespaces the lab made."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ import socket
 import pytest
 from pyroute2 import netns
 
-from topology.lab import Lab, LabError
-from topology.ovs import lab_datapath
+from topology.labs.lab import Lab, LabError
+from topology.labs.ovs import lab_datapath
 from topology.system import process_alive, wait_until
 
 MESH_NUMBERS = {"mesh-gw": 1, "to-privacy": 2, "veth200": 3, "veth201": 4}

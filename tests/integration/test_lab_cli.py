@@ -13,8 +13,8 @@ import sys
 import pytest
 from pyroute2 import netns
 
+from topology.labs.record import group_members
 from topology.system import process_alive, process_cmdline
-from topology.world import group_members
 
 from tests.integration.conftest import SEED_YAML, WIREGUARD, require, unique_lab_name
 

@@ -156,7 +156,7 @@ class Monitored:
 def monitored():
     require("prometheus", "promtool")
     from topology.config import load_host
-    from topology.lab import Lab
+    from topology.labs.lab import Lab
 
     workdir = Path(tempfile.mkdtemp(prefix="socketnet-metrics-"))
     config = lab_config(workdir)

@@ -9,7 +9,7 @@ import time
 import yaml
 
 from controller.pipeline import PACKET_IN_METER
-from topology.lab import HOST
+from topology.labs.lab import HOST
 from topology.system import wait_until
 
 from tests.integration.conftest import SEED_YAML

@@ -26,7 +26,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 def live(seed_host, integration_prerequisites, tmp_path_factory):
     """(lab, controller, API base URL); the controller runs a copy of the seed's
     config (`controller.config`), which reload tests may break and restore."""
-    from topology.lab import Lab
+    from topology.labs.lab import Lab
     lab = Lab(seed_host, unique_lab_name()).up()
     # Where this lab's ovs-vswitchd listens, as the config says it (rest.ovs_ctl).
     data = yaml.safe_load(SEED_YAML.read_text())

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from topology.lab import HOST
+from topology.labs.lab import HOST
 
 from controller.pipeline import Mark
 from topology.system import wait_until

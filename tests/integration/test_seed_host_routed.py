@@ -13,11 +13,11 @@ import subprocess
 import pytest
 from pyroute2 import IPRoute, netns
 
-from topology.host import plan
-from topology.host_apply import HostSystem, apply, read_state
-from topology.ovs import lab_datapath
+from topology.host.apply import HostSystem, apply, read_state
+from topology.host.plan import plan
+from topology.labs.ovs import lab_datapath
+from topology.labs.wireguard import WgEnd, WireGuardLink
 from topology.system import wait_until
-from topology.wireguard import WgEnd, WireGuardLink
 
 from tests.integration.conftest import WIREGUARD, require, unique_lab_name
 

@@ -109,7 +109,7 @@ def host_status(world) -> int:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     require(*WIREGUARD, "nft", "sysctl", "socat", "systemctl", "journalctl")
-    from topology.world import World
+    from topology.labs.world import World
     os.makedirs(os.path.dirname(CONFIG), mode=0o755, exist_ok=True)
     shutil.copy(SEED_YAML, CONFIG)
     os.chmod(CONFIG, 0o644)  # socketnet.service runs as a dynamic user
@@ -163,7 +163,7 @@ def test_the_watcher_killed_is_restarted_by_systemd(world):
     wait_until(lambda: systemctl("show", "-p", "MainPID", "--value", WATCHER).stdout.strip()
                not in ("0", before) and systemctl("is-active", WATCHER, check=False)
                .stdout.strip() == "active", HEAL_WAIT, "systemd to start the watcher again")
-    from topology.host import RoutingIds
+    from topology.host.routing import RoutingIds
     world.exec("host", "ip", "route", "flush", "table", str(RoutingIds().mesh_adapter_in()))
     wait_until(lambda: host_status(world) == 0, HEAL_WAIT,
                "the restarted watcher to heal a table flushed behind its back")

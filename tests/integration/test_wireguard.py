@@ -1,4 +1,4 @@
-"""topology.wireguard: real WireGuard (wireguard-go + wg) between network namespaces,
+"""topology.labs.wireguard: real WireGuard (wireguard-go + wg) between network namespaces,
 with the seed's interface names in each namespace and machine-unique control names."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from pyroute2 import IPRoute, netns
 
 from topology.kind import netlink_kind
+from topology.labs.wireguard import WgEnd, WireGuardLink, control_socket
 from topology.model import Kind
 from topology.system import process_alive
-from topology.wireguard import WgEnd, WireGuardLink, control_socket
 
 from tests.integration.conftest import WIREGUARD, require, unique_lab_name
 

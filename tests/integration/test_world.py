@@ -1,4 +1,4 @@
-"""The seed's whole world, end to end, with socketnet attached (topology.world).
+"""The seed's whole world, end to end, with socketnet attached (topology.labs.world).
 
 One world per module: the host (its own Open vSwitch, containers 100, 102, 200, 201,
 host apply), the droplet, node2 (its own Open vSwitch, socketnet and vector DB) and
@@ -17,8 +17,8 @@ import uuid
 
 import pytest
 
+from topology.labs.ovs import lab_datapath, lab_wireguard
 from topology.model import Role
-from topology.ovs import lab_datapath, lab_wireguard
 from topology.system import wait_until
 
 from tests.integration.conftest import SEED_YAML, WIREGUARD, report, require, unique_lab_name
@@ -33,7 +33,7 @@ DROPLET = "10.101.0.5"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     require(*WIREGUARD, "nft", "sysctl")
-    from topology.world import World
+    from topology.labs.world import World
     w = World(str(SEED_YAML), unique_lab_name(),
               state_root=str(tmp_path_factory.mktemp("labs")))
     w.up()
@@ -193,7 +193,7 @@ def test_a_users_session_reaches_the_vps_from_the_warp_exit_never_over_netmaker(
     """W1 in over Netmaker to the xray client, W2 out through WARP (SNAT to
     172.16.0.2, the only source the WARP end accepts, then the WARP exit's own
     address), W3 the reply back to the droplet over Netmaker."""
-    from topology.world import VPS, VPS_PORT, WARP_EXIT
+    from topology.labs.world import VPS, VPS_PORT, WARP_EXIT
     before = settled(world)
     fresh = Leaks(world, new_exits=True)  # exits that start connections: no stray late packets
     marker = f"user session {uuid.uuid4().hex[:8]}"
@@ -215,7 +215,7 @@ def test_a_users_session_reaches_the_vps_from_the_warp_exit_never_over_netmaker(
 
 def test_the_gateway_container_reaches_the_vps_through_warp(world):
     """W4."""
-    from topology.world import VPS, VPS_PORT, WARP_EXIT
+    from topology.labs.world import VPS, VPS_PORT, WARP_EXIT
     before = settled(world)
     fresh = Leaks(world, new_exits=True)
     reply = session(world, "100", VPS, VPS_PORT, "gateway")
@@ -243,7 +243,7 @@ def test_mcp_and_the_vector_db_on_node2_reach_each_other_over_netmaker(world):
 
 
 def test_management_reaches_the_vps_over_netmaker_and_never_through_warp(world):
-    from topology.world import VPS_PORT
+    from topology.labs.world import VPS_PORT
     # Exits counted as new connections only: a late retransmission of an earlier
     # test's WARP session is not this session's.
     before = settled(world, new_exits=True)
@@ -297,7 +297,7 @@ def assert_refused(world, probes, must_not_send):
 
 
 def test_n1_management_never_reaches_vmbr0_or_warp(world):
-    from topology.world import VPS, VPS_PORT, WARP_END
+    from topology.labs.world import VPS, VPS_PORT, WARP_END
     probes = [tcp("200", XRAY, XRAY_PORT), ping("200", XRAY), ping("201", GATEWAY),
               tcp("201", GATEWAY, 3128), ping("200", "10.0.0.1"), tcp("200", VPS, VPS_PORT),
               ping("201", VPS), ping("200", WARP_END)]
@@ -373,7 +373,7 @@ def test_n8_forged_sources_get_nowhere(world):
     """A management container claiming the xray client's or another container's
     address; Netmaker ingress claiming a local container's address (the droplet
     sends from it: WireGuard's allowed-ips and socketnet's admission refuse it)."""
-    from topology.world import VPS
+    from topology.labs.world import VPS
     mesh_gw = mac_of(world, "mesh-gw")
     probes = [frame("200", mesh_gw, XRAY, GATEWAY), frame("200", mesh_gw, XRAY, VPS),
               frame("201", mesh_gw, MCP, DROPLET), frame("200", mac_of(world, "veth201"),
@@ -394,7 +394,7 @@ def test_n7_with_the_controller_stopped_nothing_leaks_and_it_comes_back(world):
     management container still opens new connections over Netmaker: their replies
     are replies in the connection tracker and need no decision.
     Runs last: it restarts the host's controller."""
-    from topology.world import VPS_PORT
+    from topology.labs.world import VPS_PORT
     flows = {b: len(world.lab.ovs.dump_flows(b)) for b in ("mesh", "vmbr0")}
     world.stop_controller("host")
     try:
@@ -415,7 +415,7 @@ def test_n7_with_the_controller_stopped_nothing_leaks_and_it_comes_back(world):
         assert {b: len(world.lab.ovs.dump_flows(b)) for b in flows} == flows
     finally:
         world.start_controller("host")
-    from topology.world import VPS, WARP_EXIT
+    from topology.labs.world import VPS, WARP_EXIT
     reply = session(world, "droplet", XRAY, XRAY_PORT, "after restart")
     assert f"{VPS}:443 saw {WARP_EXIT}" in reply
 
@@ -431,7 +431,7 @@ def test_the_demo_reports_each_probe_by_its_own_packet_only(world):
     its destination is behind."""
     import threading
 
-    from topology import demo
+    from topology.labs import demo
     stop = threading.Event()
 
     def background():

@@ -14,7 +14,7 @@ packet leaving mesh by the inter-bridge link goes on into vmbr0 and can reach
 vmbr0's ports (and back), so every rule speaks of the whole host.
 
 This file is written from the promise, the seed's architecture and the routed
-design (topology/host.py); never from the compiler's flows. The readings it
+design (topology/host/plan.py); never from the compiler's flows. The readings it
 takes where the text leaves room, each in one place below:
 
   - A packet is judged by who sent it: the role of the port it entered by.

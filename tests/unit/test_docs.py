@@ -166,18 +166,14 @@ def test_every_repository_path_the_docs_name_exists():
 
 def _documented_keys() -> set:
     """The socketnet: keys the README names: `socketnet.X.Y` anywhere, and the
-    first column of its key table."""
-    keys = set(re.findall(r"`socketnet\.([a-z_][a-z_.]*[a-z_])", README))
-    table = README.split("The `socketnet:` section", 1)[1].split("\n\n", 2)[1]
-    for row in table.splitlines()[2:]:
-        first = row.split("|")[1]
-        previous = ""
-        for key in re.findall(r"`([^`]+)`", first):
-            if key.startswith("."):  # `ports.<iface>.kind` / `.adapter`: the same parent's
-                key = previous.rsplit(".", 1)[0] + key
-            keys.add(key)
-            previous = key
-    return {k for k in keys if not k.startswith(("HOST", "l3", "primary"))}
+    first column of its two key tables (the second's keys are classification's)."""
+    keys = set(re.findall(r"`socketnet\.(?!py`)([a-z_][a-z_.]*[a-z_])", README))
+    section = README.split("The `socketnet:` section", 1)[1].split("\n### ", 1)[0]
+    tables = re.split(r"\nUnder `classification`", section)
+    for prefix, table in zip(("", "classification."), tables):
+        for row in re.findall(r"^\| `([^`|]+)` \|", table, flags=re.M):
+            keys.add(prefix + row)
+    return keys
 
 
 def _place(data: dict, key: str, seed: dict) -> None:

@@ -1,4 +1,4 @@
-"""Host apply: read what a host has, and carry out a `topology.host` plan on it.
+"""Host apply: read what a host has, and carry out a `topology.host.plan` plan on it.
 
 Owns the I/O half of `socketnet host apply`; the decisions are `topology.host.plan`.
 
@@ -26,11 +26,15 @@ from typing import Callable, Optional, Sequence
 from netaddr import IPNetwork
 from pyroute2 import IPRoute
 
-from topology.host import (
-    DATAPATH_TYPES, NFT_DIGEST_PREFIX, NFT_TABLES, Action, AddAddress, AddRoute, AddRule, AddVeth,
-    DelRoute, DelRule, HostPlan, HostState, Link, LinkUp, LoadNft, NftState, OvsBridge,
-    OvsController, OvsInterface, ReplaceRoute, Route, RoutingIds, Rule, Sysctl, Vsctl,
-    sysctl_keys,
+from topology.host.actions import (
+    Action, AddAddress, AddRoute, AddRule, AddVeth, DelRoute, DelRule, LinkUp, LoadNft,
+    ReplaceRoute, Sysctl, Vsctl,
+)
+from topology.host.nft import NFT_DIGEST_PREFIX, NFT_TABLES
+from topology.host.plan import DATAPATH_TYPES, HostPlan, sysctl_keys
+from topology.host.routing import RoutingIds
+from topology.host.state import (
+    HostState, Link, NftState, OvsBridge, OvsController, OvsInterface, Route, Rule,
 )
 from topology.kind import netlink_kind
 from topology.model import Host

@@ -7,9 +7,9 @@ A click group, registered by the `socketnet` command (`main.add_command(host)`):
                          [--netns NAME] [--ovs-db DB]
     socketnet host status -c FILE [the same]      what differs now (exit 0: nothing)
     socketnet host watch -c FILE [the same] [--interval S] [--metrics-listen H:P]
-                                                  keep it made (topology.host_watch)
+                                                  keep it made (topology.host.watch)
 
-reads the host (`topology.host_apply.read_state`), plans (`topology.host.plan`)
+reads the host (`topology.host.apply.read_state`), plans (`topology.host.plan.plan`)
 and carries the plan out. `--dry-run` prints the plan as a shell script (each
 command exactly as it would run, its reason above it) and changes nothing.
 Findings (an l3 interface enslaved on a bridge, a missing uplink, ...) go to
@@ -26,7 +26,9 @@ import sys
 import click
 
 from topology import config as configmod
-from topology.host import DATAPATH_TYPES, DEFAULT_WARP_ADDRESS, HostState, plan
+from topology.host.nft import DEFAULT_WARP_ADDRESS
+from topology.host.plan import DATAPATH_TYPES, plan
+from topology.host.state import HostState
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
@@ -71,7 +73,7 @@ def _load(file):
 
 
 def _system(netns, ovs_db):
-    from topology.host_apply import HostSystem  # pyroute2
+    from topology.host.apply import HostSystem  # pyroute2
     system = None
     vsctl = None
     if ovs_db is not None:
@@ -84,7 +86,7 @@ def _system(netns, ovs_db):
 
 def _read(config, system, exit_code: int):
     """The host's state, or exit `exit_code` naming what could not be read."""
-    from topology.host_apply import HostApplyError, read_state  # pyroute2
+    from topology.host.apply import HostApplyError, read_state  # pyroute2
     try:
         return read_state(config, system)
     except HostApplyError as exc:
@@ -129,7 +131,7 @@ def apply_command(file, dry_run, datapath_type, warp_address, controller, from_s
     elif not result.actions:
         click.echo("nothing to change")
     else:
-        from topology.host_apply import HostApplyError, apply
+        from topology.host.apply import HostApplyError, apply
         try:
             apply(result, system, echo=lambda command: click.echo(f"+ {command}"))
         except HostApplyError as exc:
@@ -176,7 +178,7 @@ def watch_command(file, datapath_type, warp_address, controller, netns, ovs_db, 
     import signal
     import threading
 
-    from topology.host_watch import Watcher
+    from topology.host.watch import Watcher
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: "
                                                    "%(message)s")
     try:  # a bad file at start: exit 2 with every issue

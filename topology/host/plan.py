@@ -1,10 +1,10 @@
 """The host plan: what a real host must be for the config, as a list of commands.
 
 Owns, purely (no I/O), turning a `topology.model.Host` and a snapshot of what the
-host has now (`HostState`, read by `topology.host_apply.read_state`) into the
-actions that make the host match the config, and the findings a human must see.
-An empty `HostState()` is a fresh host; a state that already matches gives an
-empty plan, which is what makes `socketnet host apply` idempotent.
+host has now (`topology.host.state.HostState`, read by `topology.host.apply.read_state`)
+into the actions that make the host match the config, and the findings a human
+must see. An empty `HostState()` is a fresh host; a state that already matches
+gives an empty plan, which is what makes `socketnet host apply` idempotent.
 
 What the host gets (the routed design: the WireGuard interfaces stay outside the bridges):
 
@@ -22,23 +22,11 @@ What the host gets (the routed design: the WireGuard interfaces stay outside the
   address (the containers' gateway), up; an l2 uplink is a plain port;
 - `ofport_request` = the port's place in `Bridge.ports` (from 1), as in the lab;
 - the routed glue, one routing table per incoming interface, each ending in
-  `prohibit`, with an `ip rule iif IF lookup T` and behind it `ip rule iif IF
-  prohibit` (a table that loses its routes, warp0 gone, never falls through to
-  the main table):
-      iif <netmaker uplink>   the xray client /32 and the management subnet -> mesh adapter
-      iif <mesh adapter>      the Netmaker ranges and nodes' subnets -> netmaker uplink
-      iif <privacy adapter>   blocked ranges and the host's subnets prohibited,
-                              default -> warp uplink
-      iif <warp uplink>       the privacy subnet -> privacy adapter
-- the nftables tables `inet socketnet` and `arp socketnet` (`nft_script`): forward
-  policy drop for what touches socketnet's interfaces with an allow-list (W1 to
-  the xray client's services only, W5 both ways, privacy -> warp, established
-  replies), MSS clamp, SNAT out of warp to the WARP address, an input rule
-  dropping packets for a local address of another interface (Linux's weak host
-  model), the host's IP stack kept off the switch ports, and Netmaker ingress
-  policed before the mesh adapter (`limits.ingress_rate`, `ingress_per_source`:
-  known sources in a lane of their own) when the Netmaker uplink is routed
-  through the adapter;
+  `prohibit`, with an `ip rule` into it and a `prohibit` rule behind it
+  (`topology.host.routing`);
+- the nftables tables `inet socketnet` and `arp socketnet`: the forward
+  allow-list, MSS clamp, SNAT to WARP, no weak host, the host's IP stack kept off
+  the switch ports, Netmaker ingress policed (`topology.host.nft`);
 - `net.ipv4.ip_forward=1`, last: nothing is forwarded before the filter is there.
 
 Order of the actions: the safe parts first (an enslaved l3 interface released, the
@@ -51,277 +39,27 @@ API
          controller=None, ids=RoutingIds()) -> HostPlan
     HostPlan.actions (each prints as its exact command: str(action)),
             .findings, .script() (a shell script of the whole plan), .errors
-    HostState and its parts: the snapshot `plan` reads
-    nft_script(host, warp_address) -> (script, digest)
+    default_controller(host): the bridges' OpenFlow target when none is given
     sysctl_keys(host), RoutingIds.tables: what `read_state` must read
 """
 from __future__ import annotations
 
-import hashlib
-import shlex
-from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from dataclasses import dataclass
+from typing import Optional
 
 from controller.compiler import conntrack_zone
 from controller.conntrack import timeout_policy
 
-from netaddr import IPNetwork, IPSet
-
+from topology.host.actions import Action, AddAddress, AddVeth, LinkUp, LoadNft, Sysctl, Vsctl
+from topology.host.nft import DEFAULT_WARP_ADDRESS, nft_script, rule_count
+from topology.host.routing import RoutingIds, routed_uplinks, routing_actions, uplinks
+from topology.host.state import HostState, OvsInterface
 from topology.model import UPLINK_ROLES, Host, Kind, Port, Role
 
-DEFAULT_WARP_ADDRESS = "172.16.0.2"
 DATAPATH_TYPES = ("system", "netdev")
-NFT_TABLES = (("inet", "socketnet"), ("arp", "socketnet"))
-NFT_DIGEST_PREFIX = "socketnet plan "
 IP_FORWARD = "net.ipv4.ip_forward"
 OUT_OF_BAND = "out-of-band"
 OPENFLOW13 = "OpenFlow13"
-
-
-# --------------------------------------------------------------------------- ids
-
-
-@dataclass(frozen=True)
-class RoutingIds:
-    """The routing tables and rule priorities socketnet owns: `base`+1..+4, in the
-    order netmaker uplink, mesh adapter, privacy adapter, warp uplink. A table's
-    lookup rule has the table's number as priority (below main's 32766); its
-    prohibit rule, right behind it, that number + 10."""
-    base: int = 5300
-
-    @property
-    def tables(self) -> tuple:
-        return tuple(self.base + i for i in range(1, 5))
-
-    @property
-    def prohibit_priorities(self) -> tuple:
-        return tuple(t + 10 for t in self.tables)
-
-    def netmaker_in(self) -> int:
-        return self.base + 1
-
-    def mesh_adapter_in(self) -> int:
-        return self.base + 2
-
-    def privacy_adapter_in(self) -> int:
-        return self.base + 3
-
-    def warp_in(self) -> int:
-        return self.base + 4
-
-
-# --------------------------------------------------------------------------- state
-
-
-@dataclass(frozen=True)
-class OvsController:
-    uuid: str
-    target: str
-    connection_mode: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class OvsBridge:
-    name: str
-    datapath_type: str = ""  # "" is what OVS stores for the default, "system"
-    fail_mode: str = ""
-    protocols: tuple = ()
-    other_config: Mapping[str, str] = field(default_factory=dict, hash=False)
-    controllers: tuple = ()  # of OvsController
-    ports: tuple = ()  # port names, the bridge's own LOCAL port included
-
-
-@dataclass(frozen=True)
-class OvsInterface:
-    name: str
-    type: str = ""  # "" = system
-    ofport_request: Optional[int] = None
-    mac: Optional[str] = None  # the requested MAC (Interface.mac), not mac_in_use
-    ofport: Optional[int] = None  # the number it got (None: unknown)
-
-
-@dataclass(frozen=True)
-class Link:
-    """A kernel network interface of the host's netns."""
-    name: str
-    kind: Kind = Kind.L2
-    up: bool = False
-    addresses: tuple = ()  # of IPNetwork (IPv4, with prefix)
-    link_type: str = ""  # IFLA_INFO_KIND: veth, wireguard, tun, openvswitch, ...
-    peer: Optional[str] = None  # a veth's other end, when in the same netns
-
-
-@dataclass(frozen=True)
-class Route:
-    table: int
-    dst: IPNetwork
-    type: str = "unicast"  # or "prohibit"
-    dev: Optional[str] = None
-
-    def spec(self) -> list:
-        words = [] if self.type == "unicast" else [self.type]
-        words.append(str(self.dst))
-        if self.dev:
-            words += ["dev", self.dev]
-        return words + ["table", str(self.table)]
-
-
-@dataclass(frozen=True)
-class Rule:
-    """`ip rule`: what enters from `iif` looks up `table`; with table None it is
-    prohibited (the catch-all behind a table whose routes do not cover everything)."""
-    priority: int
-    iif: str
-    table: Optional[int] = None
-
-    def spec(self) -> list:
-        action = ["prohibit"] if self.table is None else ["lookup", str(self.table)]
-        return ["priority", str(self.priority), "iif", self.iif, *action]
-
-
-@dataclass(frozen=True)
-class NftState:
-    """What socketnet's nftables tables hold: the plan digest in the first rule's
-    comment, and how many rules they have together (None: no tables)."""
-    digest: Optional[str]
-    rules: int
-
-
-@dataclass(frozen=True)
-class HostState:
-    """A snapshot of the host, as far as the plan cares. Empty: a fresh host."""
-    bridges: Mapping[str, OvsBridge] = field(default_factory=dict)
-    interfaces: Mapping[str, OvsInterface] = field(default_factory=dict)
-    links: Mapping[str, Link] = field(default_factory=dict)
-    routes: tuple = ()  # of Route, in socketnet's tables
-    rules: tuple = ()  # of Rule, IPv4
-    sysctls: Mapping[str, str] = field(default_factory=dict)
-    nft: Optional[NftState] = None
-    foreign_routes: tuple = ()  # of Route through an uplink outside socketnet's tables
-    # datapath type -> {conntrack zone -> {timeout key: seconds}}; a type missing has
-    # no Datapath record in OVSDB (timeout policies need one)
-    zone_policies: Mapping[str, Mapping[int, Mapping[str, int]]] = field(default_factory=dict)
-
-    def bridge_of(self, port: str) -> Optional[str]:
-        for b in self.bridges.values():
-            if port in b.ports and port != b.name:
-                return b.name
-        return None
-
-
-# --------------------------------------------------------------------------- actions
-
-
-@dataclass(frozen=True)
-class Action:
-    """One change to the host. `str()` is the exact command it corresponds to;
-    `why` is printed above it in a script and not part of its identity."""
-    why: str = field(default="", compare=False, kw_only=True)
-
-    def argv(self) -> list:
-        raise NotImplementedError
-
-    def __str__(self) -> str:
-        return shlex.join(self.argv())
-
-
-@dataclass(frozen=True)
-class Vsctl(Action):
-    args: tuple
-
-    def argv(self) -> list:
-        return ["ovs-vsctl", *self.args]
-
-
-@dataclass(frozen=True)
-class AddVeth(Action):
-    name: str
-    peer: str
-
-    def argv(self) -> list:
-        return ["ip", "link", "add", self.name, "type", "veth", "peer", "name", self.peer]
-
-
-@dataclass(frozen=True)
-class LinkUp(Action):
-    name: str
-
-    def argv(self) -> list:
-        return ["ip", "link", "set", "dev", self.name, "up"]
-
-
-@dataclass(frozen=True)
-class AddAddress(Action):
-    dev: str
-    address: IPNetwork
-
-    def argv(self) -> list:
-        return ["ip", "address", "add", str(self.address), "dev", self.dev]
-
-
-@dataclass(frozen=True)
-class AddRoute(Action):
-    route: Route
-
-    def argv(self) -> list:
-        return ["ip", "route", "add", *self.route.spec()]
-
-
-@dataclass(frozen=True)
-class DelRoute(Action):
-    route: Route
-
-    def argv(self) -> list:
-        return ["ip", "route", "del", *self.route.spec()]
-
-
-@dataclass(frozen=True)
-class ReplaceRoute(Action):
-    route: Route
-
-    def argv(self) -> list:
-        return ["ip", "route", "replace", *self.route.spec()]
-
-
-@dataclass(frozen=True)
-class AddRule(Action):
-    rule: Rule
-
-    def argv(self) -> list:
-        return ["ip", "rule", "add", *self.rule.spec()]
-
-
-@dataclass(frozen=True)
-class DelRule(Action):
-    rule: Rule
-
-    def argv(self) -> list:
-        return ["ip", "rule", "del", *self.rule.spec()]
-
-
-@dataclass(frozen=True)
-class Sysctl(Action):
-    key: str  # dotted, "net.ipv4.ip_forward"; interface names in it may hold dashes
-    value: str
-
-    def argv(self) -> list:
-        return ["sysctl", "-w", f"{self.key}={self.value}"]
-
-
-@dataclass(frozen=True)
-class LoadNft(Action):
-    """Replace the table atomically: `table X {}` makes sure it exists, so the
-    `delete` always succeeds, and all three happen in one nft transaction."""
-    script: str
-
-    def argv(self) -> list:
-        return ["nft", "-f", "-"]
-
-    def __str__(self) -> str:
-        return f"nft -f - <<'EOF'\n{self.script}EOF"
-
-
-# --------------------------------------------------------------------------- plan
 
 
 @dataclass(frozen=True)
@@ -386,14 +124,6 @@ def _link_ports(host: Host) -> tuple:
     return tuple(p for b in host.bridges for p in b.with_role(Role.INTER_BRIDGE))
 
 
-def _uplinks(host: Host) -> tuple:
-    """(netmaker uplink port, warp uplink port), either None if the config has none."""
-    def one(bridge, role):
-        ports = bridge.with_role(role)
-        return ports[0] if ports else None
-    return one(host.mesh, Role.NETMAKER_UPLINK), one(host.privacy, Role.WARP_UPLINK)
-
-
 def plan(host: Host, state: HostState, datapath_type: str = "system",
          warp_address: str = DEFAULT_WARP_ADDRESS, controller: Optional[str] = None,
          ids: RoutingIds = RoutingIds()) -> HostPlan:
@@ -425,7 +155,7 @@ class _Planner:
         self.ids = ids
         self.actions: list = []
         self.findings: list = []
-        self.netmaker, self.warp = _uplinks(host)
+        self.netmaker, self.warp = uplinks(host)
         self.skipped_ports: set = set()  # ports not to add (a finding says why)
 
     def act(self, action: Action) -> None:
@@ -479,7 +209,7 @@ class _Planner:
     def filter(self) -> None:
         script, digest = nft_script(self.host, self.warp_address)
         current = self.state.nft
-        if current is None or current.digest != digest or current.rules != _rule_count(script):
+        if current is None or current.digest != digest or current.rules != rule_count(script):
             self.act(LoadNft(script, why="nftables: forward allow-list, Netmaker ingress "
                                          "policing, MSS clamp, SNAT to WARP, no weak-host "
                                          "access"))
@@ -680,96 +410,26 @@ class _Planner:
     # -- the routed glue -------------------------------------------------------------
 
     def routing(self) -> None:
-        wanted_routes, wanted_rules = self.desired_routing()
-        current = set(self.state.routes)
-        ours = set(self.ids.tables)
-        for table in self.ids.tables:
-            routes = sorted((r for r in wanted_routes if r.table == table), key=_route_order)
-            have = [r for r in self.state.routes if r.table == table]
-            stale = [r for r in have if r not in routes]
-            replaced = set()
-            for route in routes:  # prohibits first: the table fails closed at every step
-                if route in current:
-                    continue
-                clash = [r for r in stale if r.dst == route.dst]  # the kernel's key
-                if clash:
-                    replaced.update(clash)
-                    self.act(ReplaceRoute(route, why=f"table {table}: {_route_why(route)} "
-                                                     f"(was {' '.join(clash[0].spec()[:-2])})"))
-                else:
-                    self.act(AddRoute(route, why=f"table {table}: {_route_why(route)}"))
-            for route in sorted(stale, key=_route_order):
-                if route not in replaced:
-                    self.act(DelRoute(route, why=f"table {table}: not in the config"))
-        for rule in self.state.rules:
-            if (rule.table in ours or (rule.table is None and rule.priority
-                                       in self.ids.prohibit_priorities)) \
-                    and rule not in wanted_rules:
-                self.act(DelRule(rule, why="a rule into socketnet's tables the config has not"))
-        for rule in wanted_rules:
-            if rule not in self.state.rules:
-                self.act(AddRule(rule, why=f"what enters from {rule.iif} uses table {rule.table}"
-                                 if rule.table is not None else
-                                 f"what enters from {rule.iif} and table {rule.priority - 10} "
-                                 "does not route is prohibited, never the main table's"))
+        """socketnet's tables and rules (`topology.host.routing`); a routed uplink
+        that is down, and WARP's routes outside them, are told."""
+        nm, warp = routed_uplinks(self.host)
+        if nm is not None and not self.state.is_up(nm.interface):
+            self.find("warning", nm.interface,
+                      "does not exist or is down: management traffic has no way to "
+                      "Netmaker until it does (its table prohibits everything meanwhile)",
+                      "start the Netmaker client (netclient), then apply again")
+        if warp is not None and not self.state.is_up(warp.interface):
+            self.find("warning", warp.interface,
+                      "does not exist or is down: privacy traffic has no exit until it "
+                      "does (its table prohibits everything meanwhile)",
+                      f"wg-quick up {warp.interface} (with `Table = off`), then apply again")
+        self.actions.extend(routing_actions(self.host, self.state, self.ids))
         for route in self.state.foreign_routes:
             if self.warp is not None and route.dev == self.warp.interface:
                 self.find("error", route.dev,
                           f"route {' '.join(route.spec())}: WARP's routes belong in the "
                           "privacy table only, or the host's own traffic leaves through WARP",
                           f"set `Table = off` in /etc/wireguard/{route.dev}.conf")
-
-    def _up(self, name: str) -> bool:
-        link = self.state.links.get(name)
-        return link is not None and link.up
-
-    def desired_routing(self) -> tuple:
-        host, ids = self.host, self.ids
-        routes, rules = [], []
-
-        def table(number, iif, entries):
-            routes.append(Route(number, IPNetwork("0.0.0.0/0"), "prohibit"))
-            routes.extend(entries)
-            rules.append(Rule(number, iif, number))
-            rules.append(Rule(number + 10, iif))  # if the table loses a route (warp0 gone)
-
-        nm = self.netmaker if self.netmaker is not None and self.netmaker.adapter else None
-        warp = self.warp if self.warp is not None and self.warp.adapter else None
-        if nm is not None:
-            to_mesh = [IPNetwork(f"{host.xray_client.container.address}/32"),
-                       *host.management_subnet.iter_cidrs()]
-            nm_up = self._up(nm.interface)
-            table(ids.netmaker_in(), nm.interface,
-                  [Route(ids.netmaker_in(), net, dev=nm.name) for net in to_mesh])
-            table(ids.mesh_adapter_in(), nm.name,
-                  [Route(ids.mesh_adapter_in(), net, dev=nm.interface)
-                   for net in host.netmaker_side.iter_cidrs()] if nm_up else [])
-            if not nm_up:
-                self.find("warning", nm.interface,
-                          "does not exist or is down: management traffic has no way to "
-                          "Netmaker until it does (its table prohibits everything meanwhile)",
-                          "start the Netmaker client (netclient), then apply again")
-        if warp is not None:
-            blocked = host.privacy_exit_blocked
-            warp_up = self._up(warp.interface)
-            entries = [Route(ids.privacy_adapter_in(), net, "prohibit")
-                       for net in blocked.iter_cidrs()]
-            if warp_up:
-                entries.append(Route(ids.privacy_adapter_in(), IPNetwork("0.0.0.0/0"),
-                                     dev=warp.interface))
-            else:
-                self.find("warning", warp.interface,
-                          "does not exist or is down: privacy traffic has no exit until it "
-                          "does (its table prohibits everything meanwhile)",
-                          f"wg-quick up {warp.interface} (with `Table = off`), then apply again")
-            table(ids.privacy_adapter_in(), warp.name, [])
-            if warp_up:  # the default via warp replaces the catch-all prohibit
-                routes.remove(Route(ids.privacy_adapter_in(), IPNetwork("0.0.0.0/0"), "prohibit"))
-            routes.extend(entries)
-            table(ids.warp_in(), warp.interface,
-                  [Route(ids.warp_in(), net, dev=warp.name)
-                   for net in host.privacy_subnet.iter_cidrs()])
-        return routes, rules
 
     # -- forwarding -------------------------------------------------------------------
 
@@ -790,196 +450,3 @@ class _Planner:
                           "routed through an adapter, which works, but enslaving it would too",
                           f"socketnet.ports.{link_name}.kind: l2, if it should be switched")
 
-
-def _route_order(route: Route) -> tuple:
-    """Prohibits first, widest first; then the routes that let traffic through."""
-    return (route.type != "prohibit", route.dst.prefixlen, int(route.dst.network),
-            route.dev or "")
-
-
-def _route_why(route: Route) -> str:
-    if route.type == "prohibit":
-        return f"nothing to {route.dst}" if route.dst.prefixlen else "everything else prohibited"
-    return f"{route.dst} via {route.dev}"
-
-
-# --------------------------------------------------------------------------- nftables
-
-
-def _names(items) -> str:
-    items = list(dict.fromkeys(items))
-    if len(items) == 1:
-        return f'"{items[0]}"'
-    return "{ " + ", ".join(f'"{i}"' for i in items) + " }"
-
-
-def _nets(nets) -> str:
-    cidrs = [str(c) for c in IPSet(nets).iter_cidrs()]
-    if len(cidrs) == 1:
-        return cidrs[0].removesuffix("/32")
-    return "{ " + ", ".join(cidrs) + " }"
-
-
-def nft_script(host: Host, warp_address: str = DEFAULT_WARP_ADDRESS) -> tuple:
-    """(script, digest): the tables `inet socketnet` and `arp socketnet`, replaced
-    atomically. The digest of their content rides in the first rule's comment, so a
-    host that has exactly these tables is left alone.
-
-    Besides the routed glue's filter, both tables keep the host's own IP stack off
-    the bridges' switch ports (containers' veths, the inter-bridge link): with the
-    userspace datapath those are ordinary kernel interfaces too, and the host would
-    answer ARP for its gateway addresses on them and route what arrives there,
-    past the bridge (measured in the lab). With the kernel datapath the rules never
-    match: an enslaved port's packets never reach the IP stack."""
-    netmaker, warp = _uplinks(host)
-    nm = netmaker if netmaker is not None and netmaker.adapter else None
-    wp = warp if warp is not None and warp.adapter else None
-    ours = [i for p in (nm, wp) if p is not None for i in (p.interface, p.name)]
-    switch_ports = [p.name for b in host.bridges for p in b.ports if not p.adapter]
-    pre, forward, inp, post, arp = [], [], [], [], []
-    if switch_ports:
-        not_ours = ('comment "a switch port: the bridge\'s, never the host\'s IP stack '
-                    '(userspace datapath)"')
-        pre.append(f"iifname {_names(switch_ports)} drop {not_ours}")
-        arp.append(f"iifname {_names(switch_ports)} drop {not_ours}")
-    if ours:
-        forward.append(f"iifname != {_names(ours)} oifname != {_names(ours)} accept "
-                       'comment "not socketnet\'s interfaces"')
-        forward.append('tcp flags syn tcp option maxseg size set rt mtu '
-                       'comment "MSS clamp: the WireGuard uplinks have a small MTU"')
-        forward.append('ct state established,related accept comment "replies"')
-        inp.append(f"iifname {_names(ours)} fib daddr . iif type != "
-                   "{ local, broadcast, multicast } drop "
-                   'comment "no weak host: only the incoming interface\'s own addresses"')
-    objects, policing = [], []
-    if nm is not None:
-        objects, policing = _ingress_policing(host)
-        peer_objects, peer_rule = _peer_policing(host)
-        objects += peer_objects
-        pre += peer_rule
-        if policing:
-            # Past the replies rule: new connections, and what conntrack calls
-            # invalid (a bad checksum, out of window) that W1 would still let in.
-            forward.append(f'iifname "{nm.interface}" oifname "{nm.name}" '
-                           'jump netmaker_new comment "police Netmaker ingress that is '
-                           'no known connection"')
-        xray = host.xray_client.container
-        for service in xray.services:
-            forward.append(
-                f'iifname "{nm.interface}" oifname "{nm.name}" '
-                f"ip saddr {_nets(host.netmaker_ranges)} ip daddr {xray.address} "
-                f"{service.protocol} dport {service.port} accept "
-                f'comment "W1: Netmaker to the xray client\'s {service.name}"')
-        forward.append(f'iifname "{nm.name}" oifname "{nm.interface}" '
-                       f"ip saddr {_nets(host.management_subnet.iter_cidrs())} "
-                       f"ip daddr {_nets(host.netmaker_side.iter_cidrs())} accept "
-                       'comment "W5: management to Netmaker"')
-        forward.append(f'iifname "{nm.interface}" oifname "{nm.name}" '
-                       f"ip saddr {_nets(host.netmaker_side.iter_cidrs())} "
-                       f"ip daddr {_nets(host.management_subnet.iter_cidrs())} accept "
-                       'comment "W5: Netmaker to management"')
-    if wp is not None:
-        blocked = host.privacy_exit_blocked
-        forward.append(f'iifname "{wp.name}" oifname "{wp.interface}" '
-                       f"ip saddr {_nets(host.privacy_subnet.iter_cidrs())} "
-                       f"ip daddr != {_nets(blocked.iter_cidrs())} accept "
-                       'comment "W2, W4: privacy to WARP"')
-        post.append(f'oifname "{wp.interface}" snat ip to {warp_address} '
-                    'comment "WARP accepts only its own address"')
-
-    def chain(cname, hook_line, rules):
-        if not rules:
-            return []
-        return chain_body(cname, [hook_line, *rules])
-
-    def chain_body(cname, lines):
-        if not lines:
-            return []
-        return [f"\tchain {cname} {{", *(f"\t\t{r}" for r in lines), "\t}"]
-
-    inet = [*(objects if ours else []),
-            *chain("prerouting", "type filter hook prerouting priority raw; policy accept;",
-                   pre)]
-    if ours:  # the forward policy is imposed only where something is routed
-        inet += [*chain("forward", "type filter hook forward priority filter; policy drop;",
-                        forward),
-                 *chain_body("netmaker_new", policing),
-                 *chain("input", "type filter hook input priority filter; policy accept;",
-                        inp),
-                 *chain("postrouting",
-                        "type nat hook postrouting priority srcnat; policy accept;", post)]
-    tables = {NFT_TABLES[0]: inet,
-              NFT_TABLES[1]: chain("input", "type filter hook input priority filter; "
-                                            "policy accept;", arp)}
-    text = "".join("\n".join([f"table {f} {n} {{", *lines, "}"]) + "\n"
-                   for (f, n), lines in tables.items())
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16] if 'comment "' in text else None
-    text = text.replace('comment "', f'comment "{NFT_DIGEST_PREFIX}{digest}: ', 1)
-    reset = "".join(f"table {f} {n} {{}}\ndelete table {f} {n}\n" for f, n in NFT_TABLES)
-    return reset + text, digest
-
-
-def _ingress_policing(host: Host) -> tuple:
-    """(objects, rules): the `netmaker_new` chain, which the forward chain jumps to
-    for every packet from the Netmaker uplink to the mesh adapter that is not part
-    of a known connection (new, or invalid to conntrack), and the named
-    counters and the per-source set it uses (`limits.ingress_rate`,
-    `ingress_per_source`; see topology.config). Known sources have a lane of their
-    own; a source that is not known is limited alone, then with all the others.
-    With the per-source set full (a flood of many sources), a new source is
-    limited only with all the others."""
-    limits = host.classification.limits
-    rate, per_source = limits.ingress_rate, limits.ingress_per_source
-    known = [str(c) for c in host.known_sources.iter_cidrs()]
-    objects, rules = [], []
-    if not (rate or per_source):
-        return [], []
-
-    def over(name, limit, burst, why):
-        objects.append(f"\tcounter {name} {{}}")
-        return (f"limit rate over {limit}/second burst {burst} packets "
-                f'counter name "{name}" drop comment "{why}"')
-
-    if known and rate:
-        rules.append(f"ip saddr {_nets(known)} "
-                     + over("ingress_known_over", rate, max(rate // 10, 1),
-                            f"known sources: over {rate} new flows/s"))
-    if known:
-        rules.append(f"ip saddr {_nets(known)} return "
-                     'comment "known sources: their own lane"')
-    if per_source:
-        objects.append("\tset ingress_sources {\n\t\ttype ipv4_addr; size 65535; "
-                       "flags dynamic,timeout; timeout 60s;\n\t}")
-        rules.append("update @ingress_sources { ip saddr "
-                     + over("ingress_source_over", per_source, per_source,
-                            f"one source: over {per_source} new flows/s")
-                     .replace(" counter", " } counter", 1))
-    if rate:
-        rules.append(over("ingress_over", rate, max(rate // 10, 1),
-                          f"all other sources: over {rate} new flows/s"))
-    return objects, rules
-
-
-def _peer_policing(host: Host) -> tuple:
-    """(objects, rules) for the prerouting chain: WireGuard datagrams to the
-    Netmaker uplink's port, per peer endpoint (IPv4 or IPv6), over
-    `limits.ingress_peer_rate` a second are dropped before conntrack and before
-    WireGuard decrypts them."""
-    limits = host.classification.limits
-    rate, port = limits.ingress_peer_rate, limits.ingress_wireguard_port
-    if not rate:
-        return [], []
-    objects, rules = ["\tcounter netmaker_peer_over {}"], []
-    for family, address, suffix in (("ip", "ipv4_addr", ""), ("ip6", "ipv6_addr", "6")):
-        objects.append(f"\tset netmaker_peers{suffix} {{\n\t\ttype {address} . inet_service; "
-                       "size 65535; flags dynamic,timeout; timeout 60s;\n\t}")
-        rules.append(f"udp dport {port} fib daddr type local update @netmaker_peers{suffix} "
-                     f"{{ {family} saddr . udp sport limit rate over {rate}/second burst "
-                     f"{max(rate // 100, 10)} packets }} counter name \"netmaker_peer_over\" "
-                     f'drop comment "one Netmaker peer ({family}): over {rate} WireGuard '
-                     'datagrams/s"')
-    return objects, rules
-
-
-def _rule_count(script: str) -> int:
-    return sum(1 for line in script.splitlines() if 'comment "' in line)

@@ -45,8 +45,8 @@ from pyroute2.netlink.rtnl import (RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from topology import config as configmod
-from topology.host import plan
-from topology.host_apply import HostApplyError, HostSystem, apply, read_state
+from topology.host.apply import HostApplyError, HostSystem, apply, read_state
+from topology.host.plan import plan
 
 LOG = logging.getLogger("socketnet.host")
 

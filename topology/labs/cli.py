@@ -1,4 +1,4 @@
-"""`socketnet lab ...`: the seed's whole world (topology.world) as a persistent lab.
+"""`socketnet lab ...`: the seed's whole world (topology.labs.world) as a persistent lab.
 
 A click group, registered by the `socketnet` command (`main.add_command(lab)`):
 
@@ -29,7 +29,7 @@ import click
 
 from topology.config import SEED_CONFIG
 
-STATE_ROOT = "/run/socketnet/labs"  # topology.world.STATE_ROOT (not imported: pyroute2)
+STATE_ROOT = "/run/socketnet/labs"  # topology.labs.record.STATE_ROOT (not imported: pyroute2)
 
 EXIT_FAILED = 1
 EXIT_DEGRADED = 3
@@ -75,7 +75,7 @@ def lab():
 def up(file, name, state_dir):
     """Build the world, attach socketnet, return when every pipeline is in sync."""
     from topology.config import ConfigError
-    from topology.world import World, WorldError
+    from topology.labs.world import World, WorldError
 
     try:
         world = World(file, name, state_root=state_dir)
@@ -117,7 +117,7 @@ def up(file, name, state_dir):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def status_command(file, name, state_dir, as_json):
     """What the lab runs, and whether each part is alive."""
-    from topology.world import load_record, status
+    from topology.labs.record import load_record, status
 
     record = load_record(name, state_dir)
     if record is None:
@@ -149,7 +149,7 @@ def status_command(file, name, state_dir, as_json):
 @_state_dir_option
 def down(file, name, state_dir):
     """Remove exactly what `up` recorded."""
-    from topology.world import destroy, load_record
+    from topology.labs.record import destroy, load_record
 
     record = load_record(name, state_dir)
     if record is None:

@@ -1,10 +1,10 @@
 """The main job on its embedded default: the seed's whole world with socketnet attached.
 
-`socketnet demo` brings up the world around the config's host (topology.world: the
-host's bridges and containers, host apply, the droplet, node2 with its own
-socketnet and vector DB, WARP and the VPS, all in network namespaces), with
-socketnet running for both nodes, then runs a short scripted show of privacy and
-management traffic. For each probe it prints whether it got through (and whether
+`socketnet demo` brings up the world around the config's host
+(topology.labs.world: the host's bridges and containers, host apply, the droplet,
+node2 with its own socketnet and vector DB, WARP and the VPS, all in network
+namespaces), with socketnet running for both nodes, then runs a short scripted
+show of privacy and management traffic. For each probe it prints whether it got through (and whether
 that is what the isolation promise says), what the far end answered, and then,
 from an `ofproto/trace` of the probe's own first packet on each node it crosses
 (the controllers' `POST /v1/trace`), the tables and purposes of the flows that
@@ -39,7 +39,8 @@ class Probe:
 
 def probes(world) -> list:
     """What the show tries, from the world's own containers and addresses."""
-    from topology.world import GATEWAY_PORT, VPS, VPS_PORT, VECTOR_DB_PORT
+    from topology.labs.nodes import VECTOR_DB_PORT
+    from topology.labs.world import GATEWAY_PORT, VPS, VPS_PORT
     host = world.host
     xray = host.xray_client.container
     xray_port = xray.services[0].port
@@ -172,7 +173,7 @@ def run_probe(world, probe: Probe) -> tuple:
 
 
 def run_demo(config: str, name: str) -> None:
-    from topology.world import World
+    from topology.labs.world import World
 
     stop = threading.Event()
     world = World(config, name)
@@ -185,7 +186,7 @@ def run_demo(config: str, name: str) -> None:
         for label, ctl in world.controllers.items():
             click.echo(f"  socketnet for {label} on {ctl.target} (log {ctl.log})")
         click.echo("")
-        from topology.world import WARP_EXIT
+        from topology.labs.world import WARP_EXIT
         for probe in probes(world):
             seen = len(world.vps_connections())
             through, answer = run_probe(world, probe)

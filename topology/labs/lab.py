@@ -4,13 +4,13 @@ the demo run socketnet against.
 Owns turning a `topology.model.Host` into running Open vSwitch bridges and the
 things on their ports, and tearing them down again:
 
-- one private Open vSwitch (`topology.ovs.OvsInstance`) whose netns stands for the
-  host: the adapter ports (OVS internal ports holding the containers' gateway
+- one private Open vSwitch (`topology.labs.ovs.OvsInstance`) whose netns stands for
+  the host: the adapter ports (OVS internal ports holding the containers' gateway
   addresses) appear there as taps, so `lab.exec("host", ...)` runs on "the host";
 - both bridges, named as in the model, on the instance's datapath (`datapath_type`
-  netdev, or system in the VM lab: `topology.ovs.lab_datapath`), `fail_mode=secure`,
-  OpenFlow 1.3 only, in-band control off; port numbers fixed with `ofport_request`
-  (Bridge.ports order, from 1);
+  netdev, or system in the VM lab: `topology.labs.ovs.lab_datapath`),
+  `fail_mode=secure`, OpenFlow 1.3 only, in-band control off; port numbers fixed
+  with `ofport_request` (Bridge.ports order, from 1);
 - a netns per container (`sn-<lab>-c<id>`) holding `eth0` with the container's MAC,
   address, default route via its gateway, and tx checksum offload off (measured:
   with it on, TCP through the netdev datapath silently dies);
@@ -40,7 +40,7 @@ from pyroute2 import IPRoute, netns
 
 from topology.model import Bridge, Container, Host, Port, Role
 from controller.ovs_text import TracePath
-from topology.ovs import OvsInstance
+from topology.labs.ovs import OvsInstance
 from topology.system import in_netns, wait_until
 
 HOST = "host"  # lab.exec / lab.ns name for the OVS netns, where the adapters live

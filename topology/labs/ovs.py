@@ -5,7 +5,7 @@ Owns starting and stopping such an instance, the ovs-vsctl / ovs-ofctl / ovs-app
 commands run against it, and `trace`: what the installed flow tables would do with a
 packet, asked through ovs-vswitchd's control socket without sending one (read by
 `controller/ovs_text.py`).
-`topology/lab.py` builds a host's bridges on top of it.
+`topology/labs/lab.py` builds a host's bridges on top of it.
 
 Which datapath: `lab_datapath()`, from $SOCKETNET_LAB_DATAPATH (netdev unless it
 says system). This machine's kernel has no openvswitch module, so the labs run
@@ -65,7 +65,7 @@ def lab_datapath() -> str:
 
 
 def lab_wireguard() -> str:
-    """The WireGuard labs make (`topology.wireguard` kind): the kernel's where the
+    """The WireGuard labs make (`topology.labs.wireguard` kind): the kernel's where the
     datapath is the kernel's (the VM lab), wireguard-go otherwise."""
     return "kernel" if lab_datapath() == "system" else "go"
 

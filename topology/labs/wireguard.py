@@ -42,7 +42,7 @@ from typing import Optional, Sequence
 
 from pyroute2 import IPRoute
 
-from topology.ovs import lab_wireguard
+from topology.labs.ovs import lab_wireguard
 from topology.system import binary, stop_process, wait_until
 
 CONTROL_DIR = "/var/run/wireguard"

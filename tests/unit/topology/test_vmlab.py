@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from controller.process import free_port
-from topology.ovs import DATAPATH_ENV, lab_datapath, lab_wireguard
+from topology.labs.ovs import DATAPATH_ENV, lab_datapath, lab_wireguard
 from topology.system import wait_until
 from topology.vmlab.__main__ import KERNEL_SUITE, NOT_ON_THE_KERNEL_DATAPATH, SYSTEMD_SUITE
 from topology.vmlab.vm import VM, VMError

@@ -14,7 +14,7 @@ from topology.config import (
 from topology.model import (Classification, ClassificationLimits, ClassRule, Kind,
                             Role, Settings, TrafficClass)
 
-SEED = Path(__file__).resolve().parents[3] / "examples" / "seed.yaml"
+SEED = Path(__file__).resolve().parents[4] / "examples" / "seed.yaml"
 
 # Indexes of the seed's containers in lxc.containers.
 GATEWAY, XRAY, MCP, API = 0, 1, 2, 3

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from topology.config import check_file
 
-SEED = yaml.safe_load((Path(__file__).parents[3] / "examples" / "seed.yaml").read_text())
+SEED = yaml.safe_load((Path(__file__).parents[4] / "examples" / "seed.yaml").read_text())
 
 
 def _paths(node, prefix=()):

@@ -1,4 +1,4 @@
-"""topology.host_cli: `socketnet host apply`, the parts that need no root."""
+"""topology.host.cli: `socketnet host apply`, the parts that need no root."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,9 +6,9 @@ from pathlib import Path
 import yaml
 from click.testing import CliRunner
 
-from topology.host_cli import host
+from topology.host.cli import host
 
-SEED = str(Path(__file__).resolve().parents[3] / "examples" / "seed.yaml")
+SEED = str(Path(__file__).resolve().parents[4] / "examples" / "seed.yaml")
 
 
 def run(*args):

@@ -7,7 +7,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from topology.config import load_host
-from topology.host_watch import Watcher, watched_interfaces
+from topology.host.watch import Watcher, watched_interfaces
 
 from tests.conftest import SEED_YAML
 
