@@ -17,13 +17,12 @@ import re
 from typing import NamedTuple, Optional
 
 from controller.api_routes import bad
-from controller.classifier import (CLASS_OF_MARK, Classifier, DEFAULT, Flow5, UNROUTABLE,
-                                   commit_actions)
+from controller.classifier import CLASS_OF_MARK, Classifier, Flow5, commit_actions
 from controller.compiler import conntrack_zone, own_mac
 from controller.flow import Apply, Flow, Output
 from controller.pipeline import Purpose
 from controller.switches import SwitchState
-from topology.model import Host, Role, TrafficClass
+from topology.model import DEFAULT_RULE, UNROUTABLE_RULE, Host, Role, TrafficClass
 
 LOG = logging.getLogger("socketnet.api")
 
@@ -131,10 +130,10 @@ def classify_doc(host: Host, body: dict) -> dict:
     zone = conntrack_zone(host, host.mesh)
     mark = next(m for m, cls in CLASS_OF_MARK.items() if cls is decision.cls)
     why = None
-    if decision.rule == UNROUTABLE:
+    if decision.rule == UNROUTABLE_RULE:
         wanted = {r.name: r.cls for r in classifier.rules}.get(decision.overruled,
                                                               classifier.default.cls)
-        which = "the default" if decision.overruled == DEFAULT else f"rule {decision.overruled}"
+        which = "the default" if decision.overruled == DEFAULT_RULE else f"rule {decision.overruled}"
         why = f"{which} says {wanted}, but {_CLASS_REACH[TrafficClass(wanted)]}"
     return {"packet": str(packet), "class": str(decision.cls), "rule": decision.rule,
             "overruled": decision.overruled or None, "why": why, "mark": mark,

@@ -40,7 +40,8 @@ from netaddr import IPNetwork, IPSet
 from controller.flow import (CT, ETH_TYPE_IP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, OFPP_TABLE,
                              Flow, Output)
 from controller.pipeline import CLASSIFY, Mark, Purpose, Zone
-from topology.model import Classification, ClassRule, Host, TrafficClass
+from topology.model import (DEFAULT_RULE, SERVICE_RULE_PREFIX, UNROUTABLE_RULE, Classification,
+                            ClassRule, Host, TrafficClass)
 
 
 PROTOCOL_NUMBERS = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP, "icmp": IPPROTO_ICMP}
@@ -48,11 +49,6 @@ _PROTOCOL_NAMES = {number: name for name, number in PROTOCOL_NUMBERS.items()}
 
 # Table 1: above the undecided (metered) flows and the class flows.
 P_SOURCE_BLOCK = 300
-
-# Rule names socketnet gives its own decisions (config.py reserves them).
-DEFAULT = "default"
-UNROUTABLE = "unroutable"
-SERVICE_PREFIX = "service:"
 
 _U32 = struct.Struct("!I")
 
@@ -165,7 +161,7 @@ class Decision(NamedTuple):
     def drop_reason(self) -> Optional[DropReason]:
         if self.cls is not TrafficClass.DROP:
             return None
-        return DropReason.UNROUTABLE if self.rule == UNROUTABLE else DropReason.RULE
+        return DropReason.UNROUTABLE if self.rule == UNROUTABLE_RULE else DropReason.RULE
 
 
 def seed_service_rules(host: Host) -> tuple:
@@ -180,12 +176,12 @@ def seed_service_rules(host: Host) -> tuple:
                            *((c, TrafficClass.MANAGEMENT) for c in host.mesh.containers)):
         for service in container.services:
             rules.append(ClassRule(
-                name=f"{SERVICE_PREFIX}{container.name}/{service.name}", cls=cls,
+                name=f"{SERVICE_RULE_PREFIX}{container.name}/{service.name}", cls=cls,
                 dst=IPSet([IPNetwork(f"{container.address}/32")]), protocol=service.protocol,
                 dst_ports=((service.port, service.port),)))
     for container in host.mesh.containers:
         rules.append(ClassRule(
-            name=f"{SERVICE_PREFIX}{container.name}/netmaker-side", cls=TrafficClass.MANAGEMENT,
+            name=f"{SERVICE_RULE_PREFIX}{container.name}/netmaker-side", cls=TrafficClass.MANAGEMENT,
             src=host.netmaker_side, dst=IPSet([IPNetwork(f"{container.address}/32")])))
     return tuple(rules)
 
@@ -268,7 +264,7 @@ class Classifier:
         classification = host.classification
         services = seed_service_rules(host) if classification.seed_services else ()
         self.rules = tuple(classification.rules) + services  # in the order they are tried
-        self.default = Decision(TrafficClass(classification.default), DEFAULT)
+        self.default = Decision(TrafficClass(classification.default), DEFAULT_RULE)
 
         buckets = {IPPROTO_TCP: [], IPPROTO_UDP: [], IPPROTO_ICMP: [], _OTHER_PROTOCOLS: []}
         for rule in self.rules:
@@ -310,7 +306,7 @@ class Classifier:
                 return decision
         elif dst in self._management:
             return decision
-        return Decision(TrafficClass.DROP, UNROUTABLE, decision.rule)
+        return Decision(TrafficClass.DROP, UNROUTABLE_RULE, decision.rule)
 
 
 # --- what the controller answers with --------------------------------------

@@ -152,6 +152,11 @@ class TrafficClass(str, enum.Enum):
 
 RULE_PROTOCOLS = ("tcp", "udp", "icmp", "any")
 
+# The names socketnet gives its own decisions; no rule of the config may take them.
+DEFAULT_RULE = "default"  # no rule and no service decided
+UNROUTABLE_RULE = "unroutable"  # a rule decided a class the destination cannot have
+SERVICE_RULE_PREFIX = "service:"  # a rule the seed's services imply
+
 
 @dataclass(frozen=True)
 class ClassRule:
