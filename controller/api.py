@@ -416,7 +416,7 @@ class Api:
             bridge = host.bridge(body["bridge"])
         except KeyError:
             raise bad("bridge", f"not a bridge of the config ({host.mesh.name}, "
-                                f"{host.privacy.name})") from None
+                                f"{host.privacy_bridge.name})") from None
         state = self.runtime.by_bridge(bridge.name)
         flow = trace_flow(host, bridge.name, body, state)
         result = self.backend.trace(bridge.name, flow)

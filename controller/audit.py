@@ -47,7 +47,7 @@ UNKNOWN = "02:de:ad:be:ef:01"
 
 
 # A container port's role -> the origin its packets are judged by.
-_ORIGIN = {Role.MANAGEMENT: "management", Role.PRIVACY_PROXY: "xray", Role.PRIVACY: "privacy"}
+_ORIGIN = {Role.MANAGEMENT: "management", Role.XRAY_CLIENT: "xray", Role.PRIVACY_CONTAINER: "privacy"}
 
 
 class Probe(NamedTuple):
@@ -79,7 +79,7 @@ def _within(address: str, nets) -> bool:
 class Matrix:
     def __init__(self, host: Host, macs: Mapping[str, str]):
         self.host = host
-        self.mesh, self.vmbr0 = host.mesh.name, host.privacy.name
+        self.mesh, self.vmbr0 = host.mesh.name, host.privacy_bridge.name
         self.macs = {k: v.lower() for k, v in macs.items()}
         self.points = [(b.name, p.name) for b in host.bridges for p in b.ports] + \
                       [(b.name, b.name) for b in host.bridges]  # LOCAL under the bridge's name
@@ -89,11 +89,11 @@ class Matrix:
             return [(bridge.name, p.name) for p in bridge.ports if p.role in roles]
 
         self.management = with_role(host.mesh, Role.MANAGEMENT)
-        self.privacy = with_role(host.privacy, Role.PRIVACY, Role.PRIVACY_PROXY)
+        self.privacy_containers = with_role(host.privacy_bridge, Role.PRIVACY_CONTAINER, Role.XRAY_CLIENT)
         self.xray = (self.vmbr0, host.xray_client.name)
         self.netmaker = next(iter(with_role(host.mesh, Role.NETMAKER_UPLINK)), None)
         self.link = {self.mesh: next(iter(with_role(host.mesh, Role.INTER_BRIDGE)), None),
-                     self.vmbr0: next(iter(with_role(host.privacy, Role.INTER_BRIDGE)), None)}
+                     self.vmbr0: next(iter(with_role(host.privacy_bridge, Role.INTER_BRIDGE)), None)}
         xc = host.xray_client.container
         self.xray_address, self.xray_services = str(xc.address), xc.services
         self.netmaker_side = _net(host.netmaker_side.iter_cidrs())
@@ -149,7 +149,7 @@ class Matrix:
                 elif p.role is Role.WARP_UPLINK:
                     out.append(Sender(b.name, p.name, "warp", mac, INTERNET, None))
                 elif p.role is Role.INTER_BRIDGE and b is self.host.mesh:
-                    far = self._uplink(self.host.privacy)
+                    far = self._uplink(self.host.privacy_bridge)
                     out.append(Sender(b.name, p.name, "from-vmbr0", xc.mac, str(xc.address),
                                       self.port_mac(self.vmbr0, far.name) if far else None))
                 elif p.role is Role.INTER_BRIDGE and self.peer:
@@ -196,7 +196,7 @@ class Matrix:
                 forbid([self.link[self.mesh]] + vmbr0_pts, "N4",
                        "unclassified or management Netmaker ingress reaches vmbr0")
         elif s.origin == "warp":
-            forbid([p for p in self.points if p not in self.privacy], "N2",
+            forbid([p for p in self.points if p not in self.privacy_containers], "N2",
                    "warp ingress reaches something other than a privacy container")
         elif s.origin in ("xray", "privacy"):
             forbid(self.management, "N5", "a privacy container reaches a management port")

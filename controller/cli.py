@@ -74,7 +74,7 @@ def check(file, quiet):
     if result.errors:
         sys.exit(EXIT_INVALID)
     click.echo(f"{file}: valid ({len(result.host.mesh.ports)} ports on {result.host.mesh.name}, "
-               f"{len(result.host.privacy.ports)} on {result.host.privacy.name})")
+               f"{len(result.host.privacy_bridge.ports)} on {result.host.privacy_bridge.name})")
 
 
 @main.command()

@@ -13,8 +13,8 @@ How each W-rule of the isolation promise is carried (zones: `pipeline.Zone`):
                -> PRIVACY_INGRESS -> inter-bridge link
         vmbr0: inter-bridge (Netmaker source) -> PRIVACY_INGRESS -> committed in
                vmbr0's zone -> xray client, eth_src rewritten to vmbr0's gateway
-    W2  vmbr0: PROXY -> warp uplink (never to private ranges); WARP -> xray client
-    W3  vmbr0: PROXY to a Netmaker peer, only in the reply direction of a connection
+    W2  vmbr0: XRAY_CLIENT -> warp uplink (never to private ranges); WARP -> xray client
+    W3  vmbr0: XRAY_CLIENT to a Netmaker peer, only in the reply direction of a connection
                of vmbr0's zone -> inter-bridge link
         mesh:  PROXY_REPLY, only in the reply direction of a connection marked
                privacy -> netmaker uplink, eth_dst rewritten to the adapter
@@ -327,11 +327,11 @@ def _mesh(host: Host, ports: _Ports):
         yield Flow.make(ADMIT.id, P_ADMIT,
                         {"in_port": link_no, "eth_src": xc.mac, "eth_dst": UNICAST,
                          "eth_type": ETH_TYPE_IP, "ipv4_src": str(xc.address)},
-                        _zone(Zone.PROXY_REPLY, FORWARD), Purpose.ADMIT.cookie)
+                        _zone(Zone.XRAY_REPLY, FORWARD), Purpose.ADMIT.cookie)
         # Only as the reply direction of a connection marked privacy.
         for dst in _cidrs(host.netmaker_ranges):
             yield from _tracked(
-                FORWARD, P_REPLY, {"metadata": int(Zone.PROXY_REPLY), "eth_type": ETH_TYPE_IP,
+                FORWARD, P_REPLY, {"metadata": int(Zone.XRAY_REPLY), "eth_type": ETH_TYPE_IP,
                                    "ipv4_dst": dst}, zone,
                 {("+trk+rpl-inv", Mark.PRIVACY): (SetField("eth_dst", up_mac), Output(up_no))},
                 Purpose.PRIVACY.cookie)
@@ -362,12 +362,12 @@ def _arp_reply(mac: str, address) -> tuple:
 
 def _privacy(host: Host, ports: _Ports):
     uplink = ports.uplink(Role.WARP_UPLINK)
-    proxies = [(p, ports.number(p), Zone.PROXY) for p in ports.present(Role.PRIVACY_PROXY)]
-    others = [(p, ports.number(p), Zone.PRIVACY) for p in ports.present(Role.PRIVACY)]
-    members = proxies + others
+    clients = [(p, ports.number(p), Zone.XRAY_CLIENT) for p in ports.present(Role.XRAY_CLIENT)]
+    others = [(p, ports.number(p), Zone.PRIVACY_CONTAINER) for p in ports.present(Role.PRIVACY_CONTAINER)]
+    members = clients + others
     links = ports.present(Role.INTER_BRIDGE)
     xc = host.xray_client.container
-    inside_zones = (Zone.PROXY, Zone.PRIVACY, Zone.WARP)
+    inside_zones = (Zone.XRAY_CLIENT, Zone.PRIVACY_CONTAINER, Zone.WARP)
 
     for port, number, zone in members:
         c = port.container
@@ -388,7 +388,7 @@ def _privacy(host: Host, ports: _Ports):
 
     # W2 and W4: out through warp, to anything but private and local ranges.
     blocked = _cidrs(host.privacy_exit_blocked)
-    for zone in (Zone.PROXY, Zone.PRIVACY):
+    for zone in (Zone.XRAY_CLIENT, Zone.PRIVACY_CONTAINER):
         for cidr in blocked:
             yield Flow.make(FORWARD.id, P_BLOCKED,
                             {"metadata": int(zone), "eth_type": ETH_TYPE_IP, "ipv4_dst": cidr},
@@ -397,8 +397,8 @@ def _privacy(host: Host, ports: _Ports):
                         {"metadata": int(zone), "eth_type": ETH_TYPE_IP, "eth_dst": up_mac},
                         (Apply((Output(up_no),)),), Purpose.WARP.cookie)
 
-    xray_present = any(p.role is Role.PRIVACY_PROXY for p, _, _ in members)
-    zone = conntrack_zone(host, host.privacy)
+    xray_present = any(p.role is Role.XRAY_CLIENT for p, _, _ in members)
+    zone = conntrack_zone(host, host.privacy_bridge)
     for link in links:
         link_no = ports.number(link)
         for src in _cidrs(host.netmaker_ranges):
@@ -422,6 +422,6 @@ def _privacy(host: Host, ports: _Ports):
         # W3, vmbr0 half: to Netmaker peers, only as replies (vmbr0's zone).
         for dst in _cidrs(host.netmaker_ranges):
             yield from _tracked(
-                FORWARD, P_REPLY, {"metadata": int(Zone.PROXY), "eth_type": ETH_TYPE_IP,
+                FORWARD, P_REPLY, {"metadata": int(Zone.XRAY_CLIENT), "eth_type": ETH_TYPE_IP,
                                    "eth_dst": up_mac, "ipv4_dst": dst}, zone,
                 {"+trk+rpl-inv": (Output(link_no),)}, Purpose.PRIVACY.cookie)

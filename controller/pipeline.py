@@ -57,9 +57,9 @@ class Zone(enum.IntEnum):
     MANAGEMENT = 1       # a management container, or Netmaker ingress classified management
     NETMAKER = 2         # Netmaker ingress not yet classified (mesh)
     PRIVACY_INGRESS = 3  # Netmaker ingress classified privacy (mesh), or arriving from mesh (vmbr0)
-    PROXY_REPLY = 4      # the xray client's replies arriving from vmbr0 (mesh)
-    PROXY = 5            # the xray client (vmbr0)
-    PRIVACY = 6          # another privacy container (vmbr0)
+    XRAY_REPLY = 4         # the xray client's replies arriving from vmbr0 (mesh)
+    XRAY_CLIENT = 5        # the xray client (vmbr0)
+    PRIVACY_CONTAINER = 6  # another privacy container (vmbr0)
     WARP = 7             # arriving from the warp uplink (vmbr0)
 
 

@@ -6,7 +6,7 @@ learned MAC addresses are not here, they come from the switch at run time.
 
 Words follow the seed: the *mesh* bridge carries the *netmaker uplink*, management
 containers and one end of the *inter-bridge link*; the *privacy* bridge (vmbr0)
-carries the other end, the *xray client* (privacy proxy), other privacy containers
+carries the other end, the *xray client*, other privacy containers
 and the *warp uplink*. `Classification` holds how table 1 decides Netmaker
 ingress it has no flow for (the decisions themselves: `controller.classifier`).
 """
@@ -23,8 +23,8 @@ class Role(str, enum.Enum):
     NETMAKER_UPLINK = "netmaker-uplink"
     MANAGEMENT = "management"
     INTER_BRIDGE = "inter-bridge"
-    PRIVACY_PROXY = "privacy-proxy"
-    PRIVACY = "privacy"
+    XRAY_CLIENT = "xray-client"
+    PRIVACY_CONTAINER = "privacy-container"
     WARP_UPLINK = "warp-uplink"
 
     def __str__(self) -> str:
@@ -226,8 +226,8 @@ DEFAULT_NETMAKER_RANGES = ("10.101.0.0/16", "100.64.0.0/10")
 @dataclass(frozen=True)
 class Host:
     source: str  # the file it came from
-    mesh: Bridge
-    privacy: Bridge
+    mesh: Bridge  # the bridge of the Netmaker uplink
+    privacy_bridge: Bridge  # the bridge of the warp uplink (vmbr0 in the seed)
     netmaker_ranges: tuple  # of IPNetwork: where Netmaker peers live
     nodes: tuple = ()  # of Node
     privacy_blocked: tuple = ()  # of IPNetwork
@@ -237,7 +237,7 @@ class Host:
 
     @property
     def bridges(self) -> tuple:
-        return (self.mesh, self.privacy)
+        return (self.mesh, self.privacy_bridge)
 
     def bridge(self, name: str) -> Bridge:
         for b in self.bridges:
@@ -251,7 +251,7 @@ class Host:
 
     @property
     def privacy_subnet(self) -> IPSet:
-        return IPSet(c.network.cidr for c in self.privacy.containers)
+        return IPSet(c.network.cidr for c in self.privacy_bridge.containers)
 
     @property
     def netmaker_side(self) -> IPSet:
@@ -292,7 +292,7 @@ class Host:
 
     @property
     def xray_client(self) -> Port:
-        return self.privacy.one(Role.PRIVACY_PROXY)
+        return self.privacy_bridge.one(Role.XRAY_CLIENT)
 
 
 def host_document(host: Host) -> dict:

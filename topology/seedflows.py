@@ -304,32 +304,32 @@ _OUTPUT = {
     (Role.INTER_BRIDGE, Role.MANAGEMENT): (
         ("N3",), "lets privacy traffic reach {target} ({rules}); socketnet never forwards from "
         "the inter-bridge link to a management port"),
-    (Role.INTER_BRIDGE, Role.PRIVACY_PROXY): (
+    (Role.INTER_BRIDGE, Role.XRAY_CLIENT): (
         (), "socketnet does this only for traffic the mesh bridge classified privacy and "
         "addressed to the xray client (W1)"),
-    (Role.INTER_BRIDGE, Role.PRIVACY): (
+    (Role.INTER_BRIDGE, Role.PRIVACY_CONTAINER): (
         ("W1", "N4"), "lets Netmaker ingress reach {target}, though only the xray client may "
         "receive it ({rules})"),
     (Role.INTER_BRIDGE, Role.WARP_UPLINK): (
         ("W1",), "sends Netmaker ingress straight out through warp, past the xray client "
         "({rules})"),
-    (Role.PRIVACY_PROXY, Role.WARP_UPLINK): (
+    (Role.XRAY_CLIENT, Role.WARP_UPLINK): (
         ("W3",), "would send the xray client's replies to users into WARP instead of back over "
         "Netmaker ({rules}); socketnet sends only its internet traffic through warp (W2)"),
-    (Role.PRIVACY_PROXY, Role.INTER_BRIDGE): (
+    (Role.XRAY_CLIENT, Role.INTER_BRIDGE): (
         ("N5",), "lets the xray client send anything over the inter-bridge link, not only "
         "replies to Netmaker-side peers ({rules}); socketnet passes only those replies (W3)"),
-    (Role.PRIVACY, Role.WARP_UPLINK): (
+    (Role.PRIVACY_CONTAINER, Role.WARP_UPLINK): (
         (), "socketnet routes {source} through warp to internet destinations only, not to "
         "private or blocked ones (W4)"),
-    (Role.PRIVACY, Role.INTER_BRIDGE): (
+    (Role.PRIVACY_CONTAINER, Role.INTER_BRIDGE): (
         ("N5",), "lets {source} reach the inter-bridge link, which it may never do ({rules})"),
     (Role.WARP_UPLINK, Role.INTER_BRIDGE): (
         ("N2",), "lets warp traffic reach the inter-bridge link ({rules}); socketnet forwards "
         "warp traffic only to privacy containers"),
 }
-for _pair in ((Role.PRIVACY_PROXY, Role.PRIVACY), (Role.PRIVACY, Role.PRIVACY_PROXY),
-              (Role.PRIVACY, Role.PRIVACY)):
+for _pair in ((Role.XRAY_CLIENT, Role.PRIVACY_CONTAINER), (Role.PRIVACY_CONTAINER, Role.XRAY_CLIENT),
+              (Role.PRIVACY_CONTAINER, Role.PRIVACY_CONTAINER)):
     _OUTPUT[_pair] = ((), "socketnet switches between privacy containers by address, after "
                           "checking the source address (N8)")
 
@@ -342,9 +342,9 @@ _FLOODING_FROM = {
     Role.MANAGEMENT: ("N1", "lets {source} reach {privacy}",
                     "socketnet switches management traffic by address and never over the "
                     "inter-bridge link"),
-    Role.PRIVACY_PROXY: ("N5", "lets the xray client send anything over it",
+    Role.XRAY_CLIENT: ("N5", "lets the xray client send anything over it",
                        "socketnet passes only its replies to Netmaker-side peers (W3)"),
-    Role.PRIVACY: ("N5", "lets {source} reach it",
+    Role.PRIVACY_CONTAINER: ("N5", "lets {source} reach it",
                  "socketnet forwards {source} only to warp and the other privacy containers"),
     Role.WARP_UPLINK: ("N2", "lets warp traffic reach it",
                      "socketnet returns warp replies to the privacy container they are "
@@ -378,7 +378,7 @@ def assess(flow: SeedFlow, host: Host) -> str:
 
 def _names(host: Host, source: Optional[Port], target: Optional[Port] = None) -> dict:
     """The names the sentences use, for str.format."""
-    return dict(mesh=host.mesh.name, privacy=host.privacy.name,
+    return dict(mesh=host.mesh.name, privacy=host.privacy_bridge.name,
                 source=_describe(source) if source else "",
                 target=_describe(target) if target else "")
 
@@ -395,7 +395,7 @@ def _assess_flooding(action: str, source: Optional[Port], bridge: Bridge, host: 
                 f"inter-bridge link (N6) and forwards whatever no other flow matched, also while "
                 f"the controller is away (N7); socketnet's table-miss drops instead")
     if source.role is Role.INTER_BRIDGE and bridge.name == host.mesh.name:
-        return (f"{action} lets anything from {host.privacy.name} reach the management ports and "
+        return (f"{action} lets anything from {host.privacy_bridge.name} reach the management ports and "
                 f"Netmaker (N3); socketnet passes only the xray client's replies to users (W3)")
     if source.role is Role.INTER_BRIDGE:
         return (f"{action} lets Netmaker ingress reach every privacy container and warp, not "
@@ -436,7 +436,7 @@ def _assess_warp_return(target: Port, bridge: Bridge) -> str:
     if not others:
         return (f"socketnet returns warp replies to {_describe(target)} by destination "
                 f"address (W2)")
-    rules = sorted({"W2" if p.role is Role.PRIVACY_PROXY else "W4" for p in others})
+    rules = sorted({"W2" if p.role is Role.XRAY_CLIENT else "W4" for p in others})
     return (f"hands every warp reply to {_describe(target)}, so nothing returns warp traffic to "
             f"{', '.join(_describe(p) for p in others)} ({', '.join(rules)}); socketnet returns "
             f"warp replies by destination address")

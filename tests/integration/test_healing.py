@@ -212,7 +212,7 @@ def test_netlink_events_are_read_to_the_last_one_queued():
 
 def _gateway(world):
     xray = world.host.xray_client.container
-    return next(c for c in world.host.privacy.containers if c is not xray)
+    return next(c for c in world.host.privacy_bridge.containers if c is not xray)
 
 
 class Probes:
@@ -370,7 +370,7 @@ def _netmaker(world) -> str:
 
 
 def _warp(world) -> str:
-    return world.host.privacy.one(Role.WARP_UPLINK).interface
+    return world.host.privacy_bridge.one(Role.WARP_UPLINK).interface
 
 
 def test_netmaker_and_warp_both_gone_for_30_s_then_back(world):
@@ -408,7 +408,7 @@ def test_open_vswitch_restarted(world):
     (a heal is needed only if they come back without their addresses; the
     watcher checks on their events either way)."""
     adapters = [world.host.mesh.one(Role.NETMAKER_UPLINK).name,
-                world.host.privacy.one(Role.WARP_UPLINK).name]
+                world.host.privacy_bridge.one(Role.WARP_UPLINK).name]
     ctl = world.controllers["host"]
     mark = ctl.mark()
     _outage(world, world.lab.ovs.restart_vswitchd,
@@ -499,7 +499,7 @@ def _power_off(world, stop_units=None) -> None:
             pass
     for table in ids.tables:
         world.exec("host", "ip", "route", "flush", "table", str(table))
-    for port in (world.host.mesh.one(Role.NETMAKER_UPLINK), world.host.privacy.one(
+    for port in (world.host.mesh.one(Role.NETMAKER_UPLINK), world.host.privacy_bridge.one(
             Role.WARP_UPLINK)):
         world.exec("host", "ip", "addr", "flush", "dev", port.name)
     world.exec("host", "sysctl", "-qw", "net.ipv4.ip_forward=0", check=True)
@@ -630,7 +630,7 @@ def test_the_host_dashboard_and_alerts_read_the_watchers_metrics(world, tmp_path
         alerts = {r["alert"]: r["expr"] for r in _alert_rules("socketnet-host")}
         assert set(alerts) == {"SocketnetHostDiverged", "SocketnetHostWatchDown"}
 
-        warp = world.host.privacy.one(Role.WARP_UPLINK).interface
+        warp = world.host.privacy_bridge.one(Role.WARP_UPLINK).interface
         route = ["198.51.100.0/24", "dev", warp]
         world.lab.exec("host", "ip", "route", "add", *route, check=True)
         try:

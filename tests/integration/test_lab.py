@@ -48,7 +48,7 @@ def test_bridges_are_on_the_labs_datapath_secure_openflow13_without_in_band(lab,
     # netdev here; system (the kernel module, `system@ovs-system`) in the VM lab.
     datapath = lab_datapath()
     assert f"{datapath}@ovs-{datapath}:" in lab.ovs.appctl("dpif/show")
-    for bridge in (seed_host.mesh.name, seed_host.privacy.name):
+    for bridge in (seed_host.mesh.name, seed_host.privacy_bridge.name):
         assert lab.ovs.vsctl("get", "Bridge", bridge, "datapath_type") == datapath
         assert lab.ovs.vsctl("get", "Bridge", bridge, "fail_mode") == "secure"
         assert lab.ovs.vsctl("get", "Bridge", bridge, "protocols") == "[OpenFlow13]"
@@ -69,7 +69,7 @@ def test_ports_get_the_numbers_they_asked_for_in_config_order(lab, seed_host):
 
 
 def test_containers_have_their_mac_address_route_and_tx_checksum_offload_off(lab, seed_host):
-    for c in (*seed_host.mesh.containers, *seed_host.privacy.containers):
+    for c in (*seed_host.mesh.containers, *seed_host.privacy_bridge.containers):
         link = lab.exec(c.id, "ip", "-j", "addr", "show", "eth0", check=True).stdout
         (eth0,) = json.loads(link)
         assert eth0["address"] == c.mac

@@ -177,7 +177,7 @@ def test_the_bridges_run_on_the_labs_datapath_and_the_uplinks_on_its_wireguard(w
     assert f"{datapath}@ovs-{datapath}:" in dpif
     links = {}
     for uplink in (world.host.mesh.one(Role.NETMAKER_UPLINK),
-                   world.host.privacy.one(Role.WARP_UPLINK)):
+                   world.host.privacy_bridge.one(Role.WARP_UPLINK)):
         links[uplink.interface] = world.exec("host", "ip", "-d", "link", "show",
                                              uplink.interface, check=True).stdout
         found = re.search(r"^\s+(wireguard|tun)\b", links[uplink.interface], re.M)
@@ -436,7 +436,7 @@ def test_the_demo_reports_each_probe_by_its_own_packet_only(world):
 
     def background():
         while not stop.is_set():
-            world.pings(world.host.privacy.containers[0].id, "203.0.113.10")
+            world.pings(world.host.privacy_bridge.containers[0].id, "203.0.113.10")
     noise = threading.Thread(target=background, daemon=True)
     noise.start()
     try:

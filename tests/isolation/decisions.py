@@ -48,7 +48,7 @@ def decisions(host: Host, macs: dict, privacy: bool) -> list:
     controller has decided that ingress: management and drop decisions always,
     privacy ones only when `privacy` (otherwise W1 still waits at the controller)."""
     classifier = Classifier(host)
-    mesh, vmbr0 = conntrack_zone(host, host.mesh), conntrack_zone(host, host.privacy)
+    mesh, vmbr0 = conntrack_zone(host, host.mesh), conntrack_zone(host, host.privacy_bridge)
     held, seen = [], set()
     for packet, flow5 in netmaker_ingress(host, macs):
         decision = classifier.decide(flow5)

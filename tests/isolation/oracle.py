@@ -151,7 +151,7 @@ class Oracle:
         self.privacy_classified = privacy_classified
         # (src, dst, proto, sport, dport) of the privacy connections Netmaker peers opened
         self.privacy_connections = frozenset(privacy_connections)
-        self.mesh, self.vmbr0 = host.mesh.name, host.privacy.name
+        self.mesh, self.vmbr0 = host.mesh.name, host.privacy_bridge.name
         self._ports = {(b.name, p.name): p for b in host.bridges for p in b.ports}
         self.points = tuple(self._ports) + ((self.mesh, LOCAL), (self.vmbr0, LOCAL))
         self._on = {b.name: [pt for pt in self.points if pt[0] == b.name] for b in host.bridges}
@@ -160,12 +160,12 @@ class Oracle:
             return [(bridge.name, p.name) for p in bridge.ports if p.role in roles]
 
         self.management = points(host.mesh, Role.MANAGEMENT)
-        self.privacy = points(host.privacy, Role.PRIVACY, Role.PRIVACY_PROXY)
+        self.privacy_containers = points(host.privacy_bridge, Role.PRIVACY_CONTAINER, Role.XRAY_CLIENT)
         self.xray = (self.vmbr0, host.xray_client.name)
         self.netmaker = _first(points(host.mesh, Role.NETMAKER_UPLINK))
-        self.warp = _first(points(host.privacy, Role.WARP_UPLINK))
+        self.warp = _first(points(host.privacy_bridge, Role.WARP_UPLINK))
         self.link = {self.mesh: _first(points(host.mesh, Role.INTER_BRIDGE)),
-                     self.vmbr0: _first(points(host.privacy, Role.INTER_BRIDGE))}
+                     self.vmbr0: _first(points(host.privacy_bridge, Role.INTER_BRIDGE))}
 
         xc = host.xray_client.container
         self.xray_address, self.xray_mac, self.xray_services = str(xc.address), xc.mac, xc.services
@@ -205,8 +205,8 @@ class Oracle:
         if role is Role.INTER_BRIDGE:
             return Origin.FROM_VMBR0 if bridge == self.mesh else Origin.FROM_MESH
         return {Role.MANAGEMENT: Origin.MANAGEMENT, Role.NETMAKER_UPLINK: Origin.NETMAKER,
-                Role.WARP_UPLINK: Origin.WARP, Role.PRIVACY_PROXY: Origin.XRAY,
-                Role.PRIVACY: Origin.PRIVACY}[role]
+                Role.WARP_UPLINK: Origin.WARP, Role.XRAY_CLIENT: Origin.XRAY,
+                Role.PRIVACY_CONTAINER: Origin.PRIVACY}[role]
 
     def classify(self, headers: Mapping) -> Classification:
         """What Netmaker ingress is, by where it is going (see the module doc)."""
@@ -290,7 +290,7 @@ class Oracle:
                         "handed back to the host for the privacy subnet")
 
         elif origin is Origin.WARP:
-            _forbid(out, [p for p in self.points if p not in self.privacy], "N2",
+            _forbid(out, [p for p in self.points if p not in self.privacy_containers], "N2",
                     "warp ingress reaches something other than a privacy container")
 
         elif origin in (Origin.XRAY, Origin.PRIVACY):
@@ -467,7 +467,7 @@ class Oracle:
             yield from required("W2" if origin is Origin.XRAY else "W4",
                                 "a privacy container reaches the internet through warp",
                                 self.warp)
-        if origin is Origin.WARP and self.internet(src) and to_host in self.privacy \
+        if origin is Origin.WARP and self.internet(src) and to_host in self.privacy_containers \
                 and dl_dst == to_host_mac:
             yield from required("W2" if to_host == self.xray else "W4",
                                 "warp's replies come back", to_host)
@@ -485,8 +485,8 @@ class Oracle:
             if self.privacy_classified:
                 pairs.append((self.netmaker, self.xray))  # answered on mesh (W1)
         if self.warp is not None:
-            pairs += [(p, self.warp) for p in self.privacy]
-            pairs += [(self.warp, p) for p in self.privacy]
+            pairs += [(p, self.warp) for p in self.privacy_containers]
+            pairs += [(self.warp, p) for p in self.privacy_containers]
         return pairs
 
     def _required_arp(self, ingress: Point, h: Mapping):

@@ -192,7 +192,7 @@ def senders(host: Host, macs: Mapping[str, str]) -> list:
                                   str(p.address.ip)))
             elif p.role is Role.INTER_BRIDGE and b is host.mesh:
                 # W3 as vmbr0 forwards it: the xray client's frame to its gateway.
-                far_up = uplink(host.privacy)
+                far_up = uplink(host.privacy_bridge)
                 out.append(Sender(b.name, p.name, xray.mac, str(xray.address), str(xray.address),
                                   port_mac(far_up, macs) if far_up else None, xray.services))
             elif p.role is Role.INTER_BRIDGE:
@@ -274,7 +274,7 @@ def legitimate(host: Host, macs: Mapping[str, str]) -> list:
 
 
 def _legitimate(host: Host, macs: Mapping[str, str]) -> Iterator[Packet]:
-    mesh, vmbr0 = host.mesh, host.privacy
+    mesh, vmbr0 = host.mesh, host.privacy_bridge
     mesh_up, warp_up = uplink(mesh), uplink(vmbr0)
     mesh_link, vmbr0_link = inter_bridge_end(mesh), inter_bridge_end(vmbr0)
     xray_port = host.xray_client

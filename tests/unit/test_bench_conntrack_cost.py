@@ -34,6 +34,6 @@ def test_the_copies_carry_the_connection_both_ways_without_the_tracker(seed_host
     # take it to the xray client without passing the tracker.
     assert switches.trace("mesh", forward).packet_ins
     through = bypass.trace("mesh", forward)
-    assert (seed_host.privacy.name, seed_host.xray_client.name) in through.points
+    assert (seed_host.privacy_bridge.name, seed_host.xray_client.name) in through.points
     assert not any(isinstance(a, CT) for e in through.egress for _, f in e.path
                    for i in f.instructions if isinstance(i, Apply) for a in i.actions)

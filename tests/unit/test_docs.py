@@ -234,3 +234,27 @@ def test_the_service_unit_runs_the_config_path_the_readme_gives():
     assert f"socketnet run -c\n{path}" in service or f"socketnet run -c {path}" in service
     check = re.search(r"^ExecStartPre=\S+ check (?:--quiet )?(\S+)", unit, flags=re.M).group(1)
     assert check == path
+
+
+def test_the_words_table_names_what_the_code_has():
+    from controller import compiler, pipeline
+    from topology import model
+
+    table = README.split("## Words", 1)[1].split("\n## ", 1)[0]
+    column = [row.split(" | ")[-1] for row in table.splitlines() if row.startswith("| ")][1:]
+    names = [n for cell in column for n in re.findall(r"`([A-Za-z_.]+)`", cell)]
+    where = {"Host": model.Host, "Role": model.Role, "TrafficClass": model.TrafficClass,
+             "Zone": pipeline.Zone, "Mark": pipeline.Mark, "Purpose": pipeline.Purpose,
+             "compiler": compiler}
+    missing = []
+    for name in names:
+        owner, _, attr = name.partition(".")
+        if owner in where and attr:
+            target = where[owner]
+            fields = getattr(target, "__dataclass_fields__", {})
+            if not (hasattr(target, attr) or attr in fields):
+                missing.append(name)
+    assert len(names) > 15
+    assert not missing
+    roles = re.findall(r"`([a-z-]+)`", table.split("| role |", 1)[1].split("\n", 1)[0])
+    assert set(roles) == {r.value for r in model.Role}

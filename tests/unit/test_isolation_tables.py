@@ -74,18 +74,18 @@ SCENARIOS = [
     Scenario("a management port not added yet",
              lambda h: _names(h.mesh.with_role(Role.MANAGEMENT)[-1])),
     Scenario("no netmaker adapter", lambda h: _names(uplink(h.mesh))),
-    Scenario("no warp adapter", lambda h: _names(uplink(h.privacy))),
-    Scenario("privacy classified, no warp adapter", lambda h: _names(uplink(h.privacy)),
+    Scenario("no warp adapter", lambda h: _names(uplink(h.privacy_bridge))),
+    Scenario("privacy classified, no warp adapter", lambda h: _names(uplink(h.privacy_bridge)),
              classified=True),
     Scenario("no inter-bridge link",
-             lambda h: _names(inter_bridge_end(h.mesh), inter_bridge_end(h.privacy))),
+             lambda h: _names(inter_bridge_end(h.mesh), inter_bridge_end(h.privacy_bridge))),
     Scenario("privacy classified, only the mesh end of the link",
-             lambda h: _names(inter_bridge_end(h.privacy)), classified=True),
+             lambda h: _names(inter_bridge_end(h.privacy_bridge)), classified=True),
     Scenario("privacy classified, only the vmbr0 end of the link",
              lambda h: _names(inter_bridge_end(h.mesh)), classified=True),
     Scenario("no xray client", lambda h: _names(h.xray_client), classified=True),
     Scenario("no other privacy container",
-             lambda h: _names(*h.privacy.with_role(Role.PRIVACY))),
+             lambda h: _names(*h.privacy_bridge.with_role(Role.PRIVACY_CONTAINER))),
 ]
 
 
@@ -369,7 +369,7 @@ def _mesh(host):
 
 
 def _vmbr0(host):
-    return host.privacy
+    return host.privacy_bridge
 
 
 def arp_flooded(host, bridge, flows):
@@ -403,11 +403,11 @@ BROKEN = [
     ("a management container patched to the link",
      patched(_mesh, Role.MANAGEMENT, Role.INTER_BRIDGE), {"N1"}),
     ("the xray client patched to the link",
-     patched(_vmbr0, Role.PRIVACY_PROXY, Role.INTER_BRIDGE), {"N5", "N6"}),
+     patched(_vmbr0, Role.XRAY_CLIENT, Role.INTER_BRIDGE), {"N5", "N6"}),
     ("the link patched to a management container",
      patched(_mesh, Role.INTER_BRIDGE, Role.MANAGEMENT, -1), {"N5"}),
     ("the link patched to the gateway container",
-     patched(_vmbr0, Role.INTER_BRIDGE, Role.PRIVACY), {"W1"}),
+     patched(_vmbr0, Role.INTER_BRIDGE, Role.PRIVACY_CONTAINER), {"W1"}),
     ("ARP flooded", arp_flooded, {"N6", "N9"}),
     ("ARP sent to LOCAL", arp_to_local, {"N9"}),
     ("forged-source drops removed", no_forged_source_drops, {"N8"}),

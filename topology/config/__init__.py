@@ -58,9 +58,9 @@ socketnet reads:
 
 Port roles: the netmaker interface is the netmaker uplink; the warp tunnel the
 warp uplink; the veth pair ends are the inter-bridge link; a container on the
-mesh bridge is management, on the privacy bridge it is the privacy proxy (the
-xray client) if it offers services and privacy otherwise. Exactly one netmaker
-uplink, warp uplink, inter-bridge link and privacy proxy. Uplinks are l3
+mesh bridge is management, on the privacy bridge it is the xray client if it
+offers services and a privacy container otherwise. Exactly one netmaker uplink,
+warp uplink, inter-bridge link and xray client. Uplinks are l3
 (WireGuard) unless told otherwise and reach their bridge through an adapter
 port whose address is the gateway of the bridge's containers. A container's MAC
 is `properties.hwaddr`, else 02:00 followed by its IPv4 address's four bytes.
@@ -100,7 +100,7 @@ Every key is optional; the notes after the list say more.
         the adapter's MAC (l3) or the far end's (l2)
     ports.<iface>.bridge: interface name; default the bridge post_up adds it to
         the bridge a wireguard interface is on, without a post_up
-    containers."<id>".role: management, privacy or privacy-proxy; default from its bridge and services
+    containers."<id>".role: management, privacy-container or xray-client; default from its bridge and services
         the container's role
     containers."<id>".mac: MAC address; default hwaddr, or 02:00+IPv4 bytes
         the container's MAC

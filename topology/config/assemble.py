@@ -81,7 +81,7 @@ def build_host(f: Reader, seed: Seed, file: str) -> Optional[Host]:
     if f.issues:
         return None
     return Host(
-        source=file, mesh=bridges[0], privacy=bridges[1],
+        source=file, mesh=bridges[0], privacy_bridge=bridges[1],
         netmaker_ranges=options.netmaker_ranges, nodes=options.nodes,
         privacy_blocked=options.privacy_blocked, settings=options.settings,
         ignored=tuple(ignored), classification=options.classification)
@@ -159,7 +159,7 @@ def _place_containers(f: Reader, seed: Seed, mesh: Optional[str],
         if entry.bridge not in (mesh, privacy):
             continue  # the bridges themselves are wrong; that is reported already
         role = Role.MANAGEMENT if entry.bridge == mesh else (
-            Role.PRIVACY_PROXY if entry.offers_services else Role.PRIVACY)
+            Role.XRAY_CLIENT if entry.offers_services else Role.PRIVACY_CONTAINER)
         option = options.get(entry.id)
         if option and option.role:
             if (option.role is Role.MANAGEMENT) != (entry.bridge == mesh):
@@ -183,14 +183,14 @@ def _place_containers(f: Reader, seed: Seed, mesh: Optional[str],
             f.error(At(option.at.path, container_id), f"no container has this id (ids: "
                     f"{', '.join(e.id for e in seed.containers)})")
 
-    proxies = [p for p in placed if p.role is Role.PRIVACY_PROXY]
-    if privacy and not proxies and seed.containers_readable:
-        f.lacking(seed.root["lxc"]["containers"], f"no privacy proxy: no container on {privacy} "
-                  f"offers services (or set socketnet.containers.\"<id>\".role: privacy-proxy)")
-    for extra in proxies[1:]:
-        f.error(extra.entry.at["id"], f"a second privacy proxy (the first is container "
-                f"{proxies[0].entry.id}); set socketnet.containers.\"{extra.entry.id}\".role: "
-                f"privacy for all but the xray client")
+    clients = [p for p in placed if p.role is Role.XRAY_CLIENT]
+    if privacy and not clients and seed.containers_readable:
+        f.lacking(seed.root["lxc"]["containers"], f"no xray client: no container on {privacy} "
+                  f"offers services (or set socketnet.containers.\"<id>\".role: xray-client)")
+    for extra in clients[1:]:
+        f.error(extra.entry.at["id"], f"a second xray client (the first is container "
+                f"{clients[0].entry.id}); set socketnet.containers.\"{extra.entry.id}\".role: "
+                f"privacy-container for all but the xray client")
     return placed
 
 
@@ -442,13 +442,13 @@ def flow_warnings(file: str, host: Host) -> list:
 def _check_rule_reach(f: Reader, options: Options, placed: list, mesh: Optional[str]) -> None:
     """A privacy rule's destinations lie within the xray client's address (W1),
     a management rule's within the management subnet (W5)."""
-    proxies = [p.entry.interface for p in placed
-               if p.role is Role.PRIVACY_PROXY and p.entry.interface is not None]
+    clients = [p.entry.interface for p in placed
+               if p.role is Role.XRAY_CLIENT and p.entry.interface is not None]
     management = IPSet(p.entry.interface.cidr for p in placed
                        if p.entry.bridge == mesh and p.entry.interface is not None)
     reach = {}
-    if len(proxies) == 1:
-        xray = proxies[0].ip
+    if len(clients) == 1:
+        xray = clients[0].ip
         reach[TrafficClass.PRIVACY] = (
             IPSet([IPNetwork(f"{xray}/32")]),
             f"privacy rules must target the xray client (W1): dst within {xray}/32")

@@ -63,7 +63,20 @@ ADDRESS_SET = Value("list of IPv4 addresses or networks", lambda f, at: f.addres
 PORT_RANGES = Value('list of ports and "low-high" ranges (tcp, udp)',
                     lambda f, at: f.port_ranges(at))
 CLASS = choice([c.value for c in TrafficClass], TrafficClass)
-CONTAINER_ROLES = (Role.MANAGEMENT, Role.PRIVACY, Role.PRIVACY_PROXY)
+CONTAINER_ROLES = (Role.MANAGEMENT, Role.PRIVACY_CONTAINER, Role.XRAY_CLIENT)
+RENAMED_ROLES = {"privacy": Role.PRIVACY_CONTAINER, "privacy-proxy": Role.XRAY_CLIENT}
+
+
+def _container_role(f, at):
+    """A container's role; the names of earlier versions are read, with a warning."""
+    if isinstance(at.value, str) and at.value in RENAMED_ROLES:
+        role = RENAMED_ROLES[at.value]
+        f.warn(at, f"renamed {role.value}; the old name still reads as it")
+        return role
+    return _converted(f.choice(at, [r.value for r in CONTAINER_ROLES]), Role)
+
+
+CONTAINER_ROLE = Value("management, privacy-container or xray-client", _container_role)
 
 
 @dataclass(frozen=True)
@@ -148,9 +161,7 @@ KEYS = (
     Key("ports.<iface>.bridge", IFNAME,
         "the bridge a wireguard interface is on, without a post_up",
         default="the bridge post_up adds it to"),
-    Key('containers."<id>".role',
-        choice([r.value for r in CONTAINER_ROLES], Role, "management, privacy or privacy-proxy"),
-        "the container's role", default="from its bridge and services"),
+    Key('containers."<id>".role', CONTAINER_ROLE, "the container's role", default="from its bridge and services"),
     Key('containers."<id>".mac', MAC, "the container's MAC",
         default="hwaddr, or 02:00+IPv4 bytes"),
     Key("metrics.listen", LISTEN, "where Prometheus scrapes /metrics",

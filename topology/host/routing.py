@@ -65,7 +65,7 @@ def uplinks(host: Host) -> tuple:
     def one(bridge, role):
         ports = bridge.with_role(role)
         return ports[0] if ports else None
-    return one(host.mesh, Role.NETMAKER_UPLINK), one(host.privacy, Role.WARP_UPLINK)
+    return one(host.mesh, Role.NETMAKER_UPLINK), one(host.privacy_bridge, Role.WARP_UPLINK)
 
 
 def routed_uplinks(host: Host) -> tuple:

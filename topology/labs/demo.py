@@ -45,7 +45,7 @@ def probes(world) -> list:
     xray = host.xray_client.container
     xray_port = xray.services[0].port
     managed = host.mesh.containers
-    others = [c for c in host.privacy.containers if c is not xray]
+    others = [c for c in host.privacy_bridge.containers if c is not xray]
     mcp = managed[0]
     out = [Probe("W1-W3", "the user on the droplet opens a session through the xray client "
                  "to the VPS", "droplet", str(xray.address), xray_port)]

@@ -66,7 +66,7 @@ def node2_config(seed_doc: dict, host: Host, subnet: IPNetwork) -> dict:
     one); `socketnet.nodes` lists this host's management subnet; no classification
     rules naming this host's addresses, no seed flows."""
     doc = copy.deepcopy(seed_doc)
-    mesh, privacy = host.mesh.name, host.privacy.name
+    mesh, privacy = host.mesh.name, host.privacy_bridge.name
     privacy_net = IPNetwork(f"{subnet.next().network}/24")
     doc["openflow"] = {"bridges": {mesh: {"flows": []}, privacy: {"flows": []}}}
     doc["lxc"] = {"containers": [

@@ -22,7 +22,7 @@ VPS_LOG = "vps-connections.log"  # in the world's directory: the VPS's server ap
 
 
 def _warp_interface(world) -> str:
-    return world.host.privacy.one(Role.WARP_UPLINK).interface
+    return world.host.privacy_bridge.one(Role.WARP_UPLINK).interface
 
 
 def _nm_interface(world) -> str:

@@ -263,7 +263,7 @@ class World:
 
     def _warp_and_vps(self) -> None:
         host_ns = self.lab.ns(HOST)
-        warp = self.host.privacy.one(Role.WARP_UPLINK).interface
+        warp = self.host.privacy_bridge.one(Role.WARP_UPLINK).interface
         self.warp_link = WireGuardLink(
             f"{self.name}-warp",
             WgEnd(host_ns, warp, f"{self.warp_address}/32", ("0.0.0.0/0",), "192.0.2.1/30",

@@ -92,7 +92,7 @@ def runtime(seed_host, monkeypatch):
     rt = Runtime()
     rt.host = seed_host
     rt.config_path = seed_host.source
-    for dpid, bridge, base in ((MESH_DPID, seed_host.mesh, 1), (VMBR0_DPID, seed_host.privacy, 2)):
+    for dpid, bridge, base in ((MESH_DPID, seed_host.mesh, 1), (VMBR0_DPID, seed_host.privacy_bridge, 2)):
         state = rt.switch(dpid)
         state.bridge, state.ports, state.connected = bridge.name, ports_of(bridge, base), True
         state.connects, state.last_sync = 1, 1.0
@@ -211,7 +211,7 @@ def test_ports_have_roles_and_counters(api):
     status, doc = call(api, "GET", "/v1/switches/vmbr0/ports")
     assert status == 200
     roles = {p["name"]: p["role"] for p in doc["ports"]}
-    assert roles["veth102"] == "privacy-proxy" and roles["vmbr0"] == "local"
+    assert roles["veth102"] == "xray-client" and roles["vmbr0"] == "local"
     assert all(p["counters"]["tx_packets"] == 2 for p in doc["ports"])
 
 
@@ -429,7 +429,7 @@ def fuzz_schema():
     rt = Runtime()
     rt.host = load_host(str(SEED_YAML))
     rt.config_path = str(SEED_YAML)
-    for dpid, bridge, base in ((MESH_DPID, rt.host.mesh, 1), (VMBR0_DPID, rt.host.privacy, 2)):
+    for dpid, bridge, base in ((MESH_DPID, rt.host.mesh, 1), (VMBR0_DPID, rt.host.privacy_bridge, 2)):
         state = rt.switch(dpid)
         state.bridge, state.ports, state.connected = bridge.name, ports_of(bridge, base), True
         state.last_sync = 1.0

@@ -41,7 +41,7 @@ def test_topology_json_lists_every_port_with_role_and_kind():
     roles = {(b["name"], p["name"]): (p["role"], p["kind"])
              for b in doc["bridges"] for p in b["ports"]}
     assert roles[("mesh", "mesh-gw")] == ("netmaker-uplink", "l3")
-    assert roles[("vmbr0", "veth102")] == ("privacy-proxy", "l2")
+    assert roles[("vmbr0", "veth102")] == ("xray-client", "l2")
     assert roles[("vmbr0", "from-mesh")] == ("inter-bridge", "l2")
     assert len(roles) == 8
 

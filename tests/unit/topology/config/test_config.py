@@ -70,9 +70,9 @@ def container(data, index) -> dict:
 def test_seed_loads_with_its_ports_in_order():
     host = load_host(SEED)
     assert host.source == str(SEED)
-    assert host.mesh.name == "mesh" and host.privacy.name == "vmbr0"
+    assert host.mesh.name == "mesh" and host.privacy_bridge.name == "vmbr0"
     assert [p.name for p in host.mesh.ports] == ["mesh-gw", "to-privacy", "veth200", "veth201"]
-    assert [p.name for p in host.privacy.ports] == ["vmbr0-gw", "from-mesh", "veth100", "veth102"]
+    assert [p.name for p in host.privacy_bridge.ports] == ["vmbr0-gw", "from-mesh", "veth100", "veth102"]
 
 
 def test_seed_mesh_ports_have_their_roles():
@@ -90,14 +90,14 @@ def test_seed_mesh_ports_have_their_roles():
 
 
 def test_seed_privacy_ports_have_their_roles():
-    privacy = load_host(SEED).privacy
+    privacy = load_host(SEED).privacy_bridge
     uplink = privacy.port("vmbr0-gw")
     assert (uplink.role, uplink.kind, uplink.interface) == (Role.WARP_UPLINK, Kind.L3, "warp0")
     assert str(uplink.address) == "10.0.0.1/24"
     assert privacy.port("from-mesh").peer == "to-privacy"
-    assert privacy.port("veth100").role is Role.PRIVACY
+    assert privacy.port("veth100").role is Role.PRIVACY_CONTAINER
     xray = privacy.port("veth102")
-    assert xray.role is Role.PRIVACY_PROXY
+    assert xray.role is Role.XRAY_CLIENT
     assert [(s.name, s.protocol, s.port) for s in xray.container.services] == [
         ("xray-client", "tcp", 8080)]
 
@@ -111,7 +111,7 @@ def test_seed_containers_have_addresses_and_derived_macs():
     assert mcp.gateway == IPAddress("10.1.0.1")
     assert mcp.mac == "02:00:0a:01:00:c8"
     assert host.xray_client.container.mac == "02:00:0a:00:00:66"
-    assert [c.mac for c in host.privacy.containers] == ["02:00:0a:00:00:64", "02:00:0a:00:00:66"]
+    assert [c.mac for c in host.privacy_bridge.containers] == ["02:00:0a:00:00:64", "02:00:0a:00:00:66"]
 
 
 def test_seed_socketnet_section_and_unmanaged_tunnel():
@@ -128,7 +128,7 @@ def test_seed_socketnet_section_and_unmanaged_tunnel():
 
 def test_seed_flows_are_parsed_onto_their_bridges():
     host = load_host(SEED)
-    assert len(host.mesh.seed_flows) == 6 and len(host.privacy.seed_flows) == 5
+    assert len(host.mesh.seed_flows) == 6 and len(host.privacy_bridge.seed_flows) == 5
     first = host.mesh.seed_flows[0]
     assert (first.bridge, first.priority, first.match, first.actions) == (
         "mesh", 100, {"in_port": "nm-privacy"}, ("output:to-privacy",))
@@ -573,34 +573,51 @@ def test_veth_pair_end_on_a_third_bridge_is_an_error(tmp_path, seed):
                  "not a bridge of this host")
 
 
-def test_no_privacy_proxy_is_an_error(tmp_path, seed):
+def test_no_xray_client_is_an_error(tmp_path, seed):
     del container(seed, XRAY)["properties"]["services"]
     file, issues = errors(tmp_path, seed)
-    assert_issue(file, issues, "lxc.containers", ABSENT, "no privacy proxy")
+    assert_issue(file, issues, "lxc.containers", ABSENT, "no xray client")
 
 
-def test_a_second_privacy_proxy_is_an_error(tmp_path, seed):
+def test_a_second_xray_client_is_an_error(tmp_path, seed):
     container(seed, GATEWAY)["properties"]["services"] = [
         {"name": "dns", "protocol": "udp", "port": 53}]
     file, issues = errors(tmp_path, seed)
     assert_issue(file, issues, "lxc.containers[1].id", "102",
-                 'a second privacy proxy (the first is container 100); set '
-                 'socketnet.containers."102".role: privacy')
+                 'a second xray client (the first is container 100); set '
+                 'socketnet.containers."102".role: privacy-container')
 
 
-def test_role_override_picks_the_privacy_proxy(tmp_path, seed):
+def test_role_override_picks_the_xray_client(tmp_path, seed):
     container(seed, GATEWAY)["properties"]["services"] = [
         {"name": "dns", "protocol": "udp", "port": 53}]
-    seed["socketnet"]["containers"] = {"100": {"role": "privacy"}}
+    seed["socketnet"]["containers"] = {"100": {"role": "privacy-container"}}
     host = load_host(write(tmp_path, seed))
     assert host.xray_client.name == "veth102"
-    assert host.privacy.port("veth100").role is Role.PRIVACY
+    assert host.privacy_bridge.port("veth100").role is Role.PRIVACY_CONTAINER
+
+
+@pytest.mark.parametrize("old,new", [("privacy", Role.PRIVACY_CONTAINER),
+                                     ("privacy-proxy", Role.XRAY_CLIENT)])
+def test_a_roles_earlier_name_still_reads_as_its_new_one_with_a_warning(tmp_path, seed, old, new):
+    container(seed, GATEWAY)["properties"]["services"] = [
+        {"name": "dns", "protocol": "udp", "port": 53}]
+    chosen = {"privacy": "100", "privacy-proxy": "102"}[old]
+    other = {"100": "102", "102": "100"}[chosen]
+    seed["socketnet"]["containers"] = {chosen: {"role": old}, other: {
+        "role": "xray-client" if new is Role.PRIVACY_CONTAINER else "privacy-container"}}
+    result = check_file(write(tmp_path, seed))
+    assert result.errors == []
+    veth = {"100": "veth100", "102": "veth102"}[chosen]
+    assert result.host.privacy_bridge.port(veth).role is new
+    assert [w.message for w in result.warnings if w.path.startswith("socketnet.containers")] == [
+        f"renamed {new.value}; the old name still reads as it"]
 
 
 def test_role_override_onto_the_wrong_bridge_is_an_error(tmp_path, seed):
-    seed["socketnet"]["containers"] = {"200": {"role": "privacy"}}
+    seed["socketnet"]["containers"] = {"200": {"role": "privacy-container"}}
     file, issues = errors(tmp_path, seed)
-    assert_issue(file, issues, 'socketnet.containers."200".role', "privacy",
+    assert_issue(file, issues, 'socketnet.containers."200".role', "privacy-container",
                  "container 200 is on mesh")
 
 
@@ -648,7 +665,7 @@ def test_adapter_without_an_address_is_an_error(tmp_path, seed):
 ])
 def test_post_up_forms_that_enslave_warp_on_vmbr0(tmp_path, seed, post_up):
     seed["wireguard"]["warp_tunnel"]["post_up"] = post_up
-    assert load_host(write(tmp_path, seed)).privacy.port("vmbr0-gw").interface == "warp0"
+    assert load_host(write(tmp_path, seed)).privacy_bridge.port("vmbr0-gw").interface == "warp0"
 
 
 def test_post_up_adding_another_interface_is_an_error(tmp_path, seed):
@@ -661,7 +678,7 @@ def test_post_up_adding_another_interface_is_an_error(tmp_path, seed):
 def test_socketnet_can_name_the_warp_bridge_instead_of_post_up(tmp_path, seed):
     del seed["wireguard"]["warp_tunnel"]["post_up"]
     seed["socketnet"]["ports"]["warp0"]["bridge"] = "vmbr0"
-    assert load_host(write(tmp_path, seed)).privacy.name == "vmbr0"
+    assert load_host(write(tmp_path, seed)).privacy_bridge.name == "vmbr0"
 
 
 def test_socketnet_bridge_contradicting_post_up_is_an_error(tmp_path, seed):
@@ -694,7 +711,7 @@ def test_l2_uplink_with_an_adapter_is_an_error(tmp_path, seed):
 def test_adapter_name_and_address_can_be_set(tmp_path, seed):
     seed["socketnet"]["ports"]["warp0"] = {"adapter": "warp-ad", "address": "10.0.0.1/24",
                                            "mac": "02:00:00:00:0f:02"}
-    port = load_host(write(tmp_path, seed)).privacy.ports[0]
+    port = load_host(write(tmp_path, seed)).privacy_bridge.ports[0]
     assert (port.name, str(port.address), port.mac) == ("warp-ad", "10.0.0.1/24",
                                                         "02:00:00:00:0f:02")
 
