@@ -1,4 +1,4 @@
-"""The os-ken app that serves the flow-debug REST API (controller/api.py).
+"""The os-ken app that serves the flow-debug REST API (controller/api/app.py).
 
 A thin shell: it serves `controller.api.Api` with os-ken's eventlet WSGI server on
 `socketnet.rest.listen` (127.0.0.1:9641 unless configured), and is the API's
@@ -24,9 +24,9 @@ from apps.channel import Channel, ChannelError, Channels
 from controller import audit as auditmod
 from controller import conntrack
 from controller import ofmsg
-from controller.api import Api
-from controller.api_routes import ApiError
-from controller.api_views import FlowStat
+from controller.api.app import Api
+from controller.api.routes import ApiError
+from controller.api.views import FlowStat
 from controller.flow import FlowError
 from controller.switches import Runtime
 from controller.explain import path_doc

@@ -29,7 +29,7 @@ SYNC_LINE = re.compile(r"(?P<bridge>\S+): pipeline in sync \((?P<add>\d+) to add
 def run_argv(config: str, port: int, *options: str) -> list:
     """`socketnet run -c CONFIG` on 127.0.0.1:PORT with `options`, through this
     interpreter (what tests, labs and benches start)."""
-    return [sys.executable, "-c", "from controller.cli import main; main()", "run",
+    return [sys.executable, "-c", "from controller.cli.main import main; main()", "run",
             "-c", config, "--ofp-listen", f"127.0.0.1:{port}", *options]
 
 

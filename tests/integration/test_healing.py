@@ -40,7 +40,7 @@ from topology.system import wait_until
 from tests.integration.conftest import SEED_YAML, WIREGUARD, report, require, unique_lab_name
 
 HEAL_WAIT = 60.0  # a bound, not a target: the VM lab's emulated guest is slow
-SOCKETNET = (sys.executable, "-c", "from controller.cli import main; main()")
+SOCKETNET = (sys.executable, "-c", "from controller.cli.main import main; main()")
 
 
 class HostWatch:

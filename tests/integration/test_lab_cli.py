@@ -20,7 +20,7 @@ from tests.integration.conftest import SEED_YAML, WIREGUARD, require, unique_lab
 
 
 def socketnet(*args, timeout=120):
-    return subprocess.run([sys.executable, "-c", "from controller.cli import main; main()",
+    return subprocess.run([sys.executable, "-c", "from controller.cli.main import main; main()",
                            *args], capture_output=True, text=True, timeout=timeout)
 
 

@@ -402,7 +402,7 @@ def test_schemathesis_against_the_live_controller(live):
 
 def cli(base, *args):
     from click.testing import CliRunner
-    from controller.cli import main
+    from controller.cli.main import main
     return CliRunner().invoke(main, [*args, "--api", base, "--token", TOKEN])
 
 

@@ -59,7 +59,7 @@ def _install(world) -> None:
     """The units as shipped, the wrapper, and a drop-in each for this host."""
     pythonpath = ":".join(p for p in sys.path if p.startswith(("/src", "/opt/socketnet")))
     with open(WRAPPER, "w") as f:
-        f.write(f"#!/bin/sh\nexec {sys.executable} -c 'from controller.cli import main; "
+        f.write(f"#!/bin/sh\nexec {sys.executable} -c 'from controller.cli.main import main; "
                 f"main()' \"$@\"\n")
     os.chmod(WRAPPER, 0o755)
     ctl, lab = world.controllers["host"], world.lab

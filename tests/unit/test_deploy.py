@@ -88,7 +88,7 @@ def test_the_host_watch_unit_verifies_is_sandboxed_and_watches_the_controllers_c
 
 def test_the_host_watch_units_command_is_the_clis():
     from click.testing import CliRunner
-    from controller.cli import main
+    from controller.cli.main import main
     argv = re.search(r"^ExecStart=\S+ (.+)$", HOST_UNIT.read_text(), flags=re.M).group(1).split()
     result = CliRunner().invoke(main, [*argv[:2], "--help"])
     assert result.exit_code == 0 and all(a in result.output for a in argv[2:3]), result.output

@@ -18,7 +18,7 @@ import click
 import pytest
 import yaml
 
-from controller.cli import main
+from controller.cli.main import main
 from controller.pipeline import TABLES, Purpose
 from tests.unit.test_monitoring_files import exported_names
 

@@ -25,12 +25,12 @@ LAYERS = (
                                 "controller.ovs_text", "controller.explain", "controller.audit",
                                 "controller.vswitchd")),
     ("OpenFlow encoding", ("controller.ofmsg",)),
-    ("the API", ("controller.api_routes", "controller.api_views", "controller.api",
-                 "controller.api_client", "controller.process")),
+    ("the API", ("controller.api.routes", "controller.api.views", "controller.api.app",
+                 "controller.api.client", "controller.process")),
     ("the os-ken shell", ("apps.*", "controller.runner", "controller.receive")),
     ("host provisioning", ("topology.host.*",)),
     ("labs, world, demo", ("topology.labs.*", "topology.vmlab.*")),
-    ("the command line", ("controller.cli", "controller.cli_api")),
+    ("the command line", ("controller.cli.main", "controller.cli.api_commands")),
 )
 PURE = 3  # the layers before OpenFlow encoding
 NOT_IN_PURE = ("os_ken", "eventlet")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import click
 
-from controller.api_client import ApiClientError
+from controller.api.client import ApiClientError
 from topology.model import Role
 
 
@@ -76,7 +76,7 @@ def probes(world) -> list:
 
 
 def _api(world, label: str):
-    from controller.api_client import ApiClient
+    from controller.api.client import ApiClient
     ctl = world.controllers[label]
     with open(ctl.token_file) as f:
         return ApiClient(ctl.rest_url, f.readline().strip(), timeout=30)

@@ -19,7 +19,7 @@ from controller.classifier import (
     Classifier, Decision, DecisionCache, DropReason, Flow5, Verdict, address_int,
     commit_actions, parse_ipv4, seed_service_rules, source_block_flow,
 )
-from controller.cli import main
+from controller.cli.main import main
 from controller.compiler import P_CLASS
 from controller.flow import CT, ETH_TYPE_IP, Output
 from controller.pipeline import CLASSIFY, Mark, Purpose, check_flow

@@ -8,7 +8,7 @@ from controller.explain import installed_flow, path_doc, path_lines, step_doc, v
 from controller.pipeline import Purpose
 from controller.switches import SwitchState
 from controller.ovs_text import TracePath, TraceStep, parse_steps, parse_trace
-from tests.unit.controller.test_api import ports_of
+from tests.unit.controller.api.test_api import ports_of
 
 # `ovs-appctl ofproto/trace mesh in_port=mesh-gw,tcp,...` on a lab of the seed
 # (Open vSwitch 3.1): table 0, table 1 into the tracker, then the recirculated pass.

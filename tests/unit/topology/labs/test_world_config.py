@@ -34,7 +34,7 @@ def test_the_lab_command_and_the_world_agree_on_where_records_live():
 
 
 def test_one_seed_config_every_default_names_it():
-    from controller import cli
+    from controller.cli import main as cli
     from topology import config
     assert lab_cli.SEED_CONFIG is world.SEED_CONFIG is cli.SEED_CONFIG is config.SEED_CONFIG
     example = Path(config.SEED_CONFIG).parents[1] / "examples" / "seed.yaml"

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from controller.api import Api
-from controller.api_routes import ROUTES, ApiError, openapi
-from controller.api_views import FlowStat
+from controller.api.app import Api
+from controller.api.routes import ROUTES, ApiError, openapi
+from controller.api.views import FlowStat
 from controller.compiler import SwitchPort, compile_bridge
 from controller.conntrack import Connection
 from controller.switches import Runtime
@@ -472,7 +472,7 @@ def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(fuzz_
 
 def test_cli_says_when_the_api_cannot_be_reached():
     from click.testing import CliRunner
-    from controller.cli import main
+    from controller.cli.main import main
     from controller.process import free_port
     result = CliRunner().invoke(main, ["switches", "--api", f"http://127.0.0.1:{free_port()}"])
     assert result.exit_code == 1 and "cannot reach the socketnet API" in result.output
@@ -480,6 +480,6 @@ def test_cli_says_when_the_api_cannot_be_reached():
 
 def test_cli_prints_click_completion_scripts():
     from click.testing import CliRunner
-    from controller.cli import main
+    from controller.cli.main import main
     result = CliRunner().invoke(main, ["completion", "bash"])
     assert result.exit_code == 0 and "_SOCKETNET_COMPLETE" in result.output

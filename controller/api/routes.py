@@ -4,7 +4,7 @@ subset requests are checked against (the same schemas the OpenAPI document
 publishes), the API's error (ApiError: status, message, the field it names),
 and the OpenAPI 3 document made from all of it.
 
-Pure: no switch, no WSGI; `controller/api.py` routes requests by it.
+Pure: no switch, no WSGI; `controller/api/app.py` routes requests by it.
 """
 from __future__ import annotations
 

@@ -19,8 +19,8 @@ import sys
 
 import click
 
-from controller.cli_api import COMMANDS as API_COMMANDS
-from controller.cli_api import EXIT_INVALID, load_or_exit
+from controller.cli.api_commands import COMMANDS as API_COMMANDS
+from controller.cli.api_commands import EXIT_INVALID, load_or_exit
 from topology import config as configmod
 from topology.config import SEED_CONFIG
 from topology.host.cli import host as host_group

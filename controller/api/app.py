@@ -9,9 +9,9 @@ switch, as Faucet keeps its valve apart from its app.
     Backend                      what the app needs from the switches
 
 The endpoints, their schemas, request validation and the OpenAPI document are
-`controller/api_routes.py` (ROUTES: every endpoint, once: what the router, the
+`controller/api/routes.py` (ROUTES: every endpoint, once: what the router, the
 access check and the OpenAPI document are all made from); what the answers hold
-is `controller/api_views.py`. This module routes, checks access, reads bodies and
+is `controller/api/views.py`. This module routes, checks access, reads bodies and
 writes JSON.
 
 Versioned endpoints live under /v1; the read endpoints of Ryu's ofctl_rest
@@ -38,9 +38,9 @@ import time
 from typing import NamedTuple, Optional, Protocol
 from urllib.parse import parse_qs
 
-from controller.api_routes import (ApiError, PORT32, REASONS, ROUTES, RYU_READS, Route, VERSION,
+from controller.api.routes import (ApiError, PORT32, REASONS, ROUTES, RYU_READS, Route, VERSION,
                                    bad, check_object, coerce, openapi)
-from controller.api_views import (classify_doc, config_doc, dpid_text, dump_line, flow_class,
+from controller.api.views import (classify_doc, config_doc, dpid_text, dump_line, flow_class,
                                   jsonable, port_number, token_of, touches, trace_flow,
                                   undecided_packet)
 from controller.classifier import Flow5

@@ -19,7 +19,7 @@ Every command prints a table for people and JSON with `--json`. `--api URL`
 (env SOCKETNET_API, default http://127.0.0.1:9641) and `--token` (env
 SOCKETNET_TOKEN) say where and how to ask. Exit 0 done; 1 the API answered an
 error or cannot be reached; audit: 1 when it found a violation; reload: 2 when
-the config is invalid. controller/cli.py registers these commands. Also the
+the config is invalid. controller/cli/main.py registers these commands. Also the
 offline helpers the `socketnet` command shares: `load_or_exit` (a config, or
 every issue on stderr and exit 2) and `print_compiled_flows` (`flows -c FILE`).
 """
@@ -30,7 +30,7 @@ import sys
 
 import click
 
-from controller.api_client import DEFAULT_API, ApiClient, ApiClientError
+from controller.api.client import DEFAULT_API, ApiClient, ApiClientError
 from controller.pipeline import Purpose
 from topology import config as configmod
 from topology.model import Host, TrafficClass
@@ -58,7 +58,7 @@ def print_compiled_flows(file: str, bridge: str = None, table: int = None,
     lines (or JSON), filtered as the API filters a switch's. Port numbers are
     assigned in config order from 1, as `socketnet lab` does; on a real switch they
     come from the switch. An unknown bridge, table or port exits 2 naming it."""
-    from controller.api_views import flow_class, touches
+    from controller.api.views import flow_class, touches
     from controller.compiler import SwitchPort, compile_bridge
     from controller.pipeline import TABLE_BY_ID, purpose_of
 
@@ -401,8 +401,8 @@ def classify(file, src, dst, proto, sport, dport, api_url, token, as_json):
     body = {"src": src, "dst": dst, "proto": proto, "sport": sport, "dport": dport}
     body = {k: v for k, v in body.items() if v is not None}
     if file:
-        from controller.api_routes import CLASSIFY_BODY, ApiError, check_object
-        from controller.api_views import classify_doc
+        from controller.api.routes import CLASSIFY_BODY, ApiError, check_object
+        from controller.api.views import classify_doc
         host = load_or_exit(file)
         try:
             check_object(body, CLASSIFY_BODY)

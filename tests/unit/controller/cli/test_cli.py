@@ -6,9 +6,9 @@ from pathlib import Path
 import yaml
 from click.testing import CliRunner
 
-from controller.cli import main
+from controller.cli.main import main
 
-SEED = str(Path(__file__).parents[3] / "examples" / "seed.yaml")
+SEED = str(Path(__file__).parents[4] / "examples" / "seed.yaml")
 
 
 def run(*args):
@@ -63,7 +63,7 @@ def test_flows_prints_ofctl_lines_for_one_bridge():
 def test_version_says_the_installed_version():
     from importlib import metadata
     from click.testing import CliRunner
-    from controller.cli import main
+    from controller.cli.main import main
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0
     assert result.output.strip() == f"socketnet {metadata.version('socketnet')}"
@@ -72,7 +72,7 @@ def test_version_says_the_installed_version():
 @pytest.mark.parametrize("given", ["http://127.0.0.1:9641", "http://127.0.0.1:9641/",
                                    "http://127.0.0.1:9641/v1", "http://127.0.0.1:9641/v1/"])
 def test_the_api_address_is_taken_with_or_without_v1_as_the_log_prints_it(given):
-    from controller.api_client import ApiClient
+    from controller.api.client import ApiClient
     assert ApiClient(given).base == "http://127.0.0.1:9641"
 
 

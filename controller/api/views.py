@@ -16,7 +16,7 @@ import os
 import re
 from typing import NamedTuple, Optional
 
-from controller.api_routes import bad
+from controller.api.routes import bad
 from controller.classifier import CLASS_OF_MARK, Classifier, Flow5, commit_actions
 from controller.compiler import conntrack_zone, own_mac
 from controller.flow import Apply, Flow, Output

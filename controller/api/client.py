@@ -1,4 +1,4 @@
-"""A client of the flow-debug REST API (controller/api.py), for the CLI and scripts.
+"""A client of the flow-debug REST API (controller/api/app.py), for the CLI and scripts.
 
     ApiClient(base_url, token).call("GET", "/v1/switches", params={...}) -> JSON or text
     ApiClientError: .status (0: unreachable), .message, .field, .doc (the JSON error)
