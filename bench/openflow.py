@@ -10,7 +10,7 @@ packet-in sink (bench/traffic.py).
 The key of a new flow is (IPv4 source, TCP/UDP source port): every frame the bench
 sends has its own. `flow_mod_key` reads it from a FlowMod's match, `packet_out_key`
 from the frame a PacketOut carries, so an answer is matched to its packet-in
-whatever xid the controller chose. tests/unit/test_bench_synthetic_switch.py parses
+whatever xid the controller chose. tests/unit/bench/test_bench_synthetic_switch.py parses
 every encoded message with os-ken's own parser, so this cannot rot silently.
 Importing this module does not import os-ken.
 """

@@ -17,7 +17,7 @@ from topology.system import wait_until
 from topology.vmlab.__main__ import KERNEL_SUITE, NOT_ON_THE_KERNEL_DATAPATH, SYSTEMD_SUITE
 from topology.vmlab.vm import VM, VMError
 
-AGENT = Path(__file__).resolve().parents[3] / "topology" / "vmlab" / "agent.py"
+AGENT = Path(__file__).resolve().parents[4] / "topology" / "vmlab" / "agent.py"
 
 
 @pytest.fixture
