@@ -1,10 +1,15 @@
 """Request and reply over one switch connection: xids, multipart replies, errors,
-barriers and atomic bundles.
+barriers and atomic bundles; and `Channels`, the one Channel of each connected
+switch that every app shares.
 
-The os-ken app hands every reply and error it receives to `Channel.deliver`;
-a green thread that called `request()` or `apply_bundle()` waits on its own xid.
-OpenFlow answers in order, so the errors of everything sent before a barrier
-have arrived by the time the barrier's reply does.
+`Channels` is the os-ken context "channels": apps/connection.py opens a switch's
+Channel when it connects, closes it when that connection dies, and hands every
+reply and error to `Channels.deliver`, once; the other apps look the channel up
+(`current`, `get`) and send over it. A green thread that called `request()` or
+`apply_bundle()` waits on its own xid. Every xid of a connection comes from one
+sequence, its datapath's (`next_xid`), whichever app sends, so a reply or error
+is never taken for another's. OpenFlow answers in order, so the errors of
+everything sent before a barrier have arrived by the time the barrier's reply does.
 """
 from __future__ import annotations
 
@@ -180,23 +185,28 @@ class Channel:
 
 
 class Channels:
-    """An app's Channel for each connected switch: one opened on connect, closed
-    on disconnect (a late DEAD of a connection since replaced is ignored), and
-    each reply handed to the channel of the connection it came on."""
+    """The Channel of each connected switch, for every app: one opened on connect,
+    closed on disconnect (a late DEAD of a connection since replaced is ignored),
+    and each reply handed to what waits for it on the connection it came on."""
 
     def __init__(self):
         self._by_dpid = {}
+        # dpid -> {xid: (event, msgs)}: os-ken ofctl's requests (apps/rest.py), in the
+        # protocol Ryu's ofctl_rest has with its app.
+        self.waiters = {}
 
     def open(self, datapath, timeout: float) -> Channel:
         channel = self._by_dpid[datapath.id] = Channel(datapath, timeout)
         return channel
 
-    def close(self, datapath) -> bool:
-        """Forget `datapath`'s channel; whether it was the current connection."""
+    def forget(self, datapath) -> bool:
+        """Forget `datapath`'s channel; whether it was the current connection.
+        (Not `close`: os-ken calls a context's close() when the process stops.)"""
         channel = self._by_dpid.get(datapath.id) if datapath.id is not None else None
         if channel is None or channel.dp is not datapath:
             return False
         del self._by_dpid[datapath.id]
+        self.waiters.pop(datapath.id, None)
         return True
 
     def current(self, datapath):
@@ -205,7 +215,18 @@ class Channels:
         return channel if channel is not None and channel.dp is datapath else None
 
     def deliver(self, msg) -> None:
-        channel = self.current(msg.datapath)
+        """A reply or error to its one taker: the ofctl request of its xid, else
+        the channel of the connection it came on (which ignores xids not its own)."""
+        dp = msg.datapath
+        waiting = self.waiters.get(dp.id, {})
+        if msg.xid in waiting:  # os-ken ofctl's protocol, as Ryu's ofctl_rest has it
+            event, msgs = waiting[msg.xid]
+            msgs.append(msg)
+            if not getattr(msg, "flags", 0) & ofp.OFPMPF_REPLY_MORE:
+                del waiting[msg.xid]
+                event.set()
+            return
+        channel = self.current(dp)
         if channel is not None:
             channel.deliver(msg)
 
@@ -217,3 +238,11 @@ class Channels:
 
     def values(self):
         return list(self._by_dpid.values())
+
+
+def next_xid(datapath) -> int:
+    """The connection's next xid, for a message packed without os-ken (the
+    classifier's): the same sequence `Datapath.set_xid` draws from for every
+    Channel and for os-ken's ofctl."""
+    datapath.xid = (datapath.xid + 1) & datapath.ofproto.MAX_XID
+    return datapath.xid

@@ -18,7 +18,6 @@ and the time of each decision, in the ClassifierCounts it gives the Runtime.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 
@@ -29,7 +28,7 @@ from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofp_parser
 
-from apps.channel import describe_error
+from apps.channel import describe_error, next_xid
 from apps.pipeline import EventPipelineSynced
 from controller import fastpath, ofmsg
 from controller.classifier import (MARKS, RETRIES, Classifier, DecisionCache, DropReason, Verdict,
@@ -83,8 +82,9 @@ class ClassifierApp(app_manager.OSKenApp):
         self.events = hub.Queue(queue)  # os-ken's default is 128, waiting when full
         self._events_sem = hub.BoundedSemaphore(queue)
         self.runtime.decision_cache = self.cache
-        self._xids = itertools.count(1)
-        self._sent = [None] * RECENT_XIDS  # (xid, Flow5) of the last decisions, by xid
+        # (datapath, xid, Flow5) of the last decisions, by xid: the connection's
+        # xids, which no other app's message shares (apps/channel.next_xid).
+        self._sent = [None] * RECENT_XIDS
         self.counts = ClassifierCounts()  # for /metrics
         self.runtime.classifier_counts = self.counts
         # Answers not sent yet: written to the switch in one go once no packet-in is
@@ -112,9 +112,9 @@ class ClassifierApp(app_manager.OSKenApp):
         self.events.put((ev, state))
         return None
 
-    def _xid(self, flow5) -> int:
-        xid = next(self._xids) & 0xFFFFFFFF
-        self._sent[xid % RECENT_XIDS] = (xid, flow5)
+    def _xid(self, datapath, flow5) -> int:
+        xid = next_xid(datapath)
+        self._sent[xid % RECENT_XIDS] = (datapath, xid, flow5)
         return xid
 
     def _queue(self, datapath, message: bytes) -> None:
@@ -154,7 +154,8 @@ class ClassifierApp(app_manager.OSKenApp):
             LOG.warning("source %s is over its cap of %d decisions: dropped for %ds",
                         flow5, self.classification.limits.cached_per_source, seconds)
             block = ofmsg.flow_mod(msg.datapath, source_block_flow(flow5.src, seconds, self.zone))
-            block.xid = self._xid(flow5)  # rare (one per source over its cap): os-ken packs it
+            # rare (one per source over its cap): os-ken packs it
+            block.xid = self._xid(msg.datapath, flow5)
             msg.datapath.send_msg(block)
             counts.flow_mods += 1
             return
@@ -170,7 +171,7 @@ class ClassifierApp(app_manager.OSKenApp):
         if drop:
             cache.count_drop(decision.drop_reason)
         self._queue(msg.datapath, fastpath.pack_commit(
-            self._xid(flow5), msg.match["in_port"], msg.data, self.zone,
+            self._xid(msg.datapath, flow5), msg.match["in_port"], msg.data, self.zone,
             _MARK[decision.cls], send_on=not drop))
         counts.commits += 1
         counts.latency.observe(time.perf_counter() - started)
@@ -178,9 +179,10 @@ class ClassifierApp(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     def _on_error(self, ev):
         self._flush()  # every event of this app's queue ends a batch
-        sent = self._sent[ev.msg.xid % RECENT_XIDS]
-        if sent is not None and sent[0] == ev.msg.xid:
-            LOG.error("switch refused the decision for %s: %s", sent[1], describe_error(ev.msg))
+        msg = ev.msg
+        sent = self._sent[msg.xid % RECENT_XIDS]
+        if sent is not None and sent[0] is msg.datapath and sent[1] == msg.xid:
+            LOG.error("switch refused the decision for %s: %s", sent[2], describe_error(msg))
 
     @set_ev_cls(EventPipelineSynced)
     def _on_synced(self, ev):

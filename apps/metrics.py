@@ -3,12 +3,12 @@
 Two jobs, neither on the packet-in path:
 
 - a green thread polls every connected bridge each `stats_interval` seconds over
-  its own Channel (its own xids; the other apps never wait on it): aggregate flow
-  stats per (table, purpose cookie), the class flows of table 1 (one per class,
-  matching the ct_mark decisions leave on connections: exact per-class packets and
-  bytes, however many connections), port, table and meter stats. Replies are
-  parsed in os-ken's receive loop, ahead of packet-ins queued behind them, so
-  every request is small;
+  the bridge's Channel (apps/channel.py, shared; each request waits on its own
+  xid, so no other app waits on a poll): aggregate flow stats per (table, purpose
+  cookie), the class flows of table 1 (one per class, matching the ct_mark
+  decisions leave on connections: exact per-class packets and bytes, however many
+  connections), port, table and meter stats. Replies are parsed in os-ken's
+  receive loop, ahead of packet-ins queued behind them, so every request is small;
 - a custom collector hands every scrape to controller.metric_families (pure),
   which builds the families from what this app holds (a
   `controller.telemetry.BridgeStats` per bridge, fed plain values: the replies
@@ -32,8 +32,7 @@ from importlib import metadata
 
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
-from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER,
-                                       set_ev_cls)
+from os_ken.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
@@ -87,14 +86,16 @@ class _Collector:
 
 class MetricsApp(app_manager.OSKenApp):
     OFP_VERSIONS = [ofp.OFP_VERSION]
-    _CONTEXTS = {"runtime": Runtime}
+    _CONTEXTS = {"runtime": Runtime, "channels": Channels}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.runtime: Runtime = kwargs["runtime"]
-        self.channels = Channels()
+        self.channels: Channels = kwargs["channels"]
         self.bridges = {}      # bridge name -> BridgeStats
-        self._inflight = None  # (request, on_reply): the poller's request waiting for replies
+        # (request, on_reply, seen): the poller's request waiting for replies; `seen`
+        # is set once this app's handler has had the last of them.
+        self._inflight = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
         ProcessCollector(registry=self.registry)
@@ -132,30 +133,21 @@ class MetricsApp(app_manager.OSKenApp):
 
     # --- switch events ---------------------------------------------------------
 
-    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
-    def _on_features(self, ev):
-        dp = ev.msg.datapath
-        self.channels.open(dp, self.runtime.host.settings.reconcile_timeout)
-
-    @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
-    def _on_dead(self, ev):
-        self.channels.close(ev.datapath)
-
     @set_ev_cls(_REPLIES, MAIN_DISPATCHER)
     def _on_reply(self, ev):
+        """A reply to the poller's request, fed to it here (apps/connection.py
+        hands it to the request)."""
         msg = ev.msg
-        channel = self.channels.current(msg.datapath)
-        if channel is None:
-            return
         inflight = self._inflight
-        if (inflight is not None and inflight[0].xid == msg.xid
-                and inflight[0].datapath is msg.datapath
-                and not isinstance(msg, msg.datapath.ofproto_parser.OFPErrorMsg)):
-            try:
-                inflight[1](msg)
-            except Exception:  # never lose this app's event loop
-                LOG.exception("metrics: handling a stats reply")
-        channel.deliver(msg)
+        if (inflight is None or inflight[0].xid != msg.xid
+                or inflight[0].datapath is not msg.datapath):
+            return
+        try:
+            inflight[1](msg)
+        except Exception:  # never lose this app's event loop
+            LOG.exception("metrics: handling a stats reply")
+        if not msg.flags & ofp.OFPMPF_REPLY_MORE:
+            inflight[2].set()
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def _on_error(self, ev):
@@ -163,7 +155,6 @@ class MetricsApp(app_manager.OSKenApp):
         state = self.runtime.switches.get(msg.datapath.id)
         if state is not None and state.bridge is not None:
             self._stats(state.bridge).error(msg.type)
-        self._on_reply(ev)
 
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
     def _on_flow_removed(self, ev):
@@ -257,9 +248,15 @@ class MetricsApp(app_manager.OSKenApp):
     def _ask(self, channel: Channel, req, what: str, on_reply) -> list:
         """`channel.request`, with `on_reply(msg)` called for each reply as this
         app's event handler receives it: in order with the flow-removed messages,
-        so that no flow's count is both in a poll and in its removal."""
-        self._inflight = (req, on_reply)
+        so that no flow's count is both in a poll and in its removal. The request
+        may have its replies (from apps/connection.py's loop) before this app's
+        loop has had them: it waits for that too."""
+        seen = hub.Event()
+        self._inflight = (req, on_reply, seen)
         try:
-            return channel.request(req, what)
+            replies = channel.request(req, what)
+            if not seen.wait(channel.timeout):
+                raise ChannelError(f"{what}: reply not seen in {channel.timeout}s")
+            return replies
         finally:
             self._inflight = None

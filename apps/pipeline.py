@@ -2,38 +2,31 @@
 
 A thin shell around the pure core: it turns os-ken's events into calls on
 controller/sync.py and controller/role.py and carries out what they return over
-the switch's connection (apps/channel.py), the messages built and read by
-controller/ofmsg.py. On every connect, on every port change of a known bridge, on
-a config reload and on a change of role it runs one sync (`controller.sync.sync`:
-ports, role, meters, flows, one atomic bundle, a barrier). A reconnect with an
-unchanged config and ports sends no flow-mod at all.
+the switch's connection (its Channel, apps/channel.py, which apps/connection.py
+opens and tells it of), the messages built and read by controller/ofmsg.py. On
+every connect, on every port change of a known bridge, on a config reload and on
+a change of role it runs one sync (`controller.sync.sync`: ports, role, meters,
+flows, one atomic bundle, a barrier). A reconnect with an unchanged config and
+ports sends no flow-mod at all.
 
 A standby instance (socketnet.openflow.role) probes its primary's OpenFlow
 address and tells the RolePolicy what it found.
 """
 from __future__ import annotations
 
-import logging
 import socket
 
 from os_ken.base import app_manager
 from os_ken.controller import event, ofp_event
-from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER,
-                                       set_ev_cls)
+from os_ken.controller.handler import MAIN_DISPATCHER, set_ev_cls
 from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from apps.channel import ChannelError, Channels
+from apps.connection import EventConnected, EventDisconnected
 from controller import ofmsg, sync
 from controller.role import PROBE_SECONDS, Claim, RolePolicy
 from controller.switches import Runtime
-
-LOG = logging.getLogger("socketnet.pipeline")
-
-_REPLIES = [ofp_event.EventOFPPortDescStatsReply, ofp_event.EventOFPFlowStatsReply,
-            ofp_event.EventOFPBarrierReply, ofp_event.EventONFBundleCtrlMsg,
-            ofp_event.EventOFPMeterConfigStatsReply, ofp_event.EventOFPRoleReply,
-            ofp_event.EventOFPErrorMsg]
 
 
 class EventPipelineSynced(event.EventBase):
@@ -46,13 +39,13 @@ class EventPipelineSynced(event.EventBase):
 
 class PipelineApp(app_manager.OSKenApp):
     OFP_VERSIONS = [ofp.OFP_VERSION]
-    _CONTEXTS = {"runtime": Runtime}
+    _CONTEXTS = {"runtime": Runtime, "channels": Channels}
     _EVENTS = [EventPipelineSynced]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.runtime: Runtime = kwargs["runtime"]
-        self.channels = Channels()
+        self.channels: Channels = kwargs["channels"]
         self._dirty = {}     # dpid -> another sync is wanted after the running one
         self._syncing = set()
         self.runtime.on_host_change(self._on_host_change)
@@ -70,30 +63,21 @@ class PipelineApp(app_manager.OSKenApp):
 
     # --- connection lifecycle ---------------------------------------------
 
-    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
-    def _on_features(self, ev):
-        dp = ev.msg.datapath
+    @set_ev_cls(EventConnected)
+    def _on_connected(self, ev):
+        dp = ev.datapath
         sync.connected(self.runtime.switch(dp.id), dp.address)
-        self.channels.open(dp, self.runtime.host.settings.reconcile_timeout)
         self._request_sync(dp)
 
-    @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
-    def _on_dead(self, ev):
-        dp = ev.datapath
-        if self.channels.close(dp):  # not a late DEAD of a connection since replaced
-            sync.disconnected(self.runtime.switch(dp.id))
+    @set_ev_cls(EventDisconnected)
+    def _on_disconnected(self, ev):
+        sync.disconnected(self.runtime.switch(ev.datapath.id))
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def _on_port_status(self, ev):
         dp = ev.msg.datapath
         if sync.port_changed(self.runtime.switch(dp.id), *ofmsg.port_status(ev.msg)):
             self._request_sync(dp)
-
-    @set_ev_cls(_REPLIES, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
-    def _on_reply(self, ev):
-        if isinstance(ev.msg, ev.msg.datapath.ofproto_parser.OFPErrorMsg):
-            LOG.debug("error from %016x xid %d", ev.msg.datapath.id, ev.msg.xid)
-        self.channels.deliver(ev.msg)
 
     # --- sync ----------------------------------------------------------------
 
@@ -120,8 +104,8 @@ class PipelineApp(app_manager.OSKenApp):
             self._request_sync(channel.dp)
 
     def _sync(self, dp):
-        channel = self.channels.get(dp.id)
-        if channel is None or channel.dp is not dp:
+        channel = self.channels.current(dp)
+        if channel is None:  # gone, or replaced by a newer connection
             return
         outcome = sync.drive(sync.sync(self.runtime.host, self.runtime.switch(dp.id), self.roles),
                              lambda step: self._carry_out(channel, step))

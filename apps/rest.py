@@ -2,11 +2,12 @@
 
 A thin shell: it serves `controller.api.Api` with os-ken's eventlet WSGI server on
 `socketnet.rest.listen` (127.0.0.1:9641 unless configured), and is the API's
-backend on the switches: flow and port statistics over its own request/reply
-channels, Ryu's ofctl_rest answers through os-ken's `ofctl_v1_3` (Ryu's own
-code, so the format is Ryu's), cached decisions deleted with DELETE_STRICT (the
-classifier's count follows from the flow-removed), and traces and the isolation
-audit through ovs-vswitchd's control socket (controller/vswitchd.py).
+backend on the switches: flow and port statistics over the switches' channels
+(apps/channel.py), Ryu's ofctl_rest answers through os-ken's `ofctl_v1_3` (Ryu's
+own code, so the format is Ryu's; apps/connection.py hands it its replies),
+cached decisions deleted with DELETE_STRICT (the classifier's count follows from
+the flow-removed), and traces and the isolation audit through ovs-vswitchd's
+control socket (controller/vswitchd.py).
 """
 from __future__ import annotations
 
@@ -14,9 +15,6 @@ import logging
 import struct
 
 from os_ken.base import app_manager
-from os_ken.controller import ofp_event
-from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER,
-                                       set_ev_cls)
 from os_ken.lib import hub, ofctl_v1_3
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
@@ -38,12 +36,6 @@ NXT_CT_FLUSH_ZONE = 29
 LOG = logging.getLogger("socketnet.rest")
 ACCESS = logging.getLogger("socketnet.rest.access")
 
-_REPLIES = [ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPPortStatsReply,
-            ofp_event.EventOFPDescStatsReply, ofp_event.EventOFPAggregateStatsReply,
-            ofp_event.EventOFPPortDescStatsReply, ofp_event.EventOFPTableStatsReply,
-            ofp_event.EventOFPBarrierReply, ofp_event.EventOFPErrorMsg,
-            ofp_event.EventOFPMeterStatsReply, ofp_event.EventOFPMeterConfigStatsReply,
-            ofp_event.EventOFPMeterFeaturesStatsReply, ofp_event.EventOFPTableFeaturesStatsReply]
 _RYU = {"desc": ofctl_v1_3.get_desc_stats, "flow": ofctl_v1_3.get_flow_stats,
         "aggregateflow": ofctl_v1_3.get_aggregate_flow_stats,
         "port": ofctl_v1_3.get_port_stats, "portdesc": ofctl_v1_3.get_port_desc,
@@ -68,13 +60,12 @@ class _WSGIServer(hub.WSGIServer):
 
 class RestApp(app_manager.OSKenApp):
     OFP_VERSIONS = [ofp.OFP_VERSION]
-    _CONTEXTS = {"runtime": Runtime}
+    _CONTEXTS = {"runtime": Runtime, "channels": Channels}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.runtime: Runtime = kwargs["runtime"]
-        self.channels = Channels()
-        self.waiters = {}   # dpid -> {xid: (event, msgs)}: os-ken ofctl's requests
+        self.channels: Channels = kwargs["channels"]
         self.vswitchd = self.runtime.vswitchd
         self.api = Api(self.runtime, self)
         settings = self.runtime.host.settings
@@ -97,31 +88,6 @@ class RestApp(app_manager.OSKenApp):
         self.vswitchd.close()
 
     # --- connections ----------------------------------------------------------------
-
-    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
-    def _on_features(self, ev):
-        dp = ev.msg.datapath
-        self.channels.open(dp, self.runtime.host.settings.reconcile_timeout)
-
-    @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
-    def _on_dead(self, ev):
-        dp = ev.datapath
-        if self.channels.close(dp):
-            self.waiters.pop(dp.id, None)
-
-    @set_ev_cls(_REPLIES, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
-    def _on_reply(self, ev):
-        msg = ev.msg
-        dp = msg.datapath
-        waiting = self.waiters.get(dp.id, {})
-        if msg.xid in waiting:  # os-ken ofctl's protocol, as Ryu's ofctl_rest has it
-            event, msgs = waiting[msg.xid]
-            msgs.append(msg)
-            if not getattr(msg, "flags", 0) & ofp.OFPMPF_REPLY_MORE:
-                del waiting[msg.xid]
-                event.set()
-            return
-        self.channels.deliver(msg)
 
     def _channel(self, dpid: int) -> Channel:
         channel = self.channels.get(dpid)
@@ -180,9 +146,9 @@ class RestApp(app_manager.OSKenApp):
             return sorted(d for d, c in self.channels.items() if c.dp.is_active)
         dp = self._channel(dpid).dp
         if argument is None:
-            return _RYU[what](dp, self.waiters)
+            return _RYU[what](dp, self.channels.waiters)
         try:
-            return _RYU[what](dp, self.waiters, argument)
+            return _RYU[what](dp, self.channels.waiters, argument)
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             # a match field or value os-ken's ofctl does not know, as Ryu answers it
             raise ApiError(400, f"Ryu filter refused: {exc!r}", "match") from None

@@ -11,7 +11,8 @@ os-ken 4.x ships no `osken-manager`; socketnet runs its apps itself:
    import in os-ken);
 3. os-ken's options are set in code, listening only where asked (never also on
    the legacy port 6633);
-4. the apps are instantiated with a shared `Runtime` holding the host model;
+4. the apps are instantiated with a shared `Runtime` holding the host model and
+   the shared `Channels` of the switch connections (apps/connection.py owns them);
    SIGTERM or SIGINT stops them and the process exits within a second.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ LOG = logging.getLogger("socketnet")
 
 GC_YOUNG_THRESHOLD = 20_000  # Python's default is 700
 
-APPS = ["apps.pipeline", "apps.classifier", "apps.rest", "apps.metrics"]
+APPS = ["apps.connection", "apps.pipeline", "apps.classifier", "apps.rest", "apps.metrics"]
 
 
 @dataclass(frozen=True)
