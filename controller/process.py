@@ -122,10 +122,14 @@ class ControllerProcess:
         self._reader.start()
         return self
 
-    def wait_listening(self, timeout: float = 20.0) -> None:
+    # Bounds, not targets: a controller that starts is waited for only as long as
+    # it takes. Generous, for a guest on software emulation sharing two cores.
+    START_TIMEOUT = 60.0
+
+    def wait_listening(self, timeout: float = START_TIMEOUT) -> None:
         self.wait_for("socketnet listening", timeout, self._after)
 
-    def start(self, timeout: float = 20.0) -> "ControllerProcess":
+    def start(self, timeout: float = START_TIMEOUT) -> "ControllerProcess":
         self.spawn()
         self.wait_listening(timeout)
         return self
@@ -192,7 +196,7 @@ class ControllerProcess:
             return None
         return self._wait(first, repr(pattern), timeout)
 
-    def wait_synced(self, bridges, timeout: float = 20.0, after: int = 0) -> dict:
+    def wait_synced(self, bridges, timeout: float = START_TIMEOUT, after: int = 0) -> dict:
         """Wait until every bridge in `bridges` reported its pipeline in sync
         (from log line `after` on): {bridge: counts of its last sync}."""
         def synced(lines):
