@@ -48,7 +48,6 @@ from controller.telemetry import (BridgeStats, MeterCounters, PortCounters, Tabl
 
 LOG = logging.getLogger("socketnet.metrics")
 
-ALL_ONES = 0xFFFFFFFFFFFFFFFF
 FIRST_POLL_CHECK = 0.5  # seconds between looks for a bridge due a poll
 
 _REPLIES = [ofp_event.EventOFPAggregateStatsReply, ofp_event.EventOFPFlowStatsReply,
@@ -201,12 +200,10 @@ class MetricsApp(app_manager.OSKenApp):
 
     def poll(self, channel: Channel, state: SwitchState, stats: BridgeStats) -> None:
         dp = channel.dp
-        parser = dp.ofproto_parser
         is_mesh = state.bridge == self.runtime.host.mesh.name
 
         for table, purpose in flow_sets(state.desired, is_mesh):
-            req = parser.OFPAggregateStatsRequest(dp, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY,
-                                                  purpose.cookie, ALL_ONES, parser.OFPMatch())
+            req = ofmsg.purpose_totals_request(dp, table, purpose.cookie)
             totals = stats.flow_totals(table, purpose)
             self._ask(channel, req, "aggregate-stats",
                       lambda msg, t=totals: t.observe(msg.body.packet_count,
@@ -214,23 +211,19 @@ class MetricsApp(app_manager.OSKenApp):
         if is_mesh:
             self._poll_decisions(channel, stats)
 
-        replies = channel.request(parser.OFPPortStatsRequest(dp, 0, ofp.OFPP_ANY), "port-stats")
+        replies = channel.request(ofmsg.port_stats_request(dp), "port-stats")
         stats.ports = {s.port_no: _port_counters(s) for r in replies for s in r.body}
-        replies = channel.request(parser.OFPTableStatsRequest(dp, 0), "table-stats")
+        replies = channel.request(ofmsg.table_stats_request(dp), "table-stats")
         stats.observe_tables({s.table_id: TableCounters(s.active_count, s.lookup_count,
                                                         s.matched_count)
                               for r in replies for s in r.body})
-        replies = channel.request(parser.OFPMeterStatsRequest(dp, 0, ofp.OFPM_ALL),
-                                  "meter-stats")
+        replies = channel.request(ofmsg.meter_stats_request(dp), "meter-stats")
         stats.meters = {s.meter_id: _meter_counters(s) for r in replies for s in r.body}
 
     def _poll_decisions(self, channel: Channel, stats: BridgeStats) -> None:
         """Packets and bytes per class: the class flows of table 1, one per ct_mark,
         read as Flow values (an entry that is not one of socketnet's counts for none)."""
-        dp = channel.dp
-        parser = dp.ofproto_parser
-        req = parser.OFPFlowStatsRequest(dp, 0, CLASSIFY.id, ofp.OFPP_ANY, ofp.OFPG_ANY,
-                                         Purpose.CLASSIFIED.cookie, ALL_ONES, parser.OFPMatch())
+        req = ofmsg.purpose_flows_request(channel.dp, CLASSIFY.id, Purpose.CLASSIFIED.cookie)
         entries = []  # (Flow, packets, bytes) over every part of the reply
 
         def on_reply(reply):

@@ -12,7 +12,6 @@ control socket (controller/vswitchd.py).
 from __future__ import annotations
 
 import logging
-import struct
 
 from os_ken.base import app_manager
 from os_ken.lib import hub, ofctl_v1_3
@@ -30,8 +29,6 @@ from controller.switches import Runtime
 from controller.explain import path_doc
 from controller.vswitchd import VswitchdUnreachable
 
-NX_EXPERIMENTER_ID = 0x00002320
-NXT_CT_FLUSH_ZONE = 29
 
 LOG = logging.getLogger("socketnet.rest")
 ACCESS = logging.getLogger("socketnet.rest.access")
@@ -105,12 +102,8 @@ class RestApp(app_manager.OSKenApp):
     # --- the API's backend ------------------------------------------------------------
 
     def flow_stats(self, dpid: int) -> list:
-        def request(dp):
-            parser = dp.ofproto_parser
-            return parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
-                                              0, 0, parser.OFPMatch())
         out = []
-        for reply in self._request(dpid, request, "flow-stats"):
+        for reply in self._request(dpid, ofmsg.all_flows_request, "flow-stats"):
             for stat in reply.body:
                 duration = stat.duration_sec + stat.duration_nsec / 1e9
                 text = ""
@@ -131,10 +124,8 @@ class RestApp(app_manager.OSKenApp):
         return out
 
     def port_stats(self, dpid: int) -> dict:
-        def request(dp):
-            return dp.ofproto_parser.OFPPortStatsRequest(dp, 0, ofp.OFPP_ANY)
         out = {}
-        for reply in self._request(dpid, request, "port-stats"):
+        for reply in self._request(dpid, ofmsg.port_stats_request, "port-stats"):
             for s in reply.body:
                 out[s.port_no] = {k: getattr(s, k) for k in (
                     "rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_dropped",
@@ -174,10 +165,7 @@ class RestApp(app_manager.OSKenApp):
     def flush_connections(self, dpid: int, zone: int) -> None:
         """Every connection of `zone` gone, by OpenFlow (NXT_CT_FLUSH_ZONE)."""
         channel = self._channel(dpid)
-        dp = channel.dp
-        message = dp.ofproto_parser.OFPExperimenter(
-            dp, experimenter=NX_EXPERIMENTER_ID, exp_type=NXT_CT_FLUSH_ZONE,
-            data=struct.pack("!6xH", zone))  # nx_zone_id: 6 zero bytes, then the zone
+        message = ofmsg.ct_flush_zone(channel.dp, zone)
         try:
             channel.send_checked([message], lambda i: f"flush conntrack zone {zone}")
         except ChannelError as exc:

@@ -15,6 +15,7 @@ request and a meter change a meter-mod.
 from __future__ import annotations
 
 import logging
+import struct
 
 from os_ken.ofproto import nx_actions  # noqa: F401  (registers NXActionRegMove)
 from os_ken.ofproto import ofproto_v1_3 as ofp
@@ -23,6 +24,7 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 from controller.flow import (CT, OFPP_CONTROLLER, Apply, Controller, Flow, FlowError, Goto,
                              Meter, Move, Output, SetField, WriteMetadata)
 from controller.compiler import SwitchPort
+from controller.fastpath import NX_EXPERIMENTER_ID
 from controller.pipeline import COOKIE_MASK, COOKIE_PREFIX, owns
 from controller.reconcile import MeterConfig, SwitchFlows, Unreadable
 from controller.role import Claim
@@ -186,6 +188,47 @@ def flow_stats_request(datapath) -> parser.OFPFlowStatsRequest:
     """Every flow under socketnet's cookie prefix, of every table."""
     return parser.OFPFlowStatsRequest(datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
                                       COOKIE_PREFIX, COOKIE_MASK, parser.OFPMatch())
+
+
+ALL_ONES = 0xFFFFFFFFFFFFFFFF  # a cookie mask that matches the cookie exactly
+NXT_CT_FLUSH_ZONE = 29
+
+
+def all_flows_request(datapath) -> parser.OFPFlowStatsRequest:
+    """Every flow of every table, socketnet's or not (the flow-debug dump)."""
+    return parser.OFPFlowStatsRequest(datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                      0, 0, parser.OFPMatch())
+
+
+def purpose_flows_request(datapath, table: int, cookie: int) -> parser.OFPFlowStatsRequest:
+    """The flows of `table` with exactly `cookie` (a purpose's)."""
+    return parser.OFPFlowStatsRequest(datapath, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                      cookie, ALL_ONES, parser.OFPMatch())
+
+
+def purpose_totals_request(datapath, table: int, cookie: int) -> parser.OFPAggregateStatsRequest:
+    """The packets and bytes of the flows of `table` with exactly `cookie`, summed."""
+    return parser.OFPAggregateStatsRequest(datapath, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                           cookie, ALL_ONES, parser.OFPMatch())
+
+
+def port_stats_request(datapath) -> parser.OFPPortStatsRequest:
+    return parser.OFPPortStatsRequest(datapath, 0, ofp.OFPP_ANY)
+
+
+def table_stats_request(datapath) -> parser.OFPTableStatsRequest:
+    return parser.OFPTableStatsRequest(datapath, 0)
+
+
+def meter_stats_request(datapath) -> parser.OFPMeterStatsRequest:
+    return parser.OFPMeterStatsRequest(datapath, 0, ofp.OFPM_ALL)
+
+
+def ct_flush_zone(datapath, zone: int) -> parser.OFPExperimenter:
+    """Open vSwitch's NXT_CT_FLUSH_ZONE: every connection of conntrack `zone` gone."""
+    return parser.OFPExperimenter(datapath, experimenter=NX_EXPERIMENTER_ID,
+                                  exp_type=NXT_CT_FLUSH_ZONE,
+                                  data=struct.pack("!6xH", zone))  # 6 zero bytes, the zone
 
 
 def switch_flows(replies) -> SwitchFlows:

@@ -10,6 +10,7 @@ from controller.compiler import SwitchPort
 from controller.flow import (ETH_TYPE_ARP, ETH_TYPE_IP, IPPROTO_UDP, OFPP_IN_PORT, Apply,
                              Controller, Flow, Goto, Meter, Move, Output, SetField,
                              WriteMetadata)
+from controller.pipeline import Purpose
 from controller.reconcile import PACKET_METER_FLAGS, MeterConfig
 from controller.role import Claim
 
@@ -160,3 +161,25 @@ def test_a_port_status_reads_as_a_switch_port_and_its_reason():
                          (ofp.OFPPR_MODIFY, "modified")):
         status = parser.OFPPortStatus(_Datapath(), reason=reason, desc=desc)
         assert ofmsg.port_status(status) == (SwitchPort(3, "veth200", "02:aa:00:00:00:03"), said)
+
+
+def test_a_zone_flush_is_open_vswitchs_ct_flush_zone_with_the_zone_last():
+    msg = _serialized(ofmsg.ct_flush_zone(_Datapath(), 21326))
+    assert msg.msg_type == ofp.OFPT_EXPERIMENTER
+    # experimenter id, exp_type, then nx_zone_id: 6 zero bytes and the zone
+    assert bytes(msg.buf[8:]) == struct.pack("!II6xH", 0x00002320, 29, 21326)
+
+
+def test_a_purposes_requests_ask_for_exactly_its_cookie_in_its_table():
+    for build in (ofmsg.purpose_flows_request, ofmsg.purpose_totals_request):
+        msg = _serialized(build(_Datapath(), 1, Purpose.CLASSIFIED.cookie))
+        # multipart header (type, flags, pad), then table, pad, out_port, out_group, pad
+        table, out_port, out_group, cookie, mask = struct.unpack_from("!B3xII4xQQ", msg.buf, 16)
+        assert (table, out_port, out_group) == (1, ofp.OFPP_ANY, ofp.OFPG_ANY)
+        assert (cookie, mask) == (Purpose.CLASSIFIED.cookie, 0xFFFFFFFFFFFFFFFF)
+
+
+def test_the_flow_debug_dump_asks_for_every_flow_whatever_its_cookie():
+    msg = _serialized(ofmsg.all_flows_request(_Datapath()))
+    table, cookie, mask = struct.unpack_from("!B3x4x4x4xQQ", msg.buf, 16)
+    assert (table, cookie, mask) == (ofp.OFPTT_ALL, 0, 0)
