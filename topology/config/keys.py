@@ -30,6 +30,7 @@ class Value:
     checked value or None (with the problem reported at `at`)."""
     words: str
     read: Callable
+    bounds: Optional[tuple] = None  # (low, high) of an integer
 
 
 def seconds() -> Value:
@@ -37,7 +38,8 @@ def seconds() -> Value:
 
 
 def integer(low: int, high: int, words: str = "integer") -> Value:
-    return Value(f"{words}, {low}..{high}", lambda f, at: f.integer(at, low, high))
+    return Value(f"{words}, {low}..{high}", lambda f, at: f.integer(at, low, high),
+                 (low, high))
 
 
 def choice(options, convert: Callable = str, words: Optional[str] = None) -> Value:

@@ -93,10 +93,8 @@ def test_a_retired_key_is_warned_about_and_loads(tmp_path, key):
 
 def _bounded():
     for k in keys.KEYS:
-        words = k.value.words
-        if ".." in words and words.rsplit(", ", 1)[-1].replace("..", "").isdigit():
-            low, high = map(int, words.rsplit(", ", 1)[-1].split(".."))
-            yield pytest.param(k, low, high, id=k.path)
+        if k.value.bounds:
+            yield pytest.param(k, *k.value.bounds, id=k.path)
 
 
 @pytest.mark.parametrize("key,low,high", list(_bounded()))
