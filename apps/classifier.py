@@ -2,12 +2,17 @@
 
 Table 1 sends the first packet of a connection the mesh's conntrack zone has no
 decision for here, through the packet-in meter. One packet-in becomes one
-decision (controller.classifier, pure) and one packet-out (controller.fastpath;
-the packet-outs of packet-ins handled back to back go out in one write):
+decision (controller.classifier, pure) and one packet-out (controller.fastpath):
 it commits the connection to the zone with its class as ct_mark and, unless the
 class is drop, sends the packet back to table 0, where the mark now carries it.
 The rest of the connection, both ways, stays in the switch. No FlowMod per
 connection: only a source over its cap gets one (a timed block).
+
+Packet-ins never become os-ken messages or events: the app takes them from the
+switch connection's receive loop as bytes (controller.wire), decides each there,
+and writes the answers to the packet-ins of one read together, BATCH at most at
+a time, at once. What the controller cannot take yet waits in the socket and in
+Open vSwitch's queue for the controller, behind the packet-in meter.
 
 On connect (and on reload) it sets the zone's connection limit (cached_total)
 through ovs-vswitchd's control socket when it can reach it (`dpctl/ct-set-limits`;
@@ -19,6 +24,7 @@ and the time of each decision, in the ClassifierCounts it gives the Runtime.
 from __future__ import annotations
 
 import logging
+import struct
 import time
 
 from os_ken.base import app_manager
@@ -26,11 +32,10 @@ from os_ken.controller import ofp_event
 from os_ken.controller.handler import MAIN_DISPATCHER, set_ev_cls
 from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3 as ofp
-from os_ken.ofproto import ofproto_v1_3_parser as ofp_parser
 
 from apps.channel import describe_error, next_xid
 from apps.pipeline import EventPipelineSynced
-from controller import fastpath, ofmsg
+from controller import fastpath, ofmsg, wire
 from controller.classifier import (MARKS, RETRIES, Classifier, DecisionCache, DropReason, Verdict,
                                    parse_ipv4, source_block_flow)
 from controller.compiler import conntrack_zone
@@ -49,23 +54,12 @@ RECENT_XIDS = 4096
 # Answers written to the switch in one go at most (when packet-ins keep coming).
 BATCH = 64
 _MARK = {cls: int(mark) for cls, mark in MARKS.items()}  # the ct_mark of each class
-
-
-def _packet_in(datapath, version, msg_type, msg_len, xid, buf):
-    """os-ken's parser of PACKET_IN, replaced: the same OFPPacketIn, its fields
-    read with `struct` (controller.fastpath) and its match a plain mapping, not
-    an OFPMatch, which cost more than the whole decision."""
-    msg = ofp_parser.OFPPacketIn(datapath)
-    msg.set_headers(version, msg_type, msg_len, xid)
-    msg.buf = buf
-    fast = fastpath.unpack_packet_in(buf)
-    msg.buffer_id, msg.total_len, msg.reason = fast.buffer_id, fast.total_len, fast.reason
-    msg.table_id, msg.cookie, msg.match, msg.data = (fast.table_id, fast.cookie, fast.match,
-                                                     fast.data)
-    return msg
-
-
-ofp_parser._MSG_PARSERS[ofp.OFPT_PACKET_IN] = _packet_in
+# Enum members and values looked up once: on the packet-in path each lookup costs
+# about as much as a dict access of the decision's own.
+_VALUE = {cls: cls.value for cls in TrafficClass}
+_DROP = TrafficClass.DROP
+_ADMITTED, _PENDING = Verdict.ADMITTED, Verdict.PENDING
+_OVER_CAP, _NOT_HELD = Verdict.SOURCE_OVER_CAP, Verdict.NOT_HELD
 
 
 class ClassifierApp(app_manager.OSKenApp):
@@ -78,20 +72,18 @@ class ClassifierApp(app_manager.OSKenApp):
         host = self.runtime.host
         self.cache = DecisionCache(host.classification, host.known_sources)
         self._on_host_change(host)
-        queue = self.classification.limits.queue
-        self.events = hub.Queue(queue)  # os-ken's default is 128, waiting when full
-        self._events_sem = hub.BoundedSemaphore(queue)
         self.runtime.decision_cache = self.cache
         # (datapath, xid, Flow5) of the last decisions, by xid: the connection's
         # xids, which no other app's message shares (apps/channel.next_xid).
         self._sent = [None] * RECENT_XIDS
         self.counts = ClassifierCounts()  # for /metrics
         self.runtime.classifier_counts = self.counts
-        # Answers not sent yet: written to the switch in one go once no packet-in is
-        # waiting (or BATCH of them), rather than one socket write each.
+        # Answers not sent yet: written to the switch in one go at the end of the
+        # receive loop's read (or BATCH of them), rather than one socket write each.
         self._out, self._out_dp = [], None
         self.runtime.on_host_change(self._on_host_change)
         self._sweeper = hub.spawn(self._sweep)
+        wire.take(ofp.OFPT_PACKET_IN, self)
 
     def _on_host_change(self, host):
         """New rules apply to new flows; decisions already cached run out."""
@@ -99,18 +91,6 @@ class ClassifierApp(app_manager.OSKenApp):
         self.classifier = Classifier(host)
         self.zone = conntrack_zone(host, host.mesh)
         self.cache.reconfigure(host.classification, host.known_sources)
-
-    def _send_event(self, ev, state):
-        """Packet-ins wait in a queue of `limits.queue`; one that finds it full is
-        dropped and counted, never waited for (waiting would stall the switch's
-        connection, and with it everything else it carries)."""
-        if not isinstance(ev, ofp_event.EventOFPPacketIn):
-            return super()._send_event(ev, state)
-        if not self._events_sem.acquire(blocking=False):
-            self.cache.count_drop(DropReason.QUEUE_FULL)
-            return None
-        self.events.put((ev, state))
-        return None
 
     def _xid(self, datapath, flow5) -> int:
         xid = next_xid(datapath)
@@ -125,60 +105,74 @@ class ClassifierApp(app_manager.OSKenApp):
 
     def _flush(self) -> None:
         if self._out:
-            self._out_dp.send(b"".join(self._out))
+            wire.write(self._out_dp, b"".join(self._out))
             self._out = []
 
-    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
-    def _on_packet_in(self, ev):
-        try:
-            self._decide(ev)
-        finally:
-            if len(self._out) >= BATCH or self.events.empty():
-                self._flush()
+    # --- what controller.wire calls, in the switch connection's receive loop
 
-    def _decide(self, ev):
+    def handle(self, datapath, buf, at: int, length: int) -> bool:
+        """A PACKET_IN, buf[at:at + length]: decided, its answer queued. Every one is
+        taken (True): one of another table or cookie is counted and left alone."""
         started = time.perf_counter()
         counts = self.counts
         counts.packet_ins += 1
-        msg = ev.msg
-        if msg.table_id != CLASSIFY.id or msg.cookie != MISS_COOKIE:
-            return
+        try:
+            table_id, cookie, in_port, data = fastpath.packet_in_fields(buf, at, length)
+        except (struct.error, ValueError) as exc:
+            LOG.warning("malformed packet-in from %s: %s", datapath.address, exc)
+            self.cache.count_drop(DropReason.UNPARSABLE)
+            return True
+        if table_id != CLASSIFY.id or cookie != MISS_COOKIE:
+            return True
+        if in_port is None:
+            LOG.warning("packet-in from %s without in_port: dropped", datapath.address)
+            self.cache.count_drop(DropReason.UNPARSABLE)
+            return True
+        self._decide(datapath, in_port, data, started)
+        if len(self._out) >= BATCH:
+            self._flush()
+        return True
+
+    def flush(self, datapath) -> None:
+        """The receive loop waits for more bytes, or yields: the answers go out."""
+        self._flush()
+
+    def _decide(self, datapath, in_port: int, data: bytes, started: float) -> None:
+        counts = self.counts
         cache = self.cache
-        flow5 = parse_ipv4(msg.data)
+        flow5 = parse_ipv4(data)
         if flow5 is None:
             cache.count_drop(DropReason.UNPARSABLE)
             return
         verdict = cache.admit(flow5, time.monotonic())
-        if verdict is Verdict.SOURCE_OVER_CAP:
+        if verdict is _ADMITTED or verdict is _PENDING:
+            decision = self.classifier.decide(flow5)
+            cls = decision.cls
+            counts.decided[_VALUE[cls]] += 1
+            drop = cls is _DROP
+            if drop:
+                cache.count_drop(decision.drop_reason)
+            self._queue(datapath, fastpath.pack_commit(
+                self._xid(datapath, flow5), in_port, data, self.zone, _MARK[cls],
+                send_on=not drop))
+            counts.commits += 1
+            counts.latency.observe(time.perf_counter() - started)
+        elif verdict is _OVER_CAP:
             seconds = self.classification.limits.over_limit_seconds
             LOG.warning("source %s is over its cap of %d decisions: dropped for %ds",
                         flow5, self.classification.limits.cached_per_source, seconds)
-            block = ofmsg.flow_mod(msg.datapath, source_block_flow(flow5.src, seconds, self.zone))
+            self._flush()  # what was decided before goes first
+            block = ofmsg.flow_mod(datapath, source_block_flow(flow5.src, seconds, self.zone))
             # rare (one per source over its cap): os-ken packs it
-            block.xid = self._xid(msg.datapath, flow5)
-            msg.datapath.send_msg(block)
+            block.xid = self._xid(datapath, flow5)
+            datapath.send_msg(block)
             counts.flow_mods += 1
-            return
-        if verdict is Verdict.NOT_HELD:
+        elif verdict is _NOT_HELD:
             LOG.warning("%s: committed %d times, the connection does not stay in zone %d "
                         "(is it full?): dropped", flow5, RETRIES, self.zone)
-            return
-        if not verdict.admitted:
-            return
-        decision = self.classifier.decide(flow5)
-        counts.decided[decision.cls.value] += 1
-        drop = decision.cls is TrafficClass.DROP
-        if drop:
-            cache.count_drop(decision.drop_reason)
-        self._queue(msg.datapath, fastpath.pack_commit(
-            self._xid(msg.datapath, flow5), msg.match["in_port"], msg.data, self.zone,
-            _MARK[decision.cls], send_on=not drop))
-        counts.commits += 1
-        counts.latency.observe(time.perf_counter() - started)
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     def _on_error(self, ev):
-        self._flush()  # every event of this app's queue ends a batch
         msg = ev.msg
         sent = self._sent[msg.xid % RECENT_XIDS]
         if sent is not None and sent[0] is msg.datapath and sent[1] == msg.xid:
@@ -186,7 +180,6 @@ class ClassifierApp(app_manager.OSKenApp):
 
     @set_ev_cls(EventPipelineSynced)
     def _on_synced(self, ev):
-        self._flush()
         if ev.bridge != self.runtime.host.mesh.name:
             return
         limit = self.classification.limits.cached_total
@@ -204,4 +197,5 @@ class ClassifierApp(app_manager.OSKenApp):
             self.cache.expire(time.monotonic())
 
     def close(self):
+        wire.give_back(ofp.OFPT_PACKET_IN, self)
         hub.kill(self._sweeper)

@@ -138,8 +138,8 @@ def parse_ipv4(frame) -> Optional[Flow5]:
 
 class DropReason(str, enum.Enum):
     """Why a packet-in ended in a drop; the keys of `DecisionCache.drops`."""
-    UNPARSABLE = "unparsable"          # not IPv4 socketnet can read, or a later fragment
-    QUEUE_FULL = "queue-full"          # the packet-in queue was full (counted by the app)
+    UNPARSABLE = "unparsable"          # not IPv4 socketnet can read, a later fragment, or a
+                                       # malformed packet-in
     SOURCE_BLOCKED = "source-blocked"  # its source is blocked for going over its cap
     SOURCE_CAP = "source-cap"          # its source just went over cached_per_source
     TOTAL_CAP = "total-cap"            # cached_total decisions are held already
@@ -251,6 +251,9 @@ def _by_destination(entries: list) -> tuple:
     return bounds, candidates
 
 
+_DROP, _PRIVACY = TrafficClass.DROP, TrafficClass.PRIVACY  # looked up once, not per decision
+
+
 class Classifier:
     """Decides a Flow5 in a few microseconds.
 
@@ -299,9 +302,9 @@ class Classifier:
             break
 
         cls = decision.cls
-        if cls is TrafficClass.DROP:
+        if cls is _DROP:
             return decision
-        if cls is TrafficClass.PRIVACY:
+        if cls is _PRIVACY:
             if (dst, proto, dport) in self._xray_services and _within(self._netmaker, src):
                 return decision
         elif dst in self._management:

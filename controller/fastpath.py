@@ -13,9 +13,9 @@ what os-ken sends for the same message (controller.ofmsg).
     pack_flow_mod(xid, flow, command=ADD) -> bytes   a flow of basic match fields
     pack_packet_out(xid, in_port, data, output=OFPP_TABLE) -> bytes
     pack_barrier(xid) -> bytes
-    unpack_packet_in(buf) -> PacketIn                the other way: a PACKET_IN,
-                                                     as os-ken would parse it, without
-                                                     building its OFPMatch (~11 µs)
+    packet_in_fields(buf, at, length) -> (table_id, cookie, in_port, data)
+                                                     the other way: what the classifier
+                                                     reads of a PACKET_IN, from its bytes
 
 pack_flow_mod encodes only OpenFlow-basic match fields (metadata, eth_type,
 ip_proto, IPv4 addresses, TCP/UDP ports, ICMP type and code; metadata and
@@ -241,54 +241,34 @@ def pack_barrier(xid: int) -> bytes:
 
 # --- the other way: PACKET_IN -------------------------------------------------
 
-_MATCH_HEAD = Struct("!H")  # a match's length, after its type
-_PACKET_IN_HEAD = Struct("!IHBBQHH")  # buffer_id total_len reason table_id cookie; match type, length
+# After ofp_header: total_len, reason, table_id, cookie; the match's type and length.
+_PACKET_IN_FIELDS = Struct("!HBBQHH")
 _PACKET_IN_MATCH_AT = 24  # after ofp_header (8) and the fixed fields (16)
-_OXM_HEAD = Struct("!HBB")  # class, field << 1 | hasmask, length
-_OXM_BASIC = 0x8000
-_OXM_NAMES = {0: "in_port", 1: "in_phy_port", 2: "metadata"}
+_U32 = Struct("!I")
+_OXM_IN_PORT = _oxm_header(0, 4)  # what Open vSwitch puts first in a packet-in's match
 
 
-class PacketInMatch(dict):
-    """The match of a PACKET_IN: the OXM fields socketnet reads (in_port,
-    in_phy_port, metadata; a masked one as (value, mask)), by os-ken's names.
-    `items()` answers as os-ken's OFPMatch does."""
-
-    def items(self):
-        return list(dict.items(self))
-
-
-class PacketIn:
-    """What unpack_packet_in reads: the fields of os-ken's OFPPacketIn."""
-    __slots__ = ("buffer_id", "total_len", "reason", "table_id", "cookie", "match", "data")
-
-    def __init__(self, buffer_id, total_len, reason, table_id, cookie, match, data):
-        self.buffer_id, self.total_len, self.reason = buffer_id, total_len, reason
-        self.table_id, self.cookie, self.match, self.data = table_id, cookie, match, data
-
-
-def unpack_packet_in(buf) -> PacketIn:
-    """A PACKET_IN message (header included) read with `struct`: the same
-    values os-ken's OFPPacketIn.parser gives, for the fields socketnet reads.
-    Raises struct.error or ValueError on a message too short for what it says."""
-    buffer_id, total_len, reason, table_id, cookie, _, match_len = \
-        _PACKET_IN_HEAD.unpack_from(buf, 8)
+def packet_in_fields(buf, at: int = 0, length: int = None) -> tuple:
+    """(table_id, cookie, in_port, data) of the PACKET_IN at `at` of `buf` (`length`
+    bytes with its header; the rest of buf by default): what os-ken's OFPPacketIn
+    parser gives for them, with no object built. in_port is None when the match
+    has none; data is a copy, cut to total_len. Raises struct.error or ValueError
+    on a message too short for what it says."""
+    end = len(buf) if length is None else at + length
+    total_len, _, table_id, cookie, _, match_len = _PACKET_IN_FIELDS.unpack_from(buf, at + 12)
     if match_len < 4:
         raise ValueError(f"match length {match_len}")
-    fields = PacketInMatch()
-    at, end = _PACKET_IN_MATCH_AT + 4, _PACKET_IN_MATCH_AT + match_len
-    while at + 4 <= end:
-        oxm_class, field, length = _OXM_HEAD.unpack_from(buf, at)
-        name = _OXM_NAMES.get(field >> 1) if oxm_class == _OXM_BASIC else None
-        if name is not None:
-            width = length // 2 if field & 1 else length
-            value = int.from_bytes(buf[at + 4:at + 4 + width], "big")
-            if field & 1:
-                value = (value, int.from_bytes(buf[at + 4 + width:at + 4 + length], "big"))
-            fields[name] = value
-        at += 4 + length
-    data_at = _PACKET_IN_MATCH_AT + ((match_len + 7) // 8) * 8 + 2
-    data = buf[data_at:]
-    if total_len < len(data):
-        data = data[:total_len]  # padding for 8-byte alignment
-    return PacketIn(buffer_id, total_len, reason, table_id, cookie, fields, data)
+    data_at = at + _PACKET_IN_MATCH_AT + ((match_len + 7) // 8) * 8 + 2
+    if data_at > end:
+        raise ValueError(f"match length {match_len} beyond the message's {end - at} bytes")
+    in_port = None
+    field, fields_end = at + _PACKET_IN_MATCH_AT + 4, at + _PACKET_IN_MATCH_AT + match_len
+    while field + 4 <= fields_end:
+        header = _U32.unpack_from(buf, field)[0]
+        if header == _OXM_IN_PORT and field + 8 <= fields_end:
+            in_port = _U32.unpack_from(buf, field + 4)[0]
+            break
+        field += 4 + (header & 0xFF)
+    if data_at + total_len < end:
+        end = data_at + total_len  # padding for 8-byte alignment
+    return table_id, cookie, in_port, bytes(buf[data_at:end])

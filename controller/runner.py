@@ -62,8 +62,8 @@ def boot(listen_host: str, listen_port: int, echo_interval: float, echo_misses: 
     from os_ken.base import app_manager  # noqa: F401  (before os_ken.controller)
     from os_ken.controller import controller  # noqa: F401  (registers the options)
 
-    from controller import receive
-    receive.install()
+    from controller import wire
+    wire.install()
 
     conf = cfg.CONF
     conf(args=[], project="os_ken", default_config_files=[])

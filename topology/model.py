@@ -181,7 +181,6 @@ class ClassificationLimits:
     cached_per_source: int = 1000  # decisions for one source address, live at a time
     packet_in_rate: int = 1000  # packets/s the meter lets through to the controller
     packet_in_burst: int = 200  # packets the meter lets through above the rate
-    queue: int = 1024  # packet-ins waiting in the controller; more are dropped
     over_limit_action: str = "drop"  # what a source over its cap gets
     over_limit_seconds: int = 30  # for how long (a hard timeout in the switch)
     # The host's nftables, before the mesh adapter: new Netmaker-ingress flows

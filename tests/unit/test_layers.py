@@ -27,7 +27,7 @@ LAYERS = (
     ("OpenFlow encoding", ("controller.ofmsg",)),
     ("the API", ("controller.api.routes", "controller.api.views", "controller.api.app",
                  "controller.api.client", "controller.process")),
-    ("the os-ken shell", ("apps.*", "controller.runner", "controller.receive")),
+    ("the os-ken shell", ("apps.*", "controller.runner", "controller.wire")),
     ("host provisioning", ("topology.host.*",)),
     ("labs, world, demo", ("topology.labs.*", "topology.vmlab.*")),
     ("the command line", ("controller.cli.main", "controller.cli.api_commands")),

@@ -179,8 +179,6 @@ connection with that class. Every key is optional.
         the meter in front of the controller
     limits.packet_in_burst: packets, 0..10000000; default 200
         what the meter lets through above the rate
-    limits.queue: packet-ins, 1..1000000; default 1024
-        packet-ins waiting to be decided; more are dropped
     limits.over_limit.action: drop; default drop
         what a source over its share gets
     limits.over_limit.seconds: seconds, 1..65535; default 30
@@ -201,7 +199,9 @@ connection with that class. Every key is optional.
   zone's timeout policy (`socketnet host apply`) for TCP established and every
   UDP and ICMP state. The connection tracker has no absolute lifetime, so the
   keys `hard_timeout` and `granularity` (one decision per host pair) of earlier
-  versions are read, warned about and have no effect.
+  versions are read, warned about and have no effect; so is `limits.queue`:
+  packet-ins are decided as they are read, and those not read yet wait in Open
+  vSwitch's queue for the controller, behind the packet-in meter.
 - conntrack_zone: the mesh's zone; vmbr0 uses the next one. Pick others if
   something else on the host uses these zones.
 - A privacy rule's dst must lie within the xray client's address (W1), a
@@ -218,8 +218,7 @@ connection with that class. Every key is optional.
   fills that share and no more, and known sources go on being decided. The
   controller enforces both shares before it commits, counting a decision as
   held for idle_timeout (it does not see connections end). packet_in_rate and
-  packet_in_burst are the meter in front of the controller; queue bounds the
-  packet-ins waiting to be decided.
+  packet_in_burst are the meter in front of the controller.
 - ingress_rate and ingress_per_source police new Netmaker-ingress flows in the
   host's nftables (`socketnet host apply`; run it again after changing them or
   the known sources), before they reach the mesh adapter: known sources (other

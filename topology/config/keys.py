@@ -218,8 +218,10 @@ KEYS = (
         "the meter in front of the controller", (ClassificationLimits, "packet_in_rate")),
     Key(f"{_LIMITS}.packet_in_burst", integer(0, 10_000_000, "packets"),
         "what the meter lets through above the rate", (ClassificationLimits, "packet_in_burst")),
-    Key(f"{_LIMITS}.queue", integer(1, 1_000_000, "packet-ins"),
-        "packet-ins waiting to be decided; more are dropped", (ClassificationLimits, "queue")),
+    Key(f"{_LIMITS}.queue", TEXT, "retired", retired=(
+        "has no effect: packet-ins are decided as they are read from the switch; those the "
+        "controller has not read yet wait in Open vSwitch's queue for it, and packet_in_rate "
+        "and packet_in_burst bound how many come")),
     Key(f"{_LIMITS}.over_limit.action", choice(("drop",)),
         "what a source over its share gets", (ClassificationLimits, "over_limit_action")),
     Key(f"{_LIMITS}.over_limit.seconds", integer(1, 65535, "seconds"),
@@ -268,10 +270,17 @@ def required(parent: str) -> tuple:
 
 def read(f, at, parent: str, target) -> dict:
     """The values of the keys directly under `parent` that go into fields of
-    `target` (a model class), read from the mapping `at`: {field: value}."""
+    `target` (a model class), read from the mapping `at`: {field: value}. A
+    retired key written there is warned about, and has no value."""
     changes = {}
     for k in KEYS:
-        if k.parent != parent or not k.into or k.into[0] is not target or k.retired:
+        if k.parent != parent:
+            continue
+        if k.retired:
+            if at[k.name].present:
+                f.warn(at[k.name], k.retired)
+            continue
+        if not k.into or k.into[0] is not target:
             continue
         value = k.value.read(f, at[k.name])
         if value is None:

@@ -132,9 +132,6 @@ def _read_classification(f: Reader, at: At) -> tuple:
     if not f.table(at, keys.under("classification")):
         return Classification(), ()
     changes = keys.read(f, at, "classification", Classification)
-    for k in keys.KEYS:
-        if k.retired and at[k.name].present:
-            f.warn(at[k.name], k.retired)
 
     rules, rules_at = [], []
     for rule_at in f.sequence(at["rules"]):

@@ -242,20 +242,37 @@ def _packet_in_bytes(xid, buffer_id, total_len, reason, table_id, cookie, oxms, 
 
 
 @given(in_port=st.integers(1, 0xFFFFFF00), metadata=st.integers(0, 2**64 - 1),
-       masked=st.booleans(), cookie=st.integers(0, 2**64 - 1), table=st.integers(0, 254),
-       data=st.binary(max_size=200), pad=st.integers(0, 7))
+       masked=st.booleans(), port_first=st.booleans(), cookie=st.integers(0, 2**64 - 1),
+       table=st.integers(0, 254), data=st.binary(max_size=200), pad=st.integers(0, 7),
+       before=st.binary(max_size=40))
 @settings(max_examples=200, deadline=None)
-def test_packet_ins_read_with_struct_equal_os_kens_parse(in_port, metadata, masked, cookie,
-                                                         table, data, pad):
+def test_packet_in_fields_read_with_struct_equal_os_kens_parse(in_port, metadata, masked,
+                                                               port_first, cookie, table, data,
+                                                               pad, before):
+    """Wherever the message sits in the read buffer, and wherever in_port sits in
+    its match."""
     from os_ken.ofproto import ofproto_parser
-    from controller.fastpath import unpack_packet_in
+    from controller.fastpath import packet_in_fields
 
     mask = (2**64 - 1).to_bytes(8, "big") if masked else b""
+    oxms = [(0, in_port.to_bytes(4, "big"), b""), (2, metadata.to_bytes(8, "big"), mask)]
     raw = _packet_in_bytes(9, 0xFFFFFFFF, len(data), 1, table, cookie,
-                           [(0, in_port.to_bytes(4, "big"), b""),
-                            (2, metadata.to_bytes(8, "big"), mask)], data + b"\0" * pad)
+                           oxms if port_first else oxms[::-1], data + b"\0" * pad)
     theirs = ofproto_parser.msg(_Datapath(), 4, 10, len(raw), 9, raw)
-    ours = unpack_packet_in(raw)
-    for field in ("buffer_id", "total_len", "reason", "table_id", "cookie", "data"):
-        assert getattr(ours, field) == getattr(theirs, field), field
-    assert ours.match.items() == theirs.match.items()
+    buf = bytearray(before + raw + b"next message")
+    assert packet_in_fields(buf, len(before), len(raw)) == (
+        theirs.table_id, theirs.cookie, theirs.match["in_port"], theirs.data)
+    assert packet_in_fields(raw) == packet_in_fields(buf, len(before), len(raw))
+
+
+def test_a_packet_in_without_in_port_has_none_and_a_short_one_raises():
+    from controller.fastpath import packet_in_fields
+
+    raw = _packet_in_bytes(9, 0xFFFFFFFF, 3, 1, 1, 7, [(2, bytes(8), b"")], b"abc")
+    assert packet_in_fields(raw) == (1, 7, None, b"abc")
+    with pytest.raises((struct.error, ValueError)):
+        packet_in_fields(raw[:20])
+    long_match = bytearray(raw)
+    long_match[26:28] = (200).to_bytes(2, "big")  # a match past the message's end
+    with pytest.raises(ValueError, match="beyond"):
+        packet_in_fields(bytes(long_match))

@@ -850,7 +850,7 @@ def test_without_a_classification_block_the_defaults_apply(tmp_path, seed):
     assert c == Classification()
     assert (c.default, c.idle_timeout, c.conntrack_zone, c.seed_services,
             c.rules) == (TrafficClass.DROP, 60, 21326, True, ())
-    assert c.limits == ClassificationLimits(100000, 1000, 1000, 200, 1024, "drop", 30,
+    assert c.limits == ClassificationLimits(100000, 1000, 1000, 200, "drop", 30,
                                             2000, 200, 100000, 51821, 20000)
 
 
@@ -859,7 +859,7 @@ def test_every_classification_key_is_read(tmp_path, seed):
         "default": "management", "idle_timeout": 5, "conntrack_zone": 4000,
         "seed_services": False,
         "limits": {"cached_total": 10, "cached_per_source": 2, "packet_in_rate": 50,
-                   "packet_in_burst": 0, "queue": 8,
+                   "packet_in_burst": 0,
                    "over_limit": {"action": "drop", "seconds": 7},
                    "ingress_rate": 0, "ingress_per_source": 30,
                    "ingress_peer_rate": 5000, "ingress_wireguard_port": 51820}})
@@ -871,7 +871,7 @@ def test_every_classification_key_is_read(tmp_path, seed):
     c = load_host(write(tmp_path, seed)).classification
     assert (c.default, c.idle_timeout, c.conntrack_zone, c.seed_services) == (
         TrafficClass.MANAGEMENT, 5, 4000, False)
-    assert c.limits == ClassificationLimits(10, 2, 50, 0, 8, "drop", 7, 0, 30, 5000, 51820, 10)
+    assert c.limits == ClassificationLimits(10, 2, 50, 0, "drop", 7, 0, 30, 5000, 51820, 10)
     assert c.rules == (
         ClassRule("mgmt", TrafficClass.MANAGEMENT, None, IPSet(["10.1.0.0/24"])),
         ClassRule("quiet", TrafficClass.DROP, IPSet(["10.101.0.7/32", "100.64.0.0/10"]), None,
@@ -882,12 +882,18 @@ def test_every_classification_key_is_read(tmp_path, seed):
 @pytest.mark.parametrize("key, value, words", [
     ("granularity", "host-pair", "one per connection"),
     ("hard_timeout", 600, "no absolute lifetime"),
+    ("limits.queue", 1024, "decided as they are read"),
 ])
 def test_a_retired_key_loads_with_a_warning_that_says_it_has_no_effect(tmp_path, seed, key,
                                                                         value, words):
-    """Decisions moved into the connection tracker: a config written for flow
-    decisions still loads, and `check` tells its owner what became of the key."""
-    classification(seed)[key] = value
+    """Decisions moved into the connection tracker, and packet-ins are decided as
+    they are read: a config written for the earlier design still loads, and
+    `check` tells its owner what became of the key."""
+    *parents, name = key.split(".")
+    section = classification(seed)
+    for parent in parents:
+        section = section.setdefault(parent, {})
+    section[name] = value
     result = check_file(write(tmp_path, seed))
     assert result.errors == [] and result.host is not None
     (warning,) = [w for w in result.warnings if w.path == f"socketnet.classification.{key}"]
@@ -945,8 +951,6 @@ def test_a_rule_may_name_single_addresses_and_the_whole_management_subnet(tmp_pa
      "unknown key"),
     (("limits", "cached_total"), 0, "socketnet.classification.limits.cached_total",
      "not in 1..10000000"),
-    (("limits", "queue"), "1024", "socketnet.classification.limits.queue",
-     "expected an integer"),
     (("limits", "cached_per_source"), 100001,
      "socketnet.classification.limits.cached_per_source",
      "cached_per_source (100001) is more than cached_total (100000)"),
