@@ -105,8 +105,10 @@ class ClassifierApp(app_manager.OSKenApp):
 
     def _flush(self) -> None:
         if self._out:
-            wire.write(self._out_dp, b"".join(self._out))
-            self._out = []
+            # Taken before writing: a write may wait for os-ken's send queue, and
+            # another connection's receive loop decide meanwhile.
+            datapath, out, self._out = self._out_dp, self._out, []
+            wire.write(datapath, b"".join(out))
 
     # --- what controller.wire calls, in the switch connection's receive loop
 

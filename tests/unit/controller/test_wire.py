@@ -310,3 +310,31 @@ def test_tls_is_never_written_past_its_socket():
     dp = _Writer(_Plain(), _Queue())
     dp.socket = Tls()
     assert wire.write(dp, b"abc") is True and dp.queued == [b"abc"]
+
+
+def test_on_eventlets_own_socket_and_queue_the_bytes_go_out_at_once_or_behind_the_queue():
+    """The same rules with what os-ken's Datapath really holds: eventlet's green
+    socket (its plain socket under `fd`) and hub queue, a green thread waiting in
+    `get` as os-ken's send loop does."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # eventlet's notice that it is deprecated
+        import eventlet
+    from eventlet.green import socket as green_socket
+    from eventlet.queue import LightQueue
+
+    ours, switch = green_socket.socketpair()
+    switch.settimeout(5)
+    queue, taken = LightQueue(16), []
+    dp = types.SimpleNamespace(socket=ours, send_q=queue, address=("x", 1),
+                               send=lambda buf, close_socket=False: queue.put(buf) or True)
+    sender = eventlet.spawn(lambda: taken.append(queue.get()))
+    eventlet.sleep(0)  # the sender now waits for work
+    assert queue.getting() == 1
+    assert wire.write(dp, b"at once") is True
+    assert switch.recv(64) == b"at once" and taken == [] and queue.getting() == 1
+    sender.kill()
+    assert wire.write(dp, b"behind") is True  # nobody waits: the send loop is busy
+    assert queue.get(block=False) == b"behind"
+    ours.close()
+    switch.close()
