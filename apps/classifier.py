@@ -78,9 +78,11 @@ class ClassifierApp(app_manager.OSKenApp):
         self._sent = [None] * RECENT_XIDS
         self.counts = ClassifierCounts()  # for /metrics
         self.runtime.classifier_counts = self.counts
-        # Answers not sent yet: written to the switch in one go at the end of the
-        # receive loop's read (or BATCH of them), rather than one socket write each.
-        self._out, self._out_dp = [], None
+        # Answers not sent yet, per switch connection: written to it in one go when
+        # its receive loop is done with a read (or BATCH of them), rather than one
+        # socket write each. Per connection: each has a receive loop of its own, and
+        # one may decide while another waits to write.
+        self._out: dict = {}
         self.runtime.on_host_change(self._on_host_change)
         self._sweeper = hub.spawn(self._sweep)
         wire.take(ofp.OFPT_PACKET_IN, self)
@@ -98,16 +100,17 @@ class ClassifierApp(app_manager.OSKenApp):
         return xid
 
     def _queue(self, datapath, message: bytes) -> None:
-        if datapath is not self._out_dp:
-            self._flush()
-            self._out_dp = datapath
-        self._out.append(message)
+        out = self._out.get(datapath)
+        if out is None:
+            self._out[datapath] = [message]
+        else:
+            out.append(message)
+            if len(out) >= BATCH:
+                self._flush(datapath)
 
-    def _flush(self) -> None:
-        if self._out:
-            # Taken before writing: a write may wait for os-ken's send queue, and
-            # another connection's receive loop decide meanwhile.
-            datapath, out, self._out = self._out_dp, self._out, []
+    def _flush(self, datapath) -> None:
+        out = self._out.pop(datapath, None)  # before writing: a write may wait
+        if out:
             wire.write(datapath, b"".join(out))
 
     # --- what controller.wire calls, in the switch connection's receive loop
@@ -130,14 +133,17 @@ class ClassifierApp(app_manager.OSKenApp):
             LOG.warning("packet-in from %s without in_port: dropped", datapath.address)
             self.cache.count_drop(DropReason.UNPARSABLE)
             return True
-        self._decide(datapath, in_port, data, started)
-        if len(self._out) >= BATCH:
-            self._flush()
+        try:
+            self._decide(datapath, in_port, data, started)
+        except Exception:  # a bug must not end the switch connection
+            LOG.exception("deciding a packet-in from %s failed: dropped", datapath.address)
+            self.cache.count_drop(DropReason.ERROR)
         return True
 
     def flush(self, datapath) -> None:
-        """The receive loop waits for more bytes, or yields: the answers go out."""
-        self._flush()
+        """The receive loop waits for more bytes, yields, or hands a message to
+        os-ken: the connection's answers go out."""
+        self._flush(datapath)
 
     def _decide(self, datapath, in_port: int, data: bytes, started: float) -> None:
         counts = self.counts
@@ -163,7 +169,7 @@ class ClassifierApp(app_manager.OSKenApp):
             seconds = self.classification.limits.over_limit_seconds
             LOG.warning("source %s is over its cap of %d decisions: dropped for %ds",
                         flow5, self.classification.limits.cached_per_source, seconds)
-            self._flush()  # what was decided before goes first
+            self._flush(datapath)  # what was decided before goes first
             block = ofmsg.flow_mod(datapath, source_block_flow(flow5.src, seconds, self.zone))
             # rare (one per source over its cap): os-ken packs it
             block.xid = self._xid(datapath, flow5)

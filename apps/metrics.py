@@ -7,8 +7,9 @@ Two jobs, neither on the packet-in path:
   xid, so no other app waits on a poll): aggregate flow stats per (table, purpose
   cookie), the class flows of table 1 (one per class, matching the ct_mark
   decisions leave on connections: exact per-class packets and bytes, however many
-  connections), port, table and meter stats. Replies are parsed in os-ken's
-  receive loop, ahead of packet-ins queued behind them, so every request is small;
+  connections), port, table and meter stats. Replies come on the switch's
+  connection in order with the packet-ins, which are decided as they are read
+  (controller/wire.py), so every request is small;
 - a custom collector hands every scrape to controller.metric_families (pure),
   which builds the families from what this app holds (a
   `controller.telemetry.BridgeStats` per bridge, fed plain values: the replies

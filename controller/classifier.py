@@ -144,6 +144,7 @@ class DropReason(str, enum.Enum):
     SOURCE_CAP = "source-cap"          # its source just went over cached_per_source
     TOTAL_CAP = "total-cap"            # cached_total decisions are held already
     NOT_HELD = "not-held"              # its commit does not hold (the zone is full)
+    ERROR = "error"                    # deciding it failed (logged with its traceback)
     UNKNOWN_CAP = "unknown-cap"        # it holds cached_unknown of sources not known
     RULE = "rule"                      # a rule, or the default, decided drop
     UNROUTABLE = "unroutable"          # a rule decided a class the destination cannot have

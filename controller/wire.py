@@ -50,7 +50,9 @@ def take(msg_type: int, taker) -> None:
     """From now on, messages of `msg_type` on connections in MAIN_DISPATCHER go to
     `taker.handle(datapath, buf, at, length)` (the message is buf[at:at + length],
     header included; the buffer is reused once handle returns) instead of os-ken's
-    parser, and `taker.flush(datapath)` is called before the loop waits or yields."""
+    parser, and `taker.flush(datapath)` is called before the loop waits, yields or
+    hands a message to os-ken. handle is not to raise: an exception ends the
+    connection's loop, and with it the connection."""
     held = _TAKERS.get(msg_type)
     if held is not None and held is not taker:
         raise ValueError(f"OpenFlow message type {msg_type} is taken already by {held!r}")
@@ -98,10 +100,18 @@ def _recv_loop(self):
                 if end - start < msg_len:
                     break
                 taker = takers.get(msg_type) if takers else None
-                if (taker is not None and self.state == MAIN_DISPATCHER
-                        and taker.handle(self, buf, start, msg_len)):
-                    taken.add(taker)
-                else:
+                handled = False
+                if taker is not None and self.state == MAIN_DISPATCHER:
+                    try:
+                        handled = taker.handle(self, buf, start, msg_len)
+                    except BaseException:
+                        taken.add(taker)  # what it had goes out before the loop ends
+                        raise
+                    if handled:
+                        taken.add(taker)
+                if not handled:
+                    if taken:
+                        _flush(self, taken)  # os-ken's handlers may wait: answers first
                     msg = ofproto_parser.msg(self, version, msg_type, msg_len, xid,
                                              bytearray(view[start:start + msg_len]))
                     if msg:
@@ -146,6 +156,16 @@ def _plain_socket(datapath):
     return sock
 
 
+def _idle(datapath, queue) -> bool:
+    """Nothing is being written or waits to be: the send loop waits in `get` on an
+    empty queue, and no green thread waits for room in it (os-ken's `send` takes
+    the queue's semaphore first; one that waited for it since the queue was full
+    may not have been woken yet, and must not be overtaken)."""
+    sem = getattr(datapath, "_send_q_sem", None)
+    return (sem is not None and sem.balance == queue.maxsize and not queue.qsize()
+            and queue.getting() > 0)
+
+
 def write(datapath, data: bytes) -> bool:
     """Send `data` (whole OpenFlow messages) on the switch connection, after
     everything written or queued on it before. Written at once, without blocking,
@@ -156,7 +176,7 @@ def write(datapath, data: bytes) -> bool:
     queue = datapath.send_q
     if queue is None:
         return datapath.send(data)
-    if not queue.qsize() and queue.getting():  # the send loop waits for work: nothing in flight
+    if _idle(datapath, queue):
         sock = _plain_socket(datapath)
         if sock is not None:
             try:
@@ -175,6 +195,7 @@ def write(datapath, data: bytes) -> bool:
 
 
 def install() -> None:
-    """Make every switch connection of this process use this loop."""
+    """Make every switch connection of this process use this loop, closing its
+    socket when the loop ends as os-ken's own does (its `_deactivate`)."""
     from os_ken.controller import controller
-    controller.Datapath._recv_loop = _recv_loop
+    controller.Datapath._recv_loop = controller._deactivate(_recv_loop)

@@ -32,7 +32,8 @@ class _Switch:
         self.id, self.xid, self.address = 1, 100, ("192.0.2.1", 40000)
         self.wrote, self.msgs = [], []
         self.socket = types.SimpleNamespace(fd=types.SimpleNamespace(send=self._send))
-        self.send_q = types.SimpleNamespace(qsize=lambda: 0, getting=lambda: 1)
+        self.send_q = types.SimpleNamespace(qsize=lambda: 0, getting=lambda: 1, maxsize=16)
+        self._send_q_sem = types.SimpleNamespace(balance=16)
 
     def _send(self, data):
         self.wrote.append(bytes(data))
@@ -157,3 +158,30 @@ def test_a_source_over_its_cap_gets_its_block_after_the_answers_decided_before_i
     (block,) = switch.msgs
     assert block.hard_timeout == app.classification.limits.over_limit_seconds
     assert app.counts.flow_mods == 1
+
+
+def test_two_connections_deciding_in_turn_each_get_their_own_answers(app):
+    """Each connection has a receive loop of its own; one may decide while the
+    other has answers not written yet."""
+    mesh, other = _Switch(), _Switch()
+    other.id, other.xid = 2, 500
+    one, two = _packet_in(frame(sport=40001)), _packet_in(frame(sport=40002))
+    assert app.handle(mesh, bytearray(one), 0, len(one))
+    assert app.handle(other, bytearray(two), 0, len(two))  # mesh's answer still pending
+    app.flush(other)
+    assert [xid for _, xid, _ in other.messages()] == [501] and mesh.wrote == []
+    app.flush(mesh)
+    assert [xid for _, xid, _ in mesh.messages()] == [101]
+
+
+def test_a_failure_while_deciding_is_logged_counted_and_the_connection_goes_on(app, monkeypatch,
+                                                                                caplog):
+    switch = _Switch()
+    decide = app.classifier.decide
+    monkeypatch.setattr(app.classifier, "decide", lambda flow5: 1 / 0)
+    _feed(app, switch, _packet_in(frame()))
+    assert app.cache.drops[DropReason.ERROR.value] == 1 and switch.wrote == []
+    assert "ZeroDivisionError" in caplog.text
+    monkeypatch.setattr(app.classifier, "decide", decide)
+    _feed(app, switch, _packet_in(frame(sport=40001)))
+    assert [t for t, _, _ in switch.messages()] == [ofp.OFPT_PACKET_OUT]

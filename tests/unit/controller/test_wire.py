@@ -144,12 +144,20 @@ def test_the_loop_yields_to_other_green_threads_every_so_many_messages(monkeypat
     assert len(brick.handled) == 35 and yields == [0, 0, 0]
 
 
-def test_install_replaces_os_kens_loop_for_every_connection(monkeypatch):
+def test_install_replaces_os_kens_loop_and_the_socket_is_closed_when_it_ends(monkeypatch):
     from os_ken.base import app_manager  # noqa: F401  (os-ken's import order)
     from os_ken.controller import controller
     monkeypatch.setattr(controller.Datapath, "_recv_loop", controller.Datapath._recv_loop)
     wire.install()
-    assert controller.Datapath._recv_loop is wire._recv_loop
+    closed = []
+
+    class Closing(_Socket):
+        def close(self):
+            closed.append(True)
+    dp = _datapath([])
+    dp.socket = Closing([_stream(2)])
+    controller.Datapath._recv_loop(dp)  # as os-ken's serve() calls it
+    assert dp.ofp_brick.handled == [1, 2] and closed == [True]
 
 
 # --- a taken message type -----------------------------------------------------------
@@ -190,9 +198,9 @@ def test_a_taken_type_goes_to_its_taker_and_what_it_leaves_to_os_ken(taker):
 
 
 def test_the_taker_flushes_after_each_read_it_had_messages_of(taker):
-    stream = _stream(5)
-    cut = len(_stream(3))  # the first read ends after message 3
-    _run(_datapath([stream[:cut], stream[cut:]]))
+    first, second = (b"".join(_message(parser.OFPEchoRequest, data=b"", xid=x) for x in xids)
+                     for xids in ((1, 3), (5,)))  # all of them the taker's
+    _run(_datapath([first, second]))
     assert taker.events == [("handle", 1), ("handle", 3), ("flush",), ("handle", 5), ("flush",)]
 
 
@@ -213,6 +221,25 @@ def test_nothing_is_taken_outside_main_dispatcher(taker):
     brick = _run(_datapath([_stream(3)], _Brick(dispatchers=[CONFIG_DISPATCHER]),
                            state=CONFIG_DISPATCHER))
     assert taker.events == [] and [x for x, _, _ in brick.observed] == [1, 2, 3]
+
+
+def test_the_taker_flushes_before_os_ken_gets_a_message_of_the_same_read(taker):
+    class Recording(_Brick):
+        def send_event_to_observers(self, ev, state):
+            taker.events.append(("os-ken", ev.msg.xid))
+            super().send_event_to_observers(ev, state)
+    _run(_datapath([_stream(3)], Recording()))
+    assert taker.events == [("handle", 1), ("flush",), ("os-ken", 2), ("handle", 3),
+                            ("flush",)]
+
+
+def test_a_taker_that_raises_ends_the_loop_but_what_it_had_is_flushed(taker):
+    def handle(datapath, buf, at, length):
+        raise RuntimeError("a bug")
+    taker.handle = handle
+    with pytest.raises(RuntimeError):
+        _run(_datapath([_stream(1)]))
+    assert taker.events == [("flush",)]
 
 
 def test_a_type_has_one_taker_and_given_back_it_is_os_kens_again(taker):
@@ -244,6 +271,8 @@ class _Plain:
 
 
 class _Queue:
+    maxsize = 16
+
     def __init__(self, items=0, getters=1):
         self.items, self.getters = items, getters
 
@@ -255,9 +284,13 @@ class _Queue:
 
 
 class _Writer:
-    def __init__(self, plain, queue):
+    def __init__(self, plain, queue, waiting_for_room=0):
         self.socket = types.SimpleNamespace(fd=plain)
         self.send_q = queue
+        # os-ken's semaphore in front of the queue: its balance counts free slots,
+        # less the green threads waiting for one.
+        self._send_q_sem = types.SimpleNamespace(
+            balance=(queue.maxsize - queue.items - waiting_for_room) if queue else 0)
         self.queued = []
         self.address = ("x", 1)
 
@@ -278,6 +311,14 @@ def test_written_at_once_when_the_send_loop_waits_with_nothing_queued():
                          ids=["something-queued", "send-loop-writing"])
 def test_queued_behind_whatever_is_queued_or_being_written(queue):
     dp = _Writer(_Plain(), queue)
+    assert wire.write(dp, b"abc") is True
+    assert dp.socket.fd.wrote == [] and dp.queued == [b"abc"]
+
+
+def test_never_ahead_of_a_sender_still_waiting_for_room_in_the_queue():
+    """The queue drained and its send loop waits again, but a sender that waited
+    while it was full has not run yet: it goes first."""
+    dp = _Writer(_Plain(), _Queue(), waiting_for_room=1)
     assert wire.write(dp, b"abc") is True
     assert dp.socket.fd.wrote == [] and dp.queued == [b"abc"]
 
@@ -325,8 +366,11 @@ def test_on_eventlets_own_socket_and_queue_the_bytes_go_out_at_once_or_behind_th
 
     ours, switch = green_socket.socketpair()
     switch.settimeout(5)
+    from eventlet.semaphore import BoundedSemaphore
+
     queue, taken = LightQueue(16), []
-    dp = types.SimpleNamespace(socket=ours, send_q=queue, address=("x", 1),
+    dp = types.SimpleNamespace(socket=ours, send_q=queue, _send_q_sem=BoundedSemaphore(16),
+                               address=("x", 1),
                                send=lambda buf, close_socket=False: queue.put(buf) or True)
     sender = eventlet.spawn(lambda: taken.append(queue.get()))
     eventlet.sleep(0)  # the sender now waits for work
