@@ -15,19 +15,21 @@ for milliseconds.
 Taking. A message type an app has `take`n is not parsed by os-ken at all while
 the connection is in MAIN_DISPATCHER: the loop hands its bytes to the app's
 `handle(datapath, buf, at, length)`, in the loop, before the next message is
-read, and calls the app's `flush(datapath)` before it waits for more bytes or
-yields. That is the classifier's packet-in path: no message object, event,
+read, and calls the app's `flush(datapath)` before it waits for more bytes,
+yields, or hands a message of the same read to os-ken. That is the classifier's
+packet-in path: no message object, event,
 queue or green-thread switch between the packet-in and its answer. `handle`
 returns False to let os-ken parse the message as usual.
 
 Writing. `write(datapath, data)` puts bytes on the connection now when nothing
-else is being written to it, and otherwise queues them behind what is, in
-os-ken's send queue: the order of everything sent on one connection is the order
+else is being written to it or waits to be, and otherwise queues them behind it,
+in os-ken's send queue: the order of everything sent on one connection is the order
 it was written or queued in. os-ken's send loop writes one queued message per
 `sendall`, after a green-thread switch; an answer written here costs one
 non-blocking `send` from the loop that read its question.
 
-`install()` puts the loop in place of os-ken's; nothing else of os-ken changes.
+`install()` puts the loop in place of os-ken's (closing the socket when it ends,
+as os-ken's does); nothing else of os-ken changes.
 """
 from __future__ import annotations
 
