@@ -36,8 +36,8 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from apps.channel import describe_error, next_xid
 from apps.pipeline import EventPipelineSynced
 from controller import fastpath, ofmsg, wire
-from controller.classifier import (MARKS, RETRIES, Classifier, DecisionCache, DropReason, Verdict,
-                                   parse_ipv4, source_block_flow)
+from controller.classifier import (ADMITTING, MARKS, RETRIES, Classifier, DecisionCache,
+                                   DropReason, Verdict, parse_ipv4, source_block_flow)
 from controller.compiler import conntrack_zone
 from controller.pipeline import CLASSIFY, Purpose
 from controller.switches import Runtime
@@ -58,7 +58,6 @@ _MARK = {cls: int(mark) for cls, mark in MARKS.items()}  # the ct_mark of each c
 # about as much as a dict access of the decision's own.
 _VALUE = {cls: cls.value for cls in TrafficClass}
 _DROP = TrafficClass.DROP
-_ADMITTED, _PENDING = Verdict.ADMITTED, Verdict.PENDING
 _OVER_CAP, _NOT_HELD = Verdict.SOURCE_OVER_CAP, Verdict.NOT_HELD
 
 
@@ -153,7 +152,7 @@ class ClassifierApp(app_manager.OSKenApp):
             cache.count_drop(DropReason.UNPARSABLE)
             return
         verdict = cache.admit(flow5, time.monotonic())
-        if verdict is _ADMITTED or verdict is _PENDING:
+        if verdict in ADMITTING:
             decision = self.classifier.decide(flow5)
             cls = decision.cls
             counts.decided[_VALUE[cls]] += 1

@@ -360,7 +360,10 @@ class Verdict(str, enum.Enum):
 
     @property
     def admitted(self) -> bool:
-        return self is Verdict.ADMITTED or self is Verdict.PENDING
+        return self in ADMITTING
+
+
+ADMITTING = (Verdict.ADMITTED, Verdict.PENDING)  # the verdicts that commit
 
 
 # A connection that comes back to the controller this many times within

@@ -92,7 +92,7 @@ def _recv_loop(self):
         buf += data
         start, end = 0, len(buf)
         view = memoryview(buf)
-        taken = set()  # the takers that had a message of this read
+        taken = False  # a taker had a message of this read not flushed yet
         try:
             while end - start >= header_size:
                 version, msg_type, msg_len, xid = _HEADER.unpack_from(buf, start)
@@ -107,13 +107,12 @@ def _recv_loop(self):
                     try:
                         handled = taker.handle(self, buf, start, msg_len)
                     except BaseException:
-                        taken.add(taker)  # what it had goes out before the loop ends
+                        taken = True  # what it had goes out before the loop ends
                         raise
-                    if handled:
-                        taken.add(taker)
+                    taken = taken or handled
                 if not handled:
-                    if taken:
-                        _flush(self, taken)  # os-ken's handlers may wait: answers first
+                    if taken:  # os-ken's handlers may wait: the answers go first
+                        taken = _flush(self)
                     msg = ofproto_parser.msg(self, version, msg_type, msg_len, xid,
                                              bytearray(view[start:start + msg_len]))
                     if msg:
@@ -122,18 +121,20 @@ def _recv_loop(self):
                 count += 1
                 if count >= YIELD_EVERY:
                     count = 0
-                    _flush(self, taken)
+                    taken = _flush(self) if taken else False
                     hub.sleep(0)
         finally:
             view.release()
-            _flush(self, taken)
+            if taken:
+                _flush(self)
         del buf[:start]
 
 
-def _flush(datapath, taken: set) -> None:
-    for taker in taken:
+def _flush(datapath) -> bool:
+    """Every taker writes what it holds for the connection; False (nothing held)."""
+    for taker in list(_TAKERS.values()):
         taker.flush(datapath)
-    taken.clear()
+    return False
 
 
 def _dispatch(datapath, ev) -> None:

@@ -1,7 +1,6 @@
 """apps/classifier.py on the wire: packet-in bytes in, from the receive loop
 (controller.wire), committing packet-outs out, in order and batched, and a
 malformed or foreign packet-in counted and left alone without harm to the rest."""
-import struct
 import types
 from dataclasses import replace
 
@@ -51,12 +50,7 @@ class _Switch:
 
     def messages(self):
         """(type, xid, bytes) of everything written, in order."""
-        out, data = [], b"".join(self.wrote)
-        while data:
-            _, msg_type, length, xid = struct.unpack_from("!BBHI", data)
-            out.append((msg_type, xid, data[:length]))
-            data = data[length:]
-        return out
+        return list(of.Reader().feed(b"".join(self.wrote)))
 
 
 @pytest.fixture
@@ -112,11 +106,7 @@ def test_answers_go_out_every_batch_while_packet_ins_keep_coming(app):
     count = app_module.BATCH * 2 + 5
     _feed(app, switch, *(_packet_in(frame(src=f"10.101.{i // 200}.{i % 200 + 1}",
                                           sport=40000 + i)) for i in range(count)))
-    per_write = []
-    for data in switch.wrote:
-        one = _Switch()
-        one.wrote = [data]
-        per_write.append(len(one.messages()))
+    per_write = [len(list(of.Reader().feed(data))) for data in switch.wrote]
     assert per_write == [app_module.BATCH, app_module.BATCH, 5]
 
 
