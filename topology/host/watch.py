@@ -14,7 +14,9 @@ and fail-closed order, idempotent), whenever something it depends on moves:
   removed or changed (`Events`, rtnetlink's groups) -- within `DEBOUNCE` of the
   first event of a burst;
 - every `interval` seconds regardless (OVSDB changes, an Open vSwitch that came
-  back with its database intact, anything netlink does not tell);
+  back with its database intact, anything netlink does not tell); a periodic
+  check that finds a change whose events came while it read leaves the heal
+  to them, so it is counted under the interface that moved;
 - the config file changed (its mtime and size): re-read; a file with issues is
   refused with every issue logged, and the running config is kept.
 
@@ -212,14 +214,21 @@ class Watcher:
         self.metrics.last_check.set_to_current_time()
         return result
 
-    def heal(self, trigger: str, why: str = "") -> bool:
+    def heal(self, trigger: str, why: str = "",
+             defer: Optional[Callable[[], bool]] = None) -> Optional[bool]:
         """Read, plan and, if anything differs, apply; then read again. Whether the
         host matches the config afterwards. `trigger`: what set it off, one or
         more (comma-separated) interfaces, "start", "periodic" or "config"; each
-        is counted."""
+        is counted. `defer`: asked when something differs, before anything is
+        applied; if it says so, nothing is applied or counted and the result is
+        None (the caller heals again, under a better name)."""
         result = None
         try:
             result = self.check()
+            if result.actions and defer is not None and defer():
+                LOG.debug("heal (%s): %d change(s) deferred to the events that came "
+                          "meanwhile", trigger, len(result.actions))
+                return None
             if result.actions:
                 LOG.info("heal (%s%s): %d change(s)", trigger, f": {why}" if why else "",
                          len(result.actions))
@@ -290,6 +299,10 @@ class Watcher:
         self.heal("start")
         last = time.monotonic()
         fd = events.fileno()
+        deferred = False
+
+        def pending() -> bool:
+            return bool(select.select([fd], [], [], 0)[0])
         while not stop.is_set():
             wait = max(0.0, min(1.0, self.interval - (time.monotonic() - last)))
             triggers: dict = {}
@@ -323,7 +336,14 @@ class Watcher:
                 self.heal(",".join(t for t in watched if triggers[t] == first),
                           "netlink: " + ", ".join(watched))
             elif time.monotonic() - last >= self.interval:
-                self.heal("periodic")
+                # What a periodic check finds may have moved while it read: the
+                # kernel queued its events before the read saw it, so if events
+                # wait now, they are read first and name the heal. Once: events
+                # about unwatched interfaces alone must not put it off for good.
+                if self.heal("periodic", defer=None if deferred else pending) is None:
+                    deferred = True
+                    continue
             else:
                 continue
+            deferred = False
             last = time.monotonic()
