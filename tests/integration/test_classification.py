@@ -68,11 +68,21 @@ CLIENT = textwrap.dedent("""
 """)
 
 
+def tcp_counters(lab) -> dict:
+    """The Netmaker side's (the lab host kernel's) TCP counters, Tcp and TcpExt
+    (/proc/net/snmp and /proc/net/netstat), by name."""
+    out = {}
+    for table in ("/proc/net/snmp", "/proc/net/netstat"):
+        lines = lab.exec(HOST, "cat", table, check=True).stdout.splitlines()
+        for heads, values in zip(lines[::2], lines[1::2]):
+            if heads.startswith(("Tcp:", "TcpExt:")):
+                out.update(zip(heads.split()[1:], map(int, values.split()[1:])))
+    return out
+
+
 def retransmissions(lab) -> int:
-    """TCP segments the Netmaker side (the lab host's kernel) sent again."""
-    snmp = lab.exec(HOST, "cat", "/proc/net/snmp", check=True).stdout.splitlines()
-    heads, values = [line.split() for line in snmp if line.startswith("Tcp:")][:2]
-    return int(values[heads.index("RetransSegs")])
+    """TCP segments the Netmaker side sent again."""
+    return tcp_counters(lab)["RetransSegs"]
 
 
 def connect(lab, source, address, port, timeout=3.0):

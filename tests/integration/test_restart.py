@@ -12,7 +12,7 @@ from controller.pipeline import Mark
 from topology.system import wait_until
 
 from tests.integration.test_classification import (DROPLET, XRAY, XRAY_PORT, connections,
-                                                   netmaker_side, retransmissions)
+                                                   netmaker_side, tcp_counters)
 
 # A privacy stream: the droplet sends to the xray client for as long as it runs,
 # reading back what the server echoes; it prints the bytes that made the round trip.
@@ -60,7 +60,7 @@ def test_established_flows_keep_forwarding_without_loss_across_a_restart(lab, co
     assert server.stdout.readline().strip() == "listening"
     api = str(lab.host.mesh.port("veth201").container.address)
     lab.exec("200", "ping", "-c", "1", "-W", "2", api, check=True)  # ARP resolved first
-    retrans = retransmissions(lab)
+    before = tcp_counters(lab)
 
     privacy = lab.popen(HOST, "python3", "-c", STREAM, DROPLET, XRAY, str(XRAY_PORT),
                         str(SECONDS), stdout=subprocess.PIPE, text=True)
@@ -78,5 +78,11 @@ def test_established_flows_keep_forwarding_without_loss_across_a_restart(lab, co
     assert privacy.returncode == 0 and int(out) > 0, out
     summary, _ = management.communicate(timeout=SECONDS + 20)
     assert f"{pings} packets transmitted, {pings} received" in summary, summary
-    assert retransmissions(lab) == retrans
+    # Nothing lost: every segment sent again had arrived (the receiver said so
+    # with a D-SACK). A slow machine's stall can fire a retransmission timer
+    # with nothing lost; a segment the switch dropped is not reported back.
+    after = tcp_counters(lab)
+    again, duplicates = (after[k] - before[k] for k in ("RetransSegs", "TCPDSACKRecv"))
+    assert again <= duplicates, f"{again} segment(s) sent again, {duplicates} reported " \
+                                f"as duplicates"
     assert all(c["add"] == 0 and c["delete"] == 0 for c in counts.values()), counts
