@@ -463,7 +463,7 @@ def test_a_config_reload_adding_a_nodes_subnet(world):
         wait_until(lambda: world.talk(mcp.id, service, 7000, timeout=1)[0], HEAL_WAIT,
                    "management to the new node's service", interval=0.1)
         seconds = time.monotonic() - changed
-        assert _w1(world) and _w5(world)
+        wait_until(lambda: _w1(world) and _w5(world), HEAL_WAIT, "W1 and W5 after the reload")
     finally:
         broken = probes.finish()
     assert not broken, broken

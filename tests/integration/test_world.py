@@ -442,8 +442,10 @@ def test_the_demo_reports_each_probe_by_its_own_packet_only(world):
     try:
         shown = []
         for probe in demo.probes(world):
-            through, _ = demo.run_probe(world, probe)
-            assert through == probe.expect_through, probe
+            if probe.expect_through:  # a slow machine may take more than one try
+                wait_until(lambda: demo.run_probe(world, probe)[0], 60, f"{probe} through")
+            else:
+                assert not demo.run_probe(world, probe)[0], probe
             lines = demo.path_lines(world, demo.probe_paths(world, probe))
             shown.append((probe, lines))
     finally:
