@@ -1,9 +1,9 @@
 """What every test directory shares: the seed host (examples/seed.yaml).
 
     seed_host      fixture: examples/seed.yaml through topology.config.load_host
-    seed_ingress   a test argument: the test runs once per ingress point of the
-                   seed host, (bridge, port name) for every port of both bridges
-                   and each bridge's LOCAL port, ids like "mesh/veth200"
+    TOPOLOGIES     {name: config path} of the hosts the tests that must hold on
+                   any config run on: the seed, and tests/topologies/other-host.yaml
+                   (every name, address and number unlike the seed's)
     unavailable(reason)   skip the test for something missing here; under CI
                    (CI=true, as .ci/run sets it) fail it instead
     module(name)   import a Python package a test needs, or unavailable()
@@ -23,14 +23,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_YAML = ROOT / "examples" / "seed.yaml"
+OTHER_HOST_YAML = ROOT / "tests" / "topologies" / "other-host.yaml"
+TOPOLOGIES = {"seed": SEED_YAML, "other-host": OTHER_HOST_YAML}
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from topology.config import load_host  # noqa: E402
 from topology.model import Host  # noqa: E402
-
-from tests.isolation.packets import ingress_points  # noqa: E402
 
 
 def unavailable(reason: str):
@@ -52,8 +52,3 @@ def module(name: str):
 def seed_host() -> Host:
     return load_host(str(SEED_YAML))
 
-
-def pytest_generate_tests(metafunc):
-    if "seed_ingress" in metafunc.fixturenames:
-        points = ingress_points(load_host(str(SEED_YAML)))
-        metafunc.parametrize("seed_ingress", points, ids=[f"{b}/{p}" for b, p in points])

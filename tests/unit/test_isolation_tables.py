@@ -1,7 +1,8 @@
 """The isolation promise (README, W1-W6 and N1-N9) holds on the compiler's flow tables.
 
-Every packet class of tests/isolation/packets.py enters every port of the seed
-host's two bridges and runs through fake switches holding `compile_bridge`'s
+Every packet class of tests/isolation/packets.py enters every port of both
+bridges of each host of TOPOLOGIES (the seed, and tests/topologies/other-host.yaml:
+a host unlike it in every name, address and number) and runs through fake switches holding `compile_bridge`'s
 flows, across the inter-bridge link (tests/isolation/fake_switch.py). The oracle
 (tests/isolation/oracle.py, the promise as code) judges where it went:
 
@@ -32,7 +33,10 @@ from controller.compiler import compile_bridge
 from controller.flow import (ETH_TYPE_ARP, ETH_TYPE_IP, OFPP_IN_PORT, OFPP_LOCAL, Apply,
                              Controller, Flow, Goto, Meter, Output, SetField)
 from controller.pipeline import CLASSIFY, TABLES, Purpose
+from topology.config import load_host
 from topology.model import Host, Role
+
+from tests.conftest import TOPOLOGIES
 
 from tests.isolation.decisions import decisions, privacy_connections, refused_by_config
 from tests.isolation.fake_switch import (OFPP_ALL, OFPP_FLOOD, OFPP_NORMAL, AmbiguousMatch,
@@ -89,8 +93,8 @@ SCENARIOS = [
 ]
 
 
-class SeedTables:
-    """The seed host's packet matrix, judged once per oracle, and its switches
+class Tables:
+    """A host's packet matrix, judged once per oracle, and its switches
     compiled once per scenario."""
 
     def __init__(self, host: Host):
@@ -121,9 +125,32 @@ class SeedTables:
         return self._switches[scenario.id]
 
 
+def pytest_generate_tests(metafunc):
+    """Every test of a host runs on each of TOPOLOGIES (the seed and a host unlike
+    it in every name, address and number); `ingress` runs it once per ingress
+    point of that host, (bridge, port name), each bridge's LOCAL port among them."""
+    if "ingress" in metafunc.fixturenames:
+        pairs = [(name, point) for name, path in TOPOLOGIES.items()
+                 for point in ingress_points(load_host(str(path)))]
+        metafunc.parametrize(("topology", "ingress"), pairs, scope="module",
+                             ids=[f"{name}:{b}/{p}" for name, (b, p) in pairs])
+    elif "topology" in metafunc.fixturenames:
+        metafunc.parametrize("topology", list(TOPOLOGIES), scope="module")
+
+
 @pytest.fixture(scope="module")
-def seed(seed_host) -> SeedTables:
-    return SeedTables(seed_host)
+def topology() -> str:
+    return "seed"  # every test that asks is parametrized over TOPOLOGIES instead
+
+
+@pytest.fixture(scope="module")
+def host(topology) -> Host:
+    return load_host(str(TOPOLOGIES[topology]))
+
+
+@pytest.fixture(scope="module")
+def tables(host) -> Tables:
+    return Tables(host)
 
 
 # --- judging a trace -------------------------------------------------------------------------
@@ -199,46 +226,46 @@ def _summary(found: list) -> str:
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.id for s in SCENARIOS])
-def test_no_packet_reaches_an_egress_an_n_rule_forbids(seed, scenario, seed_ingress):
-    found = forbidden_egress(seed.switches(scenario),
-                             seed.judged(seed_ingress, scenario.classified))
+def test_no_packet_reaches_an_egress_an_n_rule_forbids(tables, scenario, ingress):
+    found = forbidden_egress(tables.switches(scenario),
+                             tables.judged(ingress, scenario.classified))
     assert not found, _summary(found)
 
 
 @pytest.mark.parametrize("scenario", [EVERY_PORT, CLASSIFIED], ids=lambda s: s.id)
-def test_every_w_flow_arrives_where_it_must(seed, scenario, seed_ingress):
+def test_every_w_flow_arrives_where_it_must(tables, scenario, ingress):
     """Netmaker ingress is held to W1/W5 only where the config's classification
     lets it in (the seed's default is drop: a ping from a Netmaker peer to a
     management container is refused by config, not by the pipeline)."""
-    refused = refused_by_config(seed.host, seed.macs)
-    judged = [(p, v) for p, v in seed.judged(seed_ingress, scenario.classified)
+    refused = refused_by_config(tables.host, tables.macs)
+    judged = [(p, v) for p, v in tables.judged(ingress, scenario.classified)
               if p.name not in refused]
-    found = missing_deliveries(seed.switches(scenario), judged)
+    found = missing_deliveries(tables.switches(scenario), judged)
     assert not found, _summary(found)
 
 
 
-def test_the_matrix_covers_every_port_and_every_w_rule(seed, seed_host):
-    for point in ingress_points(seed_host):
-        assert len(for_ingress(seed.packets, *point)) > 100, point
-    assert seed.required_rules() == {"W1", "W2", "W3", "W4", "W5", "W6"}
+def test_the_matrix_covers_every_port_and_every_w_rule(tables, host):
+    for point in ingress_points(host):
+        assert len(for_ingress(tables.packets, *point)) > 100, point
+    assert tables.required_rules() == {"W1", "W2", "W3", "W4", "W5", "W6"}
 
 
-def test_the_oracle_never_requires_what_it_forbids(seed):
-    for classified, oracle in seed.oracles.items():
-        for point in ingress_points(seed.host):
-            for packet, verdict in seed.judged(point, classified):
+def test_the_oracle_never_requires_what_it_forbids(tables):
+    for classified, oracle in tables.oracles.items():
+        for point in ingress_points(tables.host):
+            for packet, verdict in tables.judged(point, classified):
                 for r in verdict.required:
                     assert r.any_of, (packet.name, str(r))
                     for d in r.any_of:
                         assert not verdict.forbids(d.point), (packet.name, str(r))
 
 
-def test_the_oracle_requires_each_legitimate_flow_by_the_rule_it_is_named_after(seed):
+def test_the_oracle_requires_each_legitimate_flow_by_the_rule_it_is_named_after(tables):
     """packets.legitimate() and the oracle agree on what W1-W6 are (W1 once
     privacy is classified)."""
-    oracle = seed.oracles[True]
-    for packet in legitimate(seed.host, seed.macs):
+    oracle = tables.oracles[True]
+    for packet in legitimate(tables.host, tables.macs):
         rule = packet.name.split(":")[0].split()[0]
         assert rule in {r.rule for r in oracle.judge(packet).required}, packet.name
 
@@ -246,13 +273,13 @@ def test_the_oracle_requires_each_legitimate_flow_by_the_rule_it_is_named_after(
 # --- table-level facts ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["mesh", "vmbr0"])
-def bridge_flows(request, seed_host):
+@pytest.fixture(scope="module", params=["mesh", "privacy"])
+def bridge_flows(request, host):
     """(bridge, its compiled flows, port number -> name) with every port present."""
-    bridge = seed_host.bridge(request.param)
-    live = live_ports(bridge, switch_macs(seed_host))
+    bridge = host.mesh if request.param == "mesh" else host.privacy_bridge
+    live = live_ports(bridge, switch_macs(host))
     names = {n: name for name, n in port_numbers(bridge).items()}
-    return bridge, compile_bridge(seed_host, bridge.name, live), names
+    return bridge, compile_bridge(host, bridge.name, live), names
 
 
 def _outputs(flow: Flow) -> list:
@@ -267,13 +294,13 @@ def test_no_flow_outputs_to_local_or_floods(bridge_flows):
     assert not bad, "N9/N6/N7: flows to LOCAL, FLOOD, ALL or NORMAL:\n" + "\n".join(bad)
 
 
-def test_only_unicast_ipv4_to_a_known_host_crosses_the_inter_bridge_link(bridge_flows, seed):
+def test_only_unicast_ipv4_to_a_known_host_crosses_the_inter_bridge_link(bridge_flows, tables):
     """N6: a flow sending to the link matches IPv4, a unicast destination
     (no broadcast or multicast address inside it), and an exact unicast eth_dst
     or a specific source."""
     bridge, flows, names = bridge_flows
     link = port_numbers(bridge)[inter_bridge_end(bridge).name]
-    oracle = seed.oracles[False]
+    oracle = tables.oracles[False]
     bad = []
     for f in flows:
         if link not in _outputs(f):
@@ -303,7 +330,7 @@ def _holds_flooding_address(prefix: str, oracle: Oracle) -> bool:
 
 
 def test_every_table_ends_in_a_drop_and_only_undecided_connections_reach_the_controller(
-        bridge_flows, seed_host):
+        bridge_flows, host):
     """N7: with fail_mode=secure and no NORMAL, a table miss must be a drop, so
     every table holds a priority-0 catch-all without actions. Only mesh's
     classify table sends anything to the controller: connections of its own zone
@@ -313,11 +340,11 @@ def test_every_table_ends_in_a_drop_and_only_undecided_connections_reach_the_con
         misses = [f for f in flows if f.table == table.id and f.priority == 0 and not f.match]
         assert [f.instructions for f in misses] == [()], \
             f"{bridge.name} table {table.id} ({table.name}) misses wrongly"
-    zone = seed_host.classification.conntrack_zone
+    zone = host.classification.conntrack_zone
     to_controller = [f for f in flows if any(
         isinstance(a, Controller) for i in f.instructions if isinstance(i, Apply)
         for a in i.actions)]
-    if bridge.name != seed_host.mesh.name:
+    if bridge.name != host.mesh.name:
         assert not to_controller
         return
     assert to_controller
@@ -329,10 +356,10 @@ def test_every_table_ends_in_a_drop_and_only_undecided_connections_reach_the_con
         assert isinstance(f.instructions[0], Meter), f
 
 
-def test_open_vswitch_would_accept_every_flow(seed, seed_host):
+def test_open_vswitch_would_accept_every_flow(tables, host):
     """Prerequisites, goto direction and port numbers, for every scenario."""
     for scenario in SCENARIOS:
-        scenario.switches(seed_host, seed.macs)  # FakeSwitch raises FlowRejected
+        scenario.switches(host, tables.macs)  # FakeSwitch raises FlowRejected
 
 
 # --- the checker catches broken pipelines -------------------------------------------------------
@@ -416,23 +443,23 @@ BROKEN = [
 
 @pytest.mark.parametrize("edit,rules", [(e, r) for _, e, r in BROKEN],
                          ids=[what for what, _, _ in BROKEN])
-def test_a_broken_pipeline_is_caught_with_the_rule_it_breaks(seed, seed_host, edit, rules):
-    switches = _broken_switches(seed_host, seed.macs, edit)
+def test_a_broken_pipeline_is_caught_with_the_rule_it_breaks(tables, host, edit, rules):
+    switches = _broken_switches(host, tables.macs, edit)
     found = set()
-    for point in ingress_points(seed_host):
-        found |= {rule for f in forbidden_egress(switches, seed.judged(point, False))
+    for point in ingress_points(host):
+        found |= {rule for f in forbidden_egress(switches, tables.judged(point, False))
                   for rule in f.rules}
         if rules <= found:
             break
     assert rules <= found, f"expected {sorted(rules)}, the checker found {sorted(found)}"
 
 
-def test_a_lost_mac_rewrite_is_caught_as_a_missing_w3(seed, seed_host):
-    switches = _broken_switches(seed_host, seed.macs, no_mac_rewrites_on_mesh)
-    for zone, headers, mark in decisions(seed_host, seed.macs, privacy=True):
+def test_a_lost_mac_rewrite_is_caught_as_a_missing_w3(tables, host):
+    switches = _broken_switches(host, tables.macs, no_mac_rewrites_on_mesh)
+    for zone, headers, mark in decisions(host, tables.macs, privacy=True):
         switches.commit(zone, headers, mark)  # W3 is the reply of a privacy connection
-    found = {rule for point in ingress_points(seed_host)
-             for f in missing_deliveries(switches, seed.judged(point, True)) for rule in f.rules}
+    found = {rule for point in ingress_points(host)
+             for f in missing_deliveries(switches, tables.judged(point, True)) for rule in f.rules}
     assert "W3" in found
 
 
@@ -486,11 +513,12 @@ def test_the_fake_switch_refuses_to_guess_between_flows_of_one_priority():
 # --- the ofproto/trace rendering the integration test reuses ----------------------------------
 
 
-def test_packets_render_as_ofproto_trace_flows(seed):
-    w1 = next(p for p in seed.packets if p.name.startswith("W1") and p.in_port == "mesh-gw")
+def test_packets_render_as_ofproto_trace_flows(seed_host):
+    packets = matrix(seed_host, switch_macs(seed_host))
+    w1 = next(p for p in packets if p.name.startswith("W1") and p.in_port == "mesh-gw")
     assert trace_flow(w1) == (
         "in_port=mesh-gw,tcp,dl_src=02:5e:00:00:01:01,dl_dst=02:00:0a:00:00:66,"
         "nw_src=10.101.0.5,nw_dst=10.0.0.102,tcp_src=40000,tcp_dst=8080")
-    arp = next(p for p in seed.packets if p.headers["dl_type"] == ETH_ARP
+    arp = next(p for p in packets if p.headers["dl_type"] == ETH_ARP
                and p.in_port == LOCAL)
     assert trace_flow(arp).startswith("in_port=LOCAL,arp,dl_src=")
