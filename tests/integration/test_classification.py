@@ -19,6 +19,7 @@ from controller.conntrack import parse_dump
 from controller.pipeline import Mark, Purpose
 from topology.config import load_host
 from topology.labs.lab import HOST
+from topology.model import Role
 from topology.system import wait_until
 
 from tests.integration.conftest import SEED_YAML
@@ -98,19 +99,22 @@ def serve(lab, container_id, address, port):
 
 
 def netmaker_side(lab, *sources):
-    """The lab host as the Netmaker side: peer addresses and the route a real
-    host's nm-privacy table gives the xray client."""
+    """The lab host as the Netmaker side: peer addresses on the mesh's Netmaker
+    adapter and the route a real host's Netmaker-interface table gives the xray
+    client (all from the lab's config)."""
+    adapter = lab.host.mesh.one(Role.NETMAKER_UPLINK).name
     for source in sources:
-        lab.exec(HOST, "ip", "addr", "add", f"{source}/32", "dev", "mesh-gw", check=True)
-    lab.exec(HOST, "ip", "route", "add", f"{XRAY}/32", "dev", "mesh-gw", check=True)
-    # A real host forwards the droplet's packets and asks ARP as 10.1.0.1, the
-    # adapter's own address (the only ARP sender mesh admits from it). Here the
-    # peer addresses are local, and the kernel would ask as them.
-    lab.exec(HOST, "sysctl", "-qw", "net.ipv4.conf.mesh-gw.arp_announce=2", check=True)
+        lab.exec(HOST, "ip", "addr", "add", f"{source}/32", "dev", adapter, check=True)
+    lab.exec(HOST, "ip", "route", "add", f"{lab.host.xray_client.container.address}/32",
+             "dev", adapter, check=True)
+    # A real host forwards the droplet's packets and asks ARP as the adapter's own
+    # address (the only ARP sender mesh admits from it). Here the peer addresses
+    # are local, and the kernel would ask as them.
+    lab.exec(HOST, "sysctl", "-qw", f"net.ipv4.conf.{adapter}.arp_announce=2", check=True)
 
 
 def table1(lab, cookie) -> list:
-    return [line for line in lab.ovs.dump_flows("mesh", names=True, stats=False)
+    return [line for line in lab.ovs.dump_flows(lab.host.mesh.name, names=True, stats=False)
             if f"cookie={cookie:#x}" in line]
 
 
@@ -121,7 +125,7 @@ def connections(lab) -> list:
 
 
 def mesh_flows(lab) -> list:
-    return sorted(lab.ovs.dump_flows("mesh", names=True, stats=False))
+    return sorted(lab.ovs.dump_flows(lab.host.mesh.name, names=True, stats=False))
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """The isolation promise on the live switch's tables: every packet class at every
 port of both bridges, traced with ofproto/trace across the inter-bridge link, judged
-by the oracle (the promise as code). Once with socketnet attached, and again after
+by the oracle (the promise as code), on each host of TOPOLOGIES (the seed, and one
+unlike it in every name, address and number). Once with socketnet attached, and again after
 the controller was killed (N7: fail_mode=secure keeps the flows, nothing else passes).
 
 ofproto/trace sends no packet and consults no connection tracker: each packet is
@@ -10,6 +11,9 @@ the controller's real decisions (tests/isolation/decisions.py).
 """
 import pytest
 
+from topology.config import load_host
+
+from tests.conftest import TOPOLOGIES
 from tests.integration.conftest import switch_macs
 from controller.compiler import conntrack_zone
 from tests.isolation.decisions import decisions, privacy_connections, refused_by_config
@@ -76,8 +80,14 @@ def report(problems):
 
 
 @pytest.fixture
-def judged(attached):
-    lab, ctl = attached
+def judged(request, make_lab, controller):
+    """A host of TOPOLOGIES (by the test's parameter; the seed's without) as a lab,
+    socketnet attached with its config."""
+    config = str(TOPOLOGIES[getattr(request, "param", "seed")])
+    lab = make_lab(load_host(config))
+    ctl = controller(config)
+    lab.attach(ctl.target)
+    ctl.wait_synced([b.name for b in lab.host.bridges])
     macs = switch_macs(lab)
     # The connections the controller would have committed for Netmaker ingress if
     # the packets were sent (trace sends none): its real decisions.
@@ -92,6 +102,12 @@ def judged(attached):
     return lab, ctl, oracle, matrix(lab.host, macs), legit, tracker
 
 
+# The matrix on every host; what the controller's death and a flow behind its back
+# do is the same on any (the seed's).
+EVERY_HOST = pytest.mark.parametrize("judged", list(TOPOLOGIES), indirect=True)
+
+
+@EVERY_HOST
 def test_no_packet_class_at_any_port_reaches_what_an_n_rule_forbids(judged):
     lab, _, oracle, packets, _, tracker = judged
     assert len(packets) > 1000
@@ -99,6 +115,7 @@ def test_no_packet_class_at_any_port_reaches_what_an_n_rule_forbids(judged):
     assert not problems, report(problems)
 
 
+@EVERY_HOST
 def test_every_legitimate_flow_arrives_where_the_promise_says(judged):
     lab, _, oracle, _, legit, tracker = judged
     assert len(legit) > 50  # every W-rule has packets to prove
@@ -109,9 +126,11 @@ def test_every_legitimate_flow_arrives_where_the_promise_says(judged):
 
 def test_with_the_controller_killed_the_flows_stay_and_nothing_forbidden_passes(judged):
     lab, ctl, oracle, packets, legit, tracker = judged
-    before = sorted(lab.ovs.dump_flows("mesh", stats=False) + lab.ovs.dump_flows("vmbr0", stats=False))
+    def flows():
+        return sorted(f for b in lab.host.bridges for f in lab.ovs.dump_flows(b.name, stats=False))
+    before = flows()
     ctl.kill()
-    after = sorted(lab.ovs.dump_flows("mesh", stats=False) + lab.ovs.dump_flows("vmbr0", stats=False))
+    after = flows()
     assert after == before
     problems = violations(lab, oracle, packets, tracker) + missing(lab, oracle, legit, tracker)
     assert not problems, report(problems)
@@ -119,7 +138,8 @@ def test_with_the_controller_killed_the_flows_stay_and_nothing_forbidden_passes(
 
 def test_the_live_check_catches_a_flooding_flow_added_behind_socketnets_back(judged):
     lab, _, oracle, packets, _, tracker = judged
-    lab.ovs.ofctl("add-flow", "vmbr0", "table=0,priority=65000,actions=NORMAL")
+    lab.ovs.ofctl("add-flow", lab.host.privacy_bridge.name,
+                  "table=0,priority=65000,actions=NORMAL")
     problems = violations(lab, oracle, packets, tracker)
     rules = {p.split(":")[0] for p in problems}
     assert {"N2", "N6"} <= rules, report(problems)

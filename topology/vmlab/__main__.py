@@ -26,12 +26,14 @@ from topology.vmlab.vm import VM, VMError
 # The end-to-end proof, on the kernel datapath: the labs themselves, WireGuard, the
 # whole world (W1-W6, every N-rule with real packets, also with the controller
 # killed), the ofproto/trace matrix on the live tables, controller and ovs-vswitchd
-# restarts, the packet-in meter, classification with real TCP, host apply and its
-# idempotence; in two halves of about the same time (~300 s each, measured).
+# restarts, the packet-in meter, classification with real TCP (also on a host
+# unlike the seed), host apply and its idempotence; in two halves of about the
+# same time (~300 s each, measured).
 KERNEL_SUITE = (
     ("tests/integration/test_world.py",
      "tests/integration/test_restart.py",
-     "tests/integration/test_lab.py"),
+     "tests/integration/test_lab.py",
+     "tests/integration/test_other_host.py"),
     ("tests/integration/test_isolation_trace.py",
      "tests/integration/test_classification.py",
      "tests/integration/test_host_apply.py",
