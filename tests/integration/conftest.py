@@ -6,6 +6,7 @@ a failure: CI must never go green by running none of them.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from pathlib import Path
@@ -88,6 +89,19 @@ def report(text: str) -> None:
 
 
 _lab_numbers = itertools.count(1)
+
+
+@contextlib.contextmanager
+def a_world(config: str, tmp_path_factory):
+    """The whole world (topology.labs.world) of `config`, up; taken down after."""
+    require(*WIREGUARD, "nft", "sysctl")
+    from topology.labs.world import World
+    world = World(config, unique_lab_name(), state_root=str(tmp_path_factory.mktemp("labs")))
+    world.up()
+    try:
+        yield world
+    finally:
+        world.down()
 
 
 def unique_lab_name() -> str:

@@ -16,7 +16,7 @@ from bench.flood import HealthAsker, config_file, connect, flood, host_counters,
 from bench.stats import rss_kib
 from topology.system import wait_until
 
-from tests.integration.conftest import WIREGUARD, require, unique_lab_name
+from tests.integration.conftest import a_world
 
 FLOOD_SECONDS = 30
 CONNECTIONS = 3  # the droplet's, one after the other, at each point of the flood
@@ -25,19 +25,13 @@ UNKNOWN_CAP = 8_000
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    require(*WIREGUARD, "nft", "sysctl")
-    from topology.labs.world import World
     # The seed, its stats polled every second, one peer's WireGuard datagrams held
     # below what this lab's wireguard-go decrypts (LAB_PEER_RATE), and the flood's
     # share of the switch filled within the flood (the meter lets 1,000 packet-ins
     # a second through).
     path = config_file(str(tmp_path_factory.mktemp("flood")), UNKNOWN_CAP)
-    w = World(path, unique_lab_name(), state_root=str(tmp_path_factory.mktemp("labs")))
-    w.up()
-    try:
+    with a_world(path, tmp_path_factory) as w:
         yield w
-    finally:
-        w.down()
 
 
 def test_a_flood_of_netmaker_sources_is_policed_before_the_switch_and_the_droplet_gets_through(

@@ -21,7 +21,7 @@ from topology.labs.ovs import lab_datapath, lab_wireguard
 from topology.model import Role
 from topology.system import wait_until
 
-from tests.integration.conftest import SEED_YAML, WIREGUARD, report, require, unique_lab_name
+from tests.integration.conftest import SEED_YAML, a_world, report
 
 XRAY, XRAY_PORT = "10.0.0.102", 8080
 GATEWAY = "10.0.0.100"
@@ -32,15 +32,8 @@ DROPLET = "10.101.0.5"
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    require(*WIREGUARD, "nft", "sysctl")
-    from topology.labs.world import World
-    w = World(str(SEED_YAML), unique_lab_name(),
-              state_root=str(tmp_path_factory.mktemp("labs")))
-    w.up()
-    try:
+    with a_world(str(SEED_YAML), tmp_path_factory) as w:
         yield w
-    finally:
-        w.down()
 
 
 # --------------------------------------------------------------------------- probes

@@ -60,6 +60,10 @@ NOT_ON_THE_KERNEL_DATAPATH = {
         "unit under systemd; the rest (each interface alone, 30 s away, a config reload, "
         "five boot orders, nothing else touched) is the watcher's logic, the same on "
         "either datapath, and would add ~9 min of emulated time",
+    "tests/integration/test_other_world.py":
+        "the world's wiring on a host unlike the seed; what the kernel datapath does "
+        "on that host runs here in test_other_host (real packets) and test_isolation_trace "
+        "(the live matrix), and the whole world on the kernel datapath in test_world",
     "tests/integration/test_lab_cli.py":
         "`socketnet lab` as separate processes, two worlds side by side: the command's "
         "process handling, whose world test_world runs on the kernel datapath",
