@@ -46,7 +46,7 @@ class PipelineApp(app_manager.OSKenApp):
         super().__init__(*args, **kwargs)
         self.runtime: Runtime = kwargs["runtime"]
         self.channels: Channels = kwargs["channels"]
-        self._dirty = {}     # dpid -> another sync is wanted after the running one
+        self._wanted = {}    # dpid -> the connection a sync is wanted on (the newest)
         self._syncing = set()
         self.runtime.on_host_change(self._on_host_change)
         settings = self.runtime.host.settings
@@ -82,22 +82,21 @@ class PipelineApp(app_manager.OSKenApp):
     # --- sync ----------------------------------------------------------------
 
     def _request_sync(self, dp):
-        """Run a sync now, or once more after the one in progress."""
+        """Run a sync now, or once more after the one in progress, on the newest
+        connection asked for: a switch that reconnected during a sync is synced
+        on its new connection, not on the one that went."""
+        self._wanted[dp.id] = dp
         if dp.id in self._syncing:
-            self._dirty[dp.id] = True
             return
         self._syncing.add(dp.id)
-        hub.spawn(self._sync_loop, dp)
+        hub.spawn(self._sync_loop, dp.id)
 
-    def _sync_loop(self, dp):
+    def _sync_loop(self, dpid):
         try:
-            while True:
-                self._dirty[dp.id] = False
+            while (dp := self._wanted.pop(dpid, None)) is not None:
                 self._sync(dp)
-                if not self._dirty.get(dp.id):
-                    return
         finally:
-            self._syncing.discard(dp.id)
+            self._syncing.discard(dpid)
 
     def _sync_all(self):
         for channel in self.channels.values():
