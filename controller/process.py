@@ -198,13 +198,16 @@ class ControllerProcess:
 
     def wait_synced(self, bridges, timeout: float = START_TIMEOUT, after: int = 0) -> dict:
         """Wait until every bridge in `bridges` reported its pipeline in sync
-        (from log line `after` on): {bridge: counts of its last sync}."""
+        (from log line `after` on): {bridge: counts of its first sync since}, the
+        one that answered what came before `after`, not a later one (a port's
+        event, say) that found nothing left to do."""
         def synced(lines):
             found = {}
             for line in lines[after:]:
                 m = SYNC_LINE.search(line)
                 if m and m["bridge"] in bridges:
-                    found[m["bridge"]] = {k: int(m[k]) for k in ("add", "delete", "unchanged")}
+                    found.setdefault(m["bridge"],
+                                     {k: int(m[k]) for k in ("add", "delete", "unchanged")})
             return found if set(found) >= set(bridges) else None
         return self._wait(synced, f"sync of {', '.join(bridges)}", timeout)
 
